@@ -1,0 +1,109 @@
+/* Facts the kernel side reports, shared by every eBPF program and decoded in
+ * src/decode.rs. Plain fixed-layout structs: the kernel captures, Rust decides. */
+#ifndef SOCKSCOPE_FACTS_H
+#define SOCKSCOPE_FACTS_H
+
+enum fact_kind {
+	FACT_TCP_CONNECT = 1,     /* CLOSE -> SYN_SENT, in the connecting task */
+	FACT_TCP_ESTABLISHED = 2, /* SYN_SENT|SYN_RECV -> ESTABLISHED, any context */
+	FACT_TCP_ABORTED = 3,     /* SYN_SENT|SYN_RECV -> CLOSE: handshake failed */
+	FACT_TCP_ACCEPT = 4,      /* accept()/accept4() returned a TCP socket */
+	FACT_PROC_EXEC = 5,
+	FACT_PROC_FORK = 6,
+	FACT_PROC_EXIT = 7,
+};
+
+struct fact_header {
+	__u32 kind;
+	__u32 cpu;
+	__u64 ts_boot_ns; /* bpf_ktime_get_boot_ns(): survives suspend */
+};
+
+struct task_ids {
+	__u32 tgid; /* host pid namespace */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+};
+
+struct tcp_connect_fact {
+	struct fact_header hdr;
+	__u64 sk;
+	struct task_ids task;
+};
+
+struct tcp_endpoints {
+	__u32 netns;
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u16 pad;
+	__u8 local_addr[16];  /* 4 bytes used for AF_INET */
+	__u8 remote_addr[16];
+};
+
+struct tcp_established_fact {
+	struct fact_header hdr;
+	__u64 sk;
+	__u32 outbound; /* 1: was SYN_SENT (we connected); 0: was SYN_RECV */
+	__u32 pad;
+	struct tcp_endpoints ep;
+};
+
+struct tcp_aborted_fact {
+	struct fact_header hdr;
+	__u64 sk;
+	__u32 oldstate;
+	__u32 pad;
+};
+
+struct tcp_accept_fact {
+	struct fact_header hdr;
+	__u64 sk; /* 0 when the fd could not be resolved in the kernel */
+	struct task_ids task;
+	__s32 fd;
+	__u16 peer_family; /* from the caller's sockaddr; fallback only */
+	__u16 peer_port;
+	__u8 peer_addr[16];
+};
+
+#define EXEC_PATH_BUF 2048 /* reversed path components, NUL separated */
+#define EXEC_ARGS_BUF 4096 /* argv as the kernel holds it, NUL separated */
+#define EXEC_NAME_MAX 256
+/* Path area rounded up to a power of two, so offsets can be masked for the
+ * verifier, followed by the argv area. */
+#define EXEC_PATH_AREA 4096
+#define EXEC_DATA_BUF (EXEC_PATH_AREA + EXEC_ARGS_BUF)
+
+#define EXEC_PATH_TRUNCATED 1
+#define EXEC_ARGS_TRUNCATED 2
+
+struct proc_exec_fact {
+	struct fact_header hdr;
+	struct task_ids task;
+	__u32 ppid;
+	__u32 flags;
+	__u64 start_boot_ns;
+	__u32 path_len; /* bytes of data[] holding the path */
+	__u32 args_len; /* bytes of data[] after the path holding argv */
+	/* The path is emitted leaf first ("python3.11\0bin\0usr\0"), which keeps
+	 * the verifier's bounds simple; userspace reverses it. */
+	__u8 data[EXEC_DATA_BUF];
+};
+
+struct proc_fork_fact {
+	struct fact_header hdr;
+	__u32 parent_tgid;
+	__u32 child_tgid;
+	__u64 start_boot_ns;
+	__u32 uid;
+	__u32 pad;
+};
+
+struct proc_exit_fact {
+	struct fact_header hdr;
+	__u32 tgid;
+	__u32 pad;
+};
+
+#endif

@@ -1,0 +1,51 @@
+/* The one ring buffer all programs write to, so userspace sees facts in the
+ * order the kernel produced them (an exec before the connect that follows it).
+ * Every object declares it; userspace makes them share one map (reuse_fd). */
+#ifndef SOCKSCOPE_RINGBUF_H
+#define SOCKSCOPE_RINGBUF_H
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} events SEC(".maps");
+
+/* Reservation failures, per CPU, so loss is never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ringbuf_drops SEC(".maps");
+
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&ringbuf_drops, &zero);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void *reserve_fact(__u64 size, __u32 kind)
+{
+	struct fact_header *h = bpf_ringbuf_reserve(&events, size, 0);
+	if (!h) {
+		count_drop();
+		return NULL;
+	}
+	h->kind = kind;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	return h;
+}
+
+static __always_inline void fill_task_ids(struct task_ids *ids)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	ids->tgid = pid_tgid >> 32;
+	ids->tid = (__u32)pid_tgid;
+	ids->uid = (__u32)uid_gid;
+	ids->gid = uid_gid >> 32;
+}
+
+#endif

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: GPL-2.0
+/* TCP handshake facts from sock/inet_sock_set_state.
+ *
+ * CLOSE->SYN_SENT runs in the connecting task: report who, keyed by socket.
+ * ->ESTABLISHED runs in whatever context handled the packet (often pid 0):
+ * report only the socket and its endpoints, never the current task.
+ * SYN_SENT/SYN_RECV->CLOSE: the handshake failed; userspace drops its entry. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "facts.h"
+#include "ringbuf.bpf.h"
+#include "sock_endpoints.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Referenced so that libbpf-cargo generates Rust types for them. */
+struct tcp_connect_fact _tcp_connect_fact = {};
+struct tcp_established_fact _tcp_established_fact = {};
+struct tcp_aborted_fact _tcp_aborted_fact = {};
+
+static __always_inline int on_connect(const struct sock *sk)
+{
+	struct tcp_connect_fact *f = reserve_fact(sizeof(*f), FACT_TCP_CONNECT);
+	if (!f)
+		return 0;
+	f->sk = (__u64)sk;
+	fill_task_ids(&f->task);
+	bpf_ringbuf_submit(f, 0);
+	return 0;
+}
+
+static __always_inline int on_established(const struct sock *sk, int oldstate)
+{
+	struct tcp_established_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ESTABLISHED);
+	if (!f)
+		return 0;
+	f->sk = (__u64)sk;
+	f->outbound = oldstate == TCP_SYN_SENT;
+	f->pad = 0;
+	__builtin_memset(&f->ep, 0, sizeof(f->ep));
+	read_endpoints(sk, &f->ep);
+	bpf_ringbuf_submit(f, 0);
+	return 0;
+}
+
+static __always_inline int on_aborted(const struct sock *sk, int oldstate)
+{
+	struct tcp_aborted_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ABORTED);
+	if (!f)
+		return 0;
+	f->sk = (__u64)sk;
+	f->oldstate = oldstate;
+	f->pad = 0;
+	bpf_ringbuf_submit(f, 0);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state_change, const struct sock *sk, const int oldstate, const int newstate)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+		return on_connect(sk);
+	if (newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV))
+		return on_established(sk, oldstate);
+	if (newstate == TCP_CLOSE && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV))
+		return on_aborted(sk, oldstate);
+	return 0;
+}

@@ -1,0 +1,76 @@
+//! The command line. Every tunable is a setting with a safe default; with no
+//! arguments the sensor reports every TCP connection as JSON lines on stdout.
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::format::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockscope",
+    version,
+    about = "Reports every network connection with the process behind it (eBPF)"
+)]
+pub struct Cli {
+    /// Append events to PATH instead of writing them to stdout.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Event format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Seconds a half-seen TCP handshake is kept before it ages off (a connect
+    /// never ESTABLISHED, an inbound connection never accept()ed).
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub pending_timeout: u64,
+
+    /// Most half-seen TCP handshakes kept at once (oldest evicted, counted).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub pending_capacity: u64,
+
+    /// Seconds an exited process stays known, for its events still in flight.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub exit_grace: u64,
+
+    /// Most processes kept in the process table.
+    #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub process_capacity: u64,
+
+    /// Ring-buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ringbuf_mib)]
+    pub ringbuf_mib: u32,
+
+    /// Bytes of a command line captured at exec (at most 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=4096))]
+    pub argv_limit: u32,
+
+    /// Testing aid: attribute accepted connections by peer address only.
+    #[arg(long, hide = true)]
+    pub force_address_match: bool,
+}
+
+fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n == 0 || n > 1024 || !n.is_power_of_two() {
+        return Err("must be a power of two between 1 and 1024".to_string());
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let cli = Cli::try_parse_from(["sockscope"]).expect("no arguments is valid");
+        assert!(cli.output.is_none());
+        assert_eq!(cli.format, Format::Json);
+        assert!(Cli::try_parse_from(["sockscope", "--ringbuf-mib", "3"]).is_err());
+        assert!(Cli::try_parse_from(["sockscope", "--pending-timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["sockscope", "--format", "csv"]).is_err());
+        assert!(Cli::try_parse_from(["sockscope", "--bogus"]).is_err());
+    }
+}

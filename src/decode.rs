@@ -1,0 +1,382 @@
+//! Ring-buffer records -> typed kernel facts. Layouts come from the C structs
+//! in `src/bpf/facts.h`, through the skeletons' generated types.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use thiserror::Error;
+
+use crate::probes::skel::{
+    process::types as proc_t, tcp_accept::types as acc_t, tcp_state::types as tcp_t,
+};
+
+// SAFETY: generated #[repr(C)] structs made only of integers and integer
+// arrays: every bit pattern is a valid value.
+unsafe impl plain::Plain for tcp_t::fact_header {}
+unsafe impl plain::Plain for tcp_t::tcp_connect_fact {}
+unsafe impl plain::Plain for tcp_t::tcp_established_fact {}
+unsafe impl plain::Plain for tcp_t::tcp_aborted_fact {}
+unsafe impl plain::Plain for acc_t::tcp_accept_fact {}
+unsafe impl plain::Plain for proc_t::proc_fork_fact {}
+unsafe impl plain::Plain for proc_t::proc_exit_fact {}
+
+const FACT_TCP_CONNECT: u32 = 1;
+const FACT_TCP_ESTABLISHED: u32 = 2;
+const FACT_TCP_ABORTED: u32 = 3;
+const FACT_TCP_ACCEPT: u32 = 4;
+const FACT_PROC_EXEC: u32 = 5;
+const FACT_PROC_FORK: u32 = 6;
+const FACT_PROC_EXIT: u32 = 7;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+const EXEC_PATH_TRUNCATED: u32 = 1;
+const EXEC_ARGS_TRUNCATED: u32 = 2;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is too short for fact kind {kind}")]
+    Short { kind: u32, len: usize },
+    #[error("unknown fact kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown address family {0}")]
+    Family(u16),
+    #[error("exec record lengths ({path} + {args}) exceed its {len} bytes")]
+    ExecLengths {
+        path: usize,
+        args: usize,
+        len: usize,
+    },
+}
+
+/// The task a fact was captured in. Ids are in the host's namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskIds {
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+}
+
+/// Both ends of a TCP socket and the network namespace it lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    TcpConnect {
+        ts_ns: u64,
+        sk: u64,
+        task: TaskIds,
+    },
+    TcpEstablished {
+        ts_ns: u64,
+        sk: u64,
+        outbound: bool,
+        endpoints: Endpoints,
+    },
+    TcpAborted {
+        ts_ns: u64,
+        sk: u64,
+    },
+    TcpAccept {
+        ts_ns: u64,
+        /// None when the kernel could not resolve the fd to its socket.
+        sk: Option<u64>,
+        task: TaskIds,
+        /// From the caller's sockaddr, only read when `sk` is None.
+        peer: Option<SocketAddr>,
+    },
+    ProcExec {
+        ts_ns: u64,
+        task: TaskIds,
+        ppid: u32,
+        start_boot_ns: u64,
+        /// Absolute path, raw bytes.
+        path: Vec<u8>,
+        path_truncated: bool,
+        /// argv, NUL separated, as the kernel holds it.
+        argv: Vec<u8>,
+        argv_truncated: bool,
+    },
+    ProcFork {
+        ts_ns: u64,
+        parent_tgid: u32,
+        child_tgid: u32,
+        start_boot_ns: u64,
+        uid: u32,
+    },
+    ProcExit {
+        ts_ns: u64,
+        tgid: u32,
+    },
+}
+
+fn read<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let mut value = T::default();
+    plain::copy_from_bytes(&mut value, data).map_err(|_| DecodeError::Short {
+        kind,
+        len: data.len(),
+    })?;
+    Ok(value)
+}
+
+fn task_ids(t: &tcp_t::task_ids) -> TaskIds {
+    TaskIds {
+        tgid: t.tgid,
+        tid: t.tid,
+        uid: t.uid,
+    }
+}
+
+fn ip(family: u16, raw: &[u8; 16]) -> Result<IpAddr, DecodeError> {
+    match family {
+        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*raw))),
+        other => Err(DecodeError::Family(other)),
+    }
+}
+
+pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
+    let hdr: tcp_t::fact_header = read(data, 0)?;
+    let kind = hdr.kind;
+    let ts_ns = hdr.ts_boot_ns;
+    match kind {
+        FACT_TCP_CONNECT => {
+            let f: tcp_t::tcp_connect_fact = read(data, kind)?;
+            Ok(Fact::TcpConnect {
+                ts_ns,
+                sk: f.sk,
+                task: task_ids(&f.task),
+            })
+        }
+        FACT_TCP_ESTABLISHED => {
+            let f: tcp_t::tcp_established_fact = read(data, kind)?;
+            let ep = &f.ep;
+            let endpoints = Endpoints {
+                netns: ep.netns,
+                local: SocketAddr::new(ip(ep.family, &ep.local_addr)?, ep.local_port),
+                remote: SocketAddr::new(ip(ep.family, &ep.remote_addr)?, ep.remote_port),
+            };
+            Ok(Fact::TcpEstablished {
+                ts_ns,
+                sk: f.sk,
+                outbound: f.outbound != 0,
+                endpoints,
+            })
+        }
+        FACT_TCP_ABORTED => {
+            let f: tcp_t::tcp_aborted_fact = read(data, kind)?;
+            Ok(Fact::TcpAborted { ts_ns, sk: f.sk })
+        }
+        FACT_TCP_ACCEPT => {
+            let f: acc_t::tcp_accept_fact = read(data, kind)?;
+            let peer = match f.peer_family {
+                0 => None,
+                family => Some(SocketAddr::new(ip(family, &f.peer_addr)?, f.peer_port)),
+            };
+            let task = TaskIds {
+                tgid: f.task.tgid,
+                tid: f.task.tid,
+                uid: f.task.uid,
+            };
+            Ok(Fact::TcpAccept {
+                ts_ns,
+                sk: (f.sk != 0).then_some(f.sk),
+                task,
+                peer,
+            })
+        }
+        FACT_PROC_EXEC => decode_exec(data, ts_ns),
+        FACT_PROC_FORK => {
+            let f: proc_t::proc_fork_fact = read(data, kind)?;
+            Ok(Fact::ProcFork {
+                ts_ns,
+                parent_tgid: f.parent_tgid,
+                child_tgid: f.child_tgid,
+                start_boot_ns: f.start_boot_ns,
+                uid: f.uid,
+            })
+        }
+        FACT_PROC_EXIT => {
+            let f: proc_t::proc_exit_fact = read(data, kind)?;
+            Ok(Fact::ProcExit {
+                ts_ns,
+                tgid: f.tgid,
+            })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Fixed part of `struct proc_exec_fact`, in the order of facts.h.
+#[derive(Default)]
+#[repr(C)]
+struct ExecHead {
+    hdr: tcp_t::fact_header,
+    task: tcp_t::task_ids,
+    ppid: u32,
+    flags: u32,
+    start_boot_ns: u64,
+    path_len: u32,
+    args_len: u32,
+}
+// SAFETY: repr(C), integers only.
+unsafe impl plain::Plain for ExecHead {}
+
+fn decode_exec(data: &[u8], ts_ns: u64) -> Result<Fact, DecodeError> {
+    let head: ExecHead = read(data, FACT_PROC_EXEC)?;
+    let body = &data[std::mem::size_of::<ExecHead>()..];
+    let (path_len, args_len) = (head.path_len as usize, head.args_len as usize);
+    if path_len + args_len > body.len() {
+        return Err(DecodeError::ExecLengths {
+            path: path_len,
+            args: args_len,
+            len: body.len(),
+        });
+    }
+    let path = join_leaf_first(&body[..path_len]);
+    let argv = body[path_len..path_len + args_len].to_vec();
+    Ok(Fact::ProcExec {
+        ts_ns,
+        task: task_ids(&head.task),
+        ppid: head.ppid,
+        start_boot_ns: head.start_boot_ns,
+        path,
+        path_truncated: head.flags & EXEC_PATH_TRUNCATED != 0,
+        argv,
+        argv_truncated: head.flags & EXEC_ARGS_TRUNCATED != 0,
+    })
+}
+
+/// "python3.11\0bin\0usr\0" -> "/usr/bin/python3.11".
+fn join_leaf_first(raw: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+    parts.reverse();
+    let mut path = Vec::with_capacity(raw.len() + 1);
+    for part in parts {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_components_are_reversed() {
+        assert_eq!(
+            join_leaf_first(b"python3.11\0bin\0usr\0"),
+            b"/usr/bin/python3.11"
+        );
+        assert_eq!(join_leaf_first(b""), b"/");
+        assert_eq!(join_leaf_first(b"a b\xff\0dir\0"), b"/dir/a b\xff");
+    }
+
+    fn bytes_of<T: plain::Plain>(v: &T) -> Vec<u8> {
+        // SAFETY: T is Plain (repr(C), no padding-dependent invariants).
+        unsafe { plain::as_bytes(v) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_established_ipv6() {
+        let mut f = tcp_t::tcp_established_fact::default();
+        f.hdr.kind = FACT_TCP_ESTABLISHED;
+        f.hdr.ts_boot_ns = 42;
+        f.sk = 0xffff_8888_0000_1000;
+        f.outbound = 1;
+        f.ep.family = AF_INET6;
+        f.ep.netns = 4026531840;
+        f.ep.local_port = 40000;
+        f.ep.remote_port = 80;
+        f.ep.local_addr = Ipv6Addr::LOCALHOST.octets();
+        f.ep.remote_addr = "fd00::2"
+            .parse::<Ipv6Addr>()
+            .map(|a| a.octets())
+            .unwrap_or_default();
+        let fact = decode(&bytes_of(&f)).expect("decodes");
+        let Fact::TcpEstablished {
+            ts_ns,
+            sk,
+            outbound,
+            endpoints,
+        } = fact
+        else {
+            panic!("wrong kind: {fact:?}");
+        };
+        assert_eq!((ts_ns, sk, outbound), (42, 0xffff_8888_0000_1000, true));
+        assert_eq!(endpoints.remote, "[fd00::2]:80".parse().expect("addr"));
+        assert_eq!(endpoints.local.port(), 40000);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Short { .. })));
+        let mut h = tcp_t::fact_header { kind: 99, ..Default::default() };
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        h.kind = FACT_TCP_ESTABLISHED;
+        assert!(matches!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_exec_with_path_and_argv() {
+        let mut rec = bytes_of(&ExecHead {
+            hdr: tcp_t::fact_header {
+                kind: FACT_PROC_EXEC,
+                cpu: 0,
+                ts_boot_ns: 7,
+            },
+            task: tcp_t::task_ids {
+                tgid: 10,
+                tid: 10,
+                uid: 0,
+                gid: 0,
+            },
+            ppid: 1,
+            flags: EXEC_ARGS_TRUNCATED,
+            start_boot_ns: 5,
+            path_len: 9,
+            args_len: 6,
+        });
+        rec.extend_from_slice(b"curl\0bin\0ab\0cd\0");
+        let Ok(Fact::ProcExec {
+            path,
+            argv,
+            argv_truncated,
+            path_truncated,
+            ..
+        }) = decode(&rec)
+        else {
+            panic!("exec not decoded");
+        };
+        assert_eq!(path, b"/bin/curl");
+        assert_eq!(argv, b"ab\0cd\0");
+        assert!(argv_truncated && !path_truncated);
+        rec.truncate(rec.len() - 1);
+        assert!(matches!(decode(&rec), Err(DecodeError::ExecLengths { .. })));
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn exec_head_matches_the_c_layout() {
+        assert_eq!(
+            std::mem::size_of::<ExecHead>(),
+            std::mem::offset_of!(proc_t::proc_exec_fact, data)
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Enrich: a tracked connection + the process table -> a complete event
+//! (wall-clock time, user name, ProcessGuid, addresses in Sysmon's direction).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use nix::time::{clock_gettime, ClockId};
+use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
+
+use crate::event::{NetworkConnect, NETWORK_CONNECT};
+use crate::text::{command_line, or_dash};
+use crate::track::process::{ProcessInfo, ProcessTable};
+use crate::track::tcp::Connection;
+
+const UTC_TIME: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
+
+fn clock_ns(id: ClockId) -> Result<i128> {
+    let ts = clock_gettime(id).with_context(|| format!("clock_gettime({id})"))?;
+    Ok(i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()))
+}
+
+/// Now on the clock of bpf_ktime_get_boot_ns().
+pub fn boot_now_ns() -> u64 {
+    clock_ns(ClockId::CLOCK_BOOTTIME).map_or(0, |ns| u64::try_from(ns).unwrap_or(0))
+}
+
+/// Converts kernel boot-clock timestamps to wall-clock time. The boot clock
+/// keeps counting across suspend, so one offset holds; it is re-synced
+/// periodically to follow wall-clock adjustments (NTP, settimeofday).
+pub struct WallClock {
+    offset_ns: i128,
+    synced_at_boot_ns: u64,
+    resync_ns: u64,
+}
+
+impl WallClock {
+    pub fn new(resync_ns: u64) -> Result<Self> {
+        let mut c = Self {
+            offset_ns: 0,
+            synced_at_boot_ns: 0,
+            resync_ns,
+        };
+        c.sync()?;
+        Ok(c)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        // Bracket the realtime read with boot-clock reads to halve the skew.
+        let b1 = clock_ns(ClockId::CLOCK_BOOTTIME)?;
+        let real = clock_ns(ClockId::CLOCK_REALTIME)?;
+        let b2 = clock_ns(ClockId::CLOCK_BOOTTIME)?;
+        let boot = (b1 + b2) / 2;
+        self.offset_ns = real - boot;
+        self.synced_at_boot_ns = u64::try_from(boot).unwrap_or(0);
+        Ok(())
+    }
+
+    pub fn maybe_resync(&mut self, now_boot_ns: u64) {
+        if now_boot_ns.saturating_sub(self.synced_at_boot_ns) >= self.resync_ns {
+            if let Err(e) = self.sync() {
+                tracing::warn!("wall clock resync failed: {e:#}");
+            }
+        }
+    }
+
+    pub fn unix_ns(&self, boot_ns: u64) -> i128 {
+        i128::from(boot_ns) + self.offset_ns
+    }
+
+    pub fn utc_time(&self, boot_ns: u64) -> String {
+        format_utc(self.unix_ns(boot_ns))
+    }
+}
+
+pub fn format_utc(unix_ns: i128) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .ok()
+        .and_then(|t| t.format(UTC_TIME).ok())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// IPv4-mapped IPv6 (a dual-stack socket talking IPv4) is reported as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Sysmon's ProcessGuid: {machine-id[0..8]-start_lo16-start_hi16-Data4},
+/// start in epoch seconds, Data4 = pid and start time in microseconds,
+/// which differ for a new process that reuses a pid.
+pub fn process_guid(machine_prefix: u32, pid: u32, start_unix_ns: i128) -> String {
+    let secs = u32::try_from(start_unix_ns.div_euclid(1_000_000_000)).unwrap_or(0);
+    let micros = (start_unix_ns.div_euclid(1000) & 0xffff_ffff) as u32;
+    let d4 = (u64::from(pid) << 32) | u64::from(micros);
+    format!(
+        "{{{machine_prefix:08x}-{:04x}-{:04x}-{:04x}-{:012x}}}",
+        secs & 0xffff,
+        secs >> 16,
+        d4 >> 48,
+        d4 & 0xffff_ffff_ffff
+    )
+}
+
+pub fn read_machine_prefix() -> u32 {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|id| id.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok()))
+        .unwrap_or(0)
+}
+
+/// uid -> user name, cached (NSS lookups can be slow).
+#[derive(Default)]
+pub struct UserNames {
+    cache: HashMap<u32, String>,
+}
+
+impl UserNames {
+    pub fn name(&mut self, uid: u32) -> String {
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "-".to_string(), |u| u.name)
+            })
+            .clone()
+    }
+}
+
+pub struct Enricher {
+    pub clock: WallClock,
+    users: UserNames,
+    machine_prefix: u32,
+}
+
+impl Enricher {
+    pub fn new(clock: WallClock, machine_prefix: u32) -> Self {
+        Self {
+            clock,
+            users: UserNames::default(),
+            machine_prefix,
+        }
+    }
+
+    pub fn network_connect(
+        &mut self,
+        conn: &Connection,
+        procs: &mut ProcessTable,
+    ) -> NetworkConnect {
+        let ep = &conn.endpoints;
+        let (src, dst) = if conn.initiated {
+            (ep.local, ep.remote)
+        } else {
+            (ep.remote, ep.local)
+        };
+        let (src_ip, dst_ip) = (canonical_ip(src.ip()), canonical_ip(dst.ip()));
+        let owner = conn.owner.as_ref();
+        let process: Option<&ProcessInfo> = owner.and_then(|o| o.process.as_deref());
+        let pid = owner.map_or(0, |o| o.task.tgid);
+        let uid = owner.map_or(u32::MAX, |o| o.task.uid);
+        let ppid = process.map_or(0, |p| p.ppid);
+        let parent_image = match procs.lookup(ppid) {
+            Some(parent) if ppid != 0 => or_dash(&parent.image),
+            _ => "-".to_string(),
+        };
+        NetworkConnect {
+            event_id: NETWORK_CONNECT,
+            rule_name: "-".to_string(),
+            utc_time: self.clock.utc_time(conn.established_ns),
+            process_guid: process.map_or_else(
+                || "-".to_string(),
+                |p| {
+                    process_guid(
+                        self.machine_prefix,
+                        p.pid,
+                        self.clock.unix_ns(p.start_boot_ns),
+                    )
+                },
+            ),
+            process_id: pid,
+            image: process.map_or_else(|| "-".to_string(), |p| or_dash(&p.image)),
+            user: if owner.is_some() {
+                self.users.name(uid)
+            } else {
+                "-".to_string()
+            },
+            protocol: "tcp",
+            initiated: conn.initiated,
+            source_is_ipv6: src_ip.is_ipv6(),
+            source_ip: src_ip.to_string(),
+            source_hostname: "-".to_string(),
+            source_port: src.port(),
+            source_port_name: "-".to_string(),
+            destination_is_ipv6: dst_ip.is_ipv6(),
+            destination_ip: dst_ip.to_string(),
+            destination_hostname: "-".to_string(),
+            destination_port: dst.port(),
+            destination_port_name: "-".to_string(),
+            command_line: process
+                .filter(|p| !p.argv.is_empty())
+                .map_or_else(|| "-".to_string(), |p| command_line(&p.argv)),
+            command_line_truncated: process.is_some_and(|p| p.argv_truncated),
+            parent_process_id: ppid,
+            parent_image,
+            user_id: uid,
+            thread_id: owner.map_or(0, |o| o.task.tid),
+            net_ns: ep.netns,
+            attribution: conn.attribution.as_str(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_time_has_millisecond_precision() {
+        assert_eq!(
+            format_utc(1_764_434_274_640_999_999),
+            "2025-11-29 16:37:54.640"
+        );
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00.000");
+    }
+
+    #[test]
+    fn mapped_ipv4_becomes_ipv4() {
+        let mapped: IpAddr = "::ffff:169.254.0.1".parse().expect("ip");
+        assert_eq!(
+            canonical_ip(mapped),
+            "169.254.0.1".parse::<IpAddr>().expect("ip")
+        );
+        let v6: IpAddr = "fd00::1".parse().expect("ip");
+        assert_eq!(canonical_ip(v6), v6);
+        // RFC 5952: lowercase, longest zero run compressed.
+        let long: IpAddr = "FD00:0:0:0:0:0:0:1".parse().expect("ip");
+        assert_eq!(long.to_string(), "fd00::1");
+    }
+
+    #[test]
+    fn process_guid_layout_and_pid_reuse() {
+        let start = 0x6b0c_54e2_i128 * 1_000_000_000 + 123_456_000;
+        let g = process_guid(0x3d12_19c7, 30533, start);
+        assert!(g.starts_with("{3d1219c7-54e2-6b0c-"), "{g}");
+        assert_eq!(g.len(), 38);
+        assert_ne!(g, process_guid(0x3d12_19c7, 30533, start + 5_000_000));
+    }
+
+    #[test]
+    fn wall_clock_tracks_realtime() {
+        let c = WallClock::new(1_000_000_000).expect("clock");
+        let real = clock_ns(ClockId::CLOCK_REALTIME).expect("realtime");
+        let converted = c.unix_ns(boot_now_ns());
+        assert!(
+            (converted - real).abs() < 50_000_000,
+            "off by {} ns",
+            converted - real
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! sockscope: every network connection, with the process behind it.
+//!
+//! kernel probes (C) -> ring buffer -> decode -> track -> enrich -> format -> sink
+
+mod config;
+mod decode;
+mod enrich;
+mod event;
+mod format;
+mod pipeline;
+mod probes;
+mod sink;
+mod text;
+mod track;
+
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use libbpf_rs::RingBufferBuilder;
+
+use config::Cli;
+use enrich::{boot_now_ns, read_machine_prefix, Enricher, WallClock};
+use pipeline::Pipeline;
+use probes::{ObjectStorage, ProbeOptions, Probes};
+use sink::Sink;
+use track::process::{read_proc, ProcessTable};
+use track::tcp::TcpTracker;
+
+const POLL: Duration = Duration::from_millis(100);
+const TICK_NS: u64 = 1_000_000_000;
+const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
+
+fn main() -> ExitCode {
+    // Bad arguments exit with code 2 here, before anything is attached.
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let sink = match &cli.output {
+        None => Sink::stdout(),
+        Some(path) => match Sink::file(path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match run(&cli, sink) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Signals {
+    stop: Arc<AtomicBool>,
+    stats: Arc<AtomicBool>,
+}
+
+fn register_signals() -> Result<Signals> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats))
+        .context("installing signal handlers")?;
+    Ok(Signals { stop, stats })
+}
+
+fn run(cli: &Cli, sink: Sink) -> Result<()> {
+    probes::check_privileges()?;
+    probes::ensure_tracefs()?;
+    probes::route_libbpf_log();
+    let signals = register_signals()?;
+
+    let mut storage = ObjectStorage::new();
+    let opts = ProbeOptions {
+        ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
+        argv_limit: cli.argv_limit,
+        force_address_match: cli.force_address_match,
+    };
+    let probes = Probes::load(&mut storage, &opts)?;
+
+    let mut procs = ProcessTable::new(
+        usize::try_from(cli.process_capacity)?,
+        cli.exit_grace * 1_000_000_000,
+        read_proc,
+    );
+    // After attaching: processes exec'd during the scan arrive as facts later
+    // in the ring buffer and so overwrite what the scan read.
+    let seeded = procs.scan_proc();
+    let tcp = TcpTracker::new(
+        usize::try_from(cli.pending_capacity)?,
+        cli.pending_timeout * 1_000_000_000,
+    );
+    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix());
+    let pipeline = RefCell::new(Pipeline::new(procs, tcp, enrich, cli.format, sink));
+
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&probes.tcp_state.maps.events, |data| {
+            pipeline.borrow_mut().handle_record(data);
+            0
+        })
+        .context("setting up the ring buffer reader")?;
+    let ringbuf = builder
+        .build()
+        .context("setting up the ring buffer reader")?;
+
+    tracing::info!(probes = probes.attached(), processes = seeded, "ready");
+
+    let mut last_tick = boot_now_ns();
+    while !signals.stop.load(Ordering::Relaxed) {
+        if let Err(e) = ringbuf.poll(POLL) {
+            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                return Err(e).context("polling the ring buffer");
+            }
+        }
+        let mut p = pipeline.borrow_mut();
+        if let Some(e) = p.fatal.take() {
+            return Err(e);
+        }
+        p.flush()?;
+        let now = boot_now_ns();
+        if now.saturating_sub(last_tick) >= TICK_NS {
+            p.tick(now);
+            last_tick = now;
+        }
+        if signals.stats.swap(false, Ordering::Relaxed) {
+            tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0)));
+        }
+    }
+
+    // Drain what the kernel already queued, then flush before detaching.
+    let _ = ringbuf.consume();
+    let mut p = pipeline.borrow_mut();
+    p.flush()?;
+    tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0)));
+    tracing::info!("stopping: detaching probes");
+    drop(p);
+    drop(ringbuf);
+    drop(probes);
+    Ok(())
+}

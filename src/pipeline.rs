@@ -1,0 +1,181 @@
+//! The userspace pipeline: decode -> track -> enrich -> format -> sink.
+//! One instance, driven by the ring-buffer callback and the periodic tick.
+
+use anyhow::Result;
+
+use crate::decode::{decode, Fact, TaskIds};
+use crate::enrich::Enricher;
+use crate::format::{write_event, Format};
+use crate::sink::Sink;
+use crate::track::process::{ProcessInfo, ProcessTable};
+use crate::track::tcp::{Connection, Owner, TcpTracker};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PipelineStats {
+    pub facts: u64,
+    pub decode_errors: u64,
+    pub events_written: u64,
+}
+
+pub struct Pipeline {
+    pub procs: ProcessTable,
+    pub tcp: TcpTracker,
+    enrich: Enricher,
+    format: Format,
+    sink: Sink,
+    pub stats: PipelineStats,
+    /// First output error; the main loop stops on it.
+    pub fatal: Option<anyhow::Error>,
+}
+
+impl Pipeline {
+    pub fn new(
+        procs: ProcessTable,
+        tcp: TcpTracker,
+        enrich: Enricher,
+        format: Format,
+        sink: Sink,
+    ) -> Self {
+        Self {
+            procs,
+            tcp,
+            enrich,
+            format,
+            sink,
+            stats: PipelineStats::default(),
+            fatal: None,
+        }
+    }
+
+    /// Ring-buffer callback body.
+    pub fn handle_record(&mut self, data: &[u8]) {
+        self.stats.facts += 1;
+        match decode(data) {
+            Ok(fact) => self.handle(fact),
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                tracing::warn!("undecodable kernel record: {e}");
+            }
+        }
+    }
+
+    fn owner(&mut self, task: TaskIds) -> Owner {
+        Owner {
+            task,
+            process: self.procs.lookup(task.tgid),
+        }
+    }
+
+    pub fn handle(&mut self, fact: Fact) {
+        match fact {
+            Fact::TcpConnect { ts_ns, sk, task } => {
+                let owner = self.owner(task);
+                self.tcp.on_connect(sk, owner, ts_ns);
+            }
+            Fact::TcpEstablished {
+                ts_ns,
+                sk,
+                outbound,
+                endpoints,
+            } => {
+                if let Some(conn) = self.tcp.on_established(ts_ns, sk, outbound, endpoints) {
+                    self.emit(&conn);
+                }
+            }
+            Fact::TcpAborted { sk, .. } => self.tcp.on_aborted(sk),
+            Fact::TcpAccept {
+                ts_ns,
+                sk,
+                task,
+                peer,
+            } => {
+                let owner = self.owner(task);
+                if let Some(conn) = self.tcp.on_accept(sk, peer, owner, ts_ns) {
+                    self.emit(&conn);
+                }
+            }
+            Fact::ProcExec {
+                task,
+                ppid,
+                start_boot_ns,
+                path,
+                path_truncated,
+                argv,
+                argv_truncated,
+                ..
+            } => {
+                self.procs.exec(ProcessInfo {
+                    pid: task.tgid,
+                    ppid,
+                    uid: task.uid,
+                    image: path,
+                    image_truncated: path_truncated,
+                    argv,
+                    argv_truncated,
+                    start_boot_ns,
+                });
+            }
+            Fact::ProcFork {
+                parent_tgid,
+                child_tgid,
+                start_boot_ns,
+                uid,
+                ..
+            } => {
+                self.procs.fork(parent_tgid, child_tgid, start_boot_ns, uid);
+            }
+            Fact::ProcExit { ts_ns, tgid } => self.procs.exit(tgid, ts_ns),
+        }
+    }
+
+    fn emit(&mut self, conn: &Connection) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let event = self.enrich.network_connect(conn, &mut self.procs);
+        match write_event(self.format, &event, self.sink.writer()) {
+            Ok(()) => self.stats.events_written += 1,
+            Err(e) => self.fatal = Some(e),
+        }
+    }
+
+    /// Periodic work: age off what waited too long, keep the clock in sync.
+    pub fn tick(&mut self, now_boot_ns: u64) {
+        self.tcp.expire(now_boot_ns);
+        self.procs.expire(now_boot_ns);
+        self.enrich.clock.maybe_resync(now_boot_ns);
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
+    }
+
+    pub fn stats_line(&self, ringbuf_drops: u64) -> String {
+        let t = &self.tcp.stats;
+        let (connecting, unaccepted, early_accepts) = self.tcp.pending();
+        format!(
+            "stats: events_written={} facts={} decode_errors={} ringbuf_drops={} \
+             tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
+             tcp_inbound_never_accepted={} tcp_pending_connects_expired={} tcp_accepts_unmatched={} \
+             pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
+             process_lookups_proc={} process_unknown={}",
+            self.stats.events_written,
+            self.stats.facts,
+            self.stats.decode_errors,
+            ringbuf_drops,
+            t.outbound_reported,
+            t.inbound_reported,
+            t.outbound_unattributed,
+            t.handshakes_failed,
+            t.inbound_never_accepted,
+            t.pending_connects_expired,
+            t.accepts_unmatched,
+            connecting,
+            unaccepted,
+            early_accepts,
+            self.procs.len(),
+            self.procs.stats.from_proc,
+            self.procs.stats.unknown,
+        )
+    }
+}

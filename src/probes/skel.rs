@@ -1,0 +1,18 @@
+//! The generated libbpf-rs skeletons, one per eBPF program file.
+#![allow(
+    clippy::all,
+    clippy::pedantic,
+    non_camel_case_types,
+    dead_code,
+    unused_imports
+)]
+
+pub mod tcp_state {
+    include!(concat!(env!("OUT_DIR"), "/tcp_state.skel.rs"));
+}
+pub mod tcp_accept {
+    include!(concat!(env!("OUT_DIR"), "/tcp_accept.skel.rs"));
+}
+pub mod process {
+    include!(concat!(env!("OUT_DIR"), "/process.skel.rs"));
+}

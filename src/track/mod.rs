@@ -1,0 +1,5 @@
+//! Track: state that spans several kernel facts (pending TCP handshakes, the
+//! process table), kept and aged in userspace.
+pub mod process;
+pub mod table;
+pub mod tcp;
