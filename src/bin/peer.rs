@@ -1,1 +1,326 @@
-fn main() {}
+//! sockscope-peer: makes real TCP connections the way the tests (and later the
+//! benchmark) need them, and prints what it did so a test can check the
+//! sensor's events against it. Every wait is bounded by --timeout-secs.
+//!
+//! Output lines: `pid N`, `tid N`, `listening PORT`, `local ADDR`, `accepted N`.
+
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+#[derive(Parser)]
+#[command(name = "sockscope-peer", about = "Real TCP connections for sockscope's tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 20, global = true)]
+    timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum AcceptWith {
+    /// accept(fd, &addr, &len)
+    Accept,
+    /// accept(fd, NULL, NULL)
+    AcceptNull,
+    /// accept4(fd, &addr, &len, SOCK_CLOEXEC)
+    Accept4,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Via {
+    /// The main thread connects.
+    Main,
+    /// A second thread connects.
+    Thread,
+    /// The parent creates the socket; a forked child connects it.
+    ForkChild,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Listen, accept COUNT connections, close them, exit.
+    Listen {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long, value_enum, default_value_t = AcceptWith::Accept)]
+        accept: AcceptWith,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Enable TCP Fast Open on the listener and read the data it carries.
+        #[arg(long)]
+        fastopen: bool,
+    },
+    /// Connect COUNT sockets concurrently, print their local addresses, exit.
+    Connect {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, value_enum, default_value_t = Via::Main)]
+        via: Via,
+        /// Non-blocking connect() then poll (always so when COUNT > 1).
+        #[arg(long)]
+        nonblocking: bool,
+        /// Open with sendto(MSG_FASTOPEN) instead of connect().
+        #[arg(long)]
+        fastopen: bool,
+        /// Exit 0 only if the connection is refused.
+        #[arg(long)]
+        expect_refused: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let deadline = Instant::now() + Duration::from_secs(cli.timeout_secs);
+    let result = match cli.cmd {
+        Cmd::Listen { bind, accept, count, fastopen } => listen(bind, accept, count, fastopen, deadline),
+        Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused } => {
+            connect(to, count, via, nonblocking || count > 1, fastopen, expect_refused, deadline)
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("sockscope-peer: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    // A test reads these lines; if it went away there is no one to tell.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn domain(addr: &SocketAddr) -> Domain {
+    if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    }
+}
+
+fn wait_readable(fd: i32, deadline: Instant) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("timed out");
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 {
+            return Ok(());
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(std::io::Error::last_os_error()).context("poll");
+        }
+    }
+}
+
+fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
+    let fd = listener.as_raw_fd();
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let addr = storage.as_mut_ptr().cast::<libc::sockaddr>();
+    // SAFETY: addr/len describe a sockaddr_storage we own, or are NULL.
+    let ret = unsafe {
+        match with {
+            AcceptWith::Accept => libc::accept(fd, addr, &mut len),
+            AcceptWith::AcceptNull => libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()),
+            AcceptWith::Accept4 => libc::accept4(fd, addr, &mut len, libc::SOCK_CLOEXEC),
+        }
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()).context("accept");
+    }
+    // SAFETY: accept returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, deadline: Instant) -> Result<()> {
+    let listener = Socket::new(domain(&bind), Type::STREAM, None).context("socket")?;
+    listener.set_reuse_address(true)?;
+    if bind.is_ipv6() {
+        // [::] accepts IPv4 clients too (dual stack).
+        listener.set_only_v6(false)?;
+    }
+    listener.bind(&bind.into()).with_context(|| format!("bind {bind}"))?;
+    if fastopen {
+        let qlen: libc::c_int = 16;
+        // SAFETY: valid fd and an int option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_FASTOPEN,
+                (&qlen as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("TCP_FASTOPEN");
+        }
+    }
+    listener.listen(1024)?;
+    let port = listener.local_addr()?.as_socket().map_or(0, |a| a.port());
+    say(format!("pid {}", std::process::id()));
+    say(format!("listening {port}"));
+    let mut accepted = Vec::with_capacity(count);
+    while accepted.len() < count {
+        wait_readable(listener.as_raw_fd(), deadline)?;
+        let fd = accept_one(&listener, with)?;
+        if fastopen {
+            let mut s = std::fs::File::from(fd.try_clone()?);
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).context("reading fast-open data")?;
+        }
+        accepted.push(fd);
+    }
+    say(format!("accepted {}", accepted.len()));
+    Ok(())
+}
+
+fn connect(
+    to: SocketAddr,
+    count: usize,
+    via: Via,
+    nonblocking: bool,
+    fastopen: bool,
+    expect_refused: bool,
+    deadline: Instant,
+) -> Result<()> {
+    say(format!("pid {}", std::process::id()));
+    match via {
+        Via::Main => connect_many(to, count, nonblocking, fastopen, expect_refused, deadline),
+        Via::Thread => std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            say(format!("tid {}", unsafe { libc::gettid() }));
+            connect_many(to, count, nonblocking, fastopen, expect_refused, deadline)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("connecting thread panicked"))?,
+        Via::ForkChild => fork_child_connect(to, deadline),
+    }
+}
+
+fn open_socket(to: SocketAddr, nonblocking: bool) -> Result<Socket> {
+    let s = Socket::new(domain(&to), Type::STREAM, None).context("socket")?;
+    s.set_nonblocking(nonblocking)?;
+    Ok(s)
+}
+
+fn start_connect(s: &Socket, to: SocketAddr, fastopen: bool) -> std::io::Result<()> {
+    let addr = SockAddr::from(to);
+    if fastopen {
+        s.send_to_with_flags(b"x", &addr, libc::MSG_FASTOPEN).map(|_| ())
+    } else {
+        s.connect(&addr)
+    }
+}
+
+fn connect_many(
+    to: SocketAddr,
+    count: usize,
+    nonblocking: bool,
+    fastopen: bool,
+    expect_refused: bool,
+    deadline: Instant,
+) -> Result<()> {
+    let mut socks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let s = open_socket(to, nonblocking)?;
+        match start_connect(&s, to, fastopen) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) if expect_refused && e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                say(format!("refused {to}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("connect {to}")),
+        }
+        socks.push(s);
+    }
+    for s in &socks {
+        wait_connected(s, deadline)?;
+    }
+    if expect_refused {
+        bail!("connection to {to} was not refused");
+    }
+    for s in &socks {
+        if let Some(local) = s.local_addr()?.as_socket() {
+            say(format!("local {local}"));
+        }
+    }
+    Ok(())
+}
+
+fn wait_connected(s: &Socket, deadline: Instant) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("timed out connecting");
+        }
+        let mut pfd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 {
+            if let Some(e) = s.take_error()? {
+                return Err(e).context("connect");
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn fork_child_connect(to: SocketAddr, deadline: Instant) -> Result<()> {
+    let s = open_socket(to, false)?;
+    // SAFETY: single-threaded here; the child only makes syscalls and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {
+            say(format!("child {}", std::process::id()));
+            let code = match s.connect(&SockAddr::from(to)) {
+                Ok(()) => {
+                    if let Ok(Some(local)) = s.local_addr().map(|a| a.as_socket()) {
+                        say(format!("local {local}"));
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("sockscope-peer: child connect: {e}");
+                    1
+                }
+            };
+            // SAFETY: leave the child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        child => {
+            let mut status = 0;
+            while Instant::now() < deadline {
+                // SAFETY: waiting for our own child.
+                let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+                if r == child {
+                    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                        return Ok(());
+                    }
+                    bail!("child failed with status {status}");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // SAFETY: our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            bail!("child timed out")
+        }
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs the whole test suite: formatting, lints,
+# unit tests and the root-only tests against the real kernel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets

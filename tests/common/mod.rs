@@ -1,0 +1,317 @@
+//! Test harness: the real sensor, real peers, network namespaces joined by a
+//! veth pair. Everything started here is stopped and removed on drop, also
+//! when a test fails (panics unwind through the guards).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SENSOR: &str = env!("CARGO_BIN_EXE_sockscope");
+pub const PEER: &str = env!("CARGO_BIN_EXE_sockscope-peer");
+
+/// Kernel tests need root; in CI they must fail loudly rather than skip.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (CAP_BPF, netns); run the suite as root");
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A running sensor writing JSON lines to a file.
+pub struct Sensor {
+    child: Option<Child>,
+    pub out: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sensor {
+    pub fn start(extra: &[&str]) -> Sensor {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("events.jsonl");
+        let mut child = Command::new(SENSOR)
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sensor");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = channel();
+        let pipe = child.stderr.take().expect("stderr piped");
+        let lines = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().expect("lock").push(line);
+            }
+        });
+        let sensor = Sensor { child: Some(child), out, stderr, _dir: dir };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("sensor not ready in 30 s; stderr:\n{}", sensor.stderr_text());
+        }
+        sensor
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        // The sensor may be mid-line: only complete lines count.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Events matching `pred`, once at least `n` are there (or on timeout).
+    pub fn wait_for(&self, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let got: Vec<Value> = self.events().into_iter().filter(|e| pred(e)).collect();
+            if got.len() >= n || Instant::now() >= end {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends `sig`, waits for exit (bounded), returns status and stderr.
+    pub fn stop_with(mut self, sig: nix::sys::signal::Signal) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, sig);
+        let status = wait_bounded(&mut child, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(100)); // let the reader thread drain
+        (status, self.stderr_text())
+    }
+
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let end = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            return child.wait().expect("wait after kill");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+            wait_bounded(&mut child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// A peer process; its stdout lines arrive on a channel.
+pub struct Peer {
+    child: Option<Child>,
+    pid: u32,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Peer {
+    /// Runs `sockscope-peer ARGS`, in network namespace `ns` when given.
+    pub fn spawn(ns: Option<&str>, args: &[&str]) -> Peer {
+        Self::spawn_program(ns, Path::new(PEER), args)
+    }
+
+    pub fn spawn_program(ns: Option<&str>, program: &Path, args: &[&str]) -> Peer {
+        let mut cmd = match ns {
+            // `ip netns exec` execs the program: its pid is the peer's pid.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let (tx, rx) = channel();
+        let out = child.stdout.take().expect("stdout piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { pid: child.id(), child: Some(child), lines: rx, seen: Vec::new() }
+    }
+
+    /// Waits for a line starting with `prefix `, returns the rest.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(20);
+        if let Some(v) = self.find_seen(prefix) {
+            return v;
+        }
+        while let Ok(line) = self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            self.seen.push(line);
+            if let Some(v) = self.find_seen(prefix) {
+                return v;
+            }
+        }
+        panic!("peer never printed {prefix:?}; saw {:?}", self.seen);
+    }
+
+    fn find_seen(&self, prefix: &str) -> Option<String> {
+        let p = format!("{prefix} ");
+        self.seen.iter().find_map(|l| l.strip_prefix(&p).map(str::to_string))
+    }
+
+    pub fn values(&mut self, prefix: &str) -> Vec<String> {
+        self.wait_ok();
+        let p = format!("{prefix} ");
+        self.seen.iter().filter_map(|l| l.strip_prefix(&p).map(str::to_string)).collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits (bounded) for a successful exit and collects all output.
+    pub fn wait_ok(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = wait_bounded(&mut child, Duration::from_secs(30));
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line);
+            }
+            assert!(status.success(), "peer failed: {status}; output {:?}", self.seen);
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// Two network namespaces ("hosts") joined by a veth pair, with
+/// 169.254.N.1/24 + fd00:N::1/64 on `a` and .2 / ::2 on `b`.
+pub struct TestNet {
+    pub a: String,
+    pub b: String,
+    pub n: u32,
+}
+
+impl TestNet {
+    pub fn new() -> TestNet {
+        require_root();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let net = TestNet { a: format!("sscA{tag}"), b: format!("sscB{tag}"), n };
+        for ns in [&net.a, &net.b] {
+            run(Command::new("ip").args(["netns", "add", ns]));
+            run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+        }
+        let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
+        run(Command::new("ip").args(["-n", &net.a, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &net.b]));
+        for (ns, dev, host) in [(&net.a, &va, 1), (&net.b, &vb, 2)] {
+            run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("169.254.{n}.{host}/24"), "dev", dev]));
+            run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("fd00:{n}::{host}/64"), "dev", dev, "nodad"]));
+            run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
+        }
+        net
+    }
+
+    pub fn ip4(&self, host: u8) -> String {
+        format!("169.254.{}.{host}", self.n)
+    }
+
+    pub fn ip6(&self, host: u8) -> String {
+        format!("fd00:{}::{host}", self.n)
+    }
+
+    /// The namespace's inode, as the sensor's NetNs field reports it.
+    pub fn inode(ns: &str) -> u64 {
+        std::fs::metadata(format!("/run/netns/{ns}")).expect("netns file").ino()
+    }
+
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={value}")]));
+    }
+}
+
+impl TestNet {
+    /// A kernel SNMP counter of namespace `ns` (nstat).
+    pub fn counter(&self, ns: &str, name: &str) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", ns, "nstat", "-az", name]).output().expect("nstat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in {text}"))
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+pub fn host_netns_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()
+}
+
+pub fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} is not a number in {v}"))
+}

@@ -1,0 +1,363 @@
+//! TCP against the real kernel: the sensor binary, real sockets and
+//! processes, loopback and two network namespaces joined by a veth pair.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{host_netns_inode, s, u, Peer, Sensor, TestNet, PEER};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn sockaddr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+struct Pair {
+    listener_pid: u64,
+    connector_pid: u64,
+    port: u16,
+    /// The connecting socket's local address, as the connector saw it.
+    local: SocketAddr,
+}
+
+struct Side<'a> {
+    ns: Option<&'a str>,
+    args: Vec<&'a str>,
+}
+
+fn connect_pair(listen: Side<'_>, connect_host: &str, connect: Side<'_>) -> Pair {
+    let mut largs = vec!["listen"];
+    largs.extend(listen.args);
+    let mut l = Peer::spawn(listen.ns, &largs);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = sockaddr(connect_host, port);
+    let mut cargs = vec!["connect", "--to", &to];
+    cargs.extend(connect.args);
+    let mut c = Peer::spawn(connect.ns, &cargs);
+    let connector_pid = u64::from(c.pid());
+    let locals = c.values("local");
+    l.wait_ok();
+    let local = locals.first().expect("connector printed its address").parse().expect("local addr");
+    Pair { listener_pid: u64::from(l.pid()), connector_pid, port, local }
+}
+
+fn outbound(sensor: &Sensor, p: &Pair) -> Vec<Value> {
+    let (port, sport) = (p.port, p.local.port());
+    let got = sensor.wait_for(1, WAIT, |e| {
+        e["Initiated"] == true && u(e, "DestinationPort") == u64::from(port) && u(e, "SourcePort") == u64::from(sport)
+    });
+    // Let any duplicate arrive before the caller counts.
+    std::thread::sleep(Duration::from_millis(300));
+    let again = sensor.wait_for(0, Duration::ZERO, |e| {
+        e["Initiated"] == true && u(e, "DestinationPort") == u64::from(port) && u(e, "SourcePort") == u64::from(sport)
+    });
+    assert!(again.len() >= got.len());
+    again
+}
+
+fn inbound(sensor: &Sensor, p: &Pair) -> Vec<Value> {
+    let (port, sport) = (p.port, p.local.port());
+    let pred = |e: &Value| {
+        e["Initiated"] == false && u(e, "DestinationPort") == u64::from(port) && u(e, "SourcePort") == u64::from(sport)
+    };
+    sensor.wait_for(1, WAIT, pred);
+    std::thread::sleep(Duration::from_millis(300));
+    sensor.wait_for(0, Duration::ZERO, pred)
+}
+
+/// Checks both events of a connection: process, direction, addresses, netns.
+fn check_both(sensor: &Sensor, p: &Pair, server_ip: &str, netns_out: u64, netns_in: u64) {
+    let client_ip = canonical(p.local.ip()).to_string();
+    let server_ip = canonical(server_ip.parse().expect("ip")).to_string();
+    let is6 = |ip: &str| ip.contains(':');
+
+    let out = outbound(sensor, p);
+    assert_eq!(out.len(), 1, "exactly one outbound event: {out:?}\nstderr:\n{}", sensor.stderr_text());
+    let e = &out[0];
+    assert_eq!(u(e, "EventID"), 3);
+    assert_eq!(s(e, "Protocol"), "tcp");
+    assert_eq!(u(e, "ProcessId"), p.connector_pid, "{e}");
+    assert_eq!(s(e, "Image"), PEER, "{e}");
+    assert_eq!(s(e, "User"), "root");
+    assert_eq!(u(e, "UserId"), 0);
+    assert_eq!(s(e, "SourceIp"), client_ip);
+    assert_eq!(e["SourceIsIpv6"], is6(&client_ip));
+    assert_eq!(s(e, "DestinationIp"), server_ip);
+    assert_eq!(e["DestinationIsIpv6"], is6(&server_ip));
+    assert_eq!(u(e, "NetNs"), netns_out);
+    assert_eq!(s(e, "Attribution"), "connect");
+    assert!(s(e, "CommandLine").starts_with(&format!("{PEER} connect --to ")), "{e}");
+
+    let inn = inbound(sensor, p);
+    assert_eq!(inn.len(), 1, "exactly one inbound event: {inn:?}\nstderr:\n{}", sensor.stderr_text());
+    let e = &inn[0];
+    assert_eq!(u(e, "ProcessId"), p.listener_pid, "{e}");
+    assert_eq!(s(e, "Image"), PEER);
+    // Sysmon's direction: for an accepted connection Source is the remote peer.
+    assert_eq!(s(e, "SourceIp"), client_ip);
+    assert_eq!(u(e, "SourcePort"), u64::from(p.local.port()));
+    assert_eq!(s(e, "DestinationIp"), server_ip);
+    assert_eq!(u(e, "DestinationPort"), u64::from(p.port));
+    assert_eq!(u(e, "NetNs"), netns_in);
+    assert_eq!(s(e, "Attribution"), "accept");
+}
+
+fn side<'a>(ns: Option<&'a str>, args: &[&'a str]) -> Side<'a> {
+    Side { ns, args: args.to_vec() }
+}
+
+#[test]
+fn loopback_ipv4_accept() {
+    let sensor = Sensor::start(&[]);
+    let p = connect_pair(side(None, &["--bind", "127.0.0.1:0"]), "127.0.0.1", side(None, &[]));
+    check_both(&sensor, &p, "127.0.0.1", host_netns_inode(), host_netns_inode());
+}
+
+#[test]
+fn loopback_ipv6_accept4() {
+    let sensor = Sensor::start(&[]);
+    let p = connect_pair(side(None, &["--bind", "[::1]:0", "--accept", "accept4"]), "::1", side(None, &[]));
+    check_both(&sensor, &p, "::1", host_netns_inode(), host_netns_inode());
+}
+
+#[test]
+fn across_namespaces_ipv4_accept_null() {
+    let net = TestNet::new();
+    let sensor = Sensor::start(&[]);
+    let bind = format!("{}:0", net.ip4(2));
+    let p = connect_pair(
+        side(Some(&net.b), &["--bind", &bind, "--accept", "accept-null"]),
+        &net.ip4(2),
+        side(Some(&net.a), &[]),
+    );
+    assert_eq!(p.local.ip().to_string(), net.ip4(1));
+    check_both(&sensor, &p, &net.ip4(2), TestNet::inode(&net.a), TestNet::inode(&net.b));
+}
+
+#[test]
+fn across_namespaces_ipv6_accept() {
+    let net = TestNet::new();
+    let sensor = Sensor::start(&[]);
+    let bind = format!("[{}]:0", net.ip6(2));
+    let p = connect_pair(side(Some(&net.b), &["--bind", &bind]), &net.ip6(2), side(Some(&net.a), &[]));
+    check_both(&sensor, &p, &net.ip6(2), TestNet::inode(&net.a), TestNet::inode(&net.b));
+}
+
+#[test]
+fn dual_stack_mapped_ipv4_reported_as_ipv4() {
+    let net = TestNet::new();
+    let sensor = Sensor::start(&[]);
+    // Listener on [::] (dual stack), connector on an IPv6 socket to ::ffff:v4.
+    let mapped = format!("::ffff:{}", net.ip4(2));
+    let p = connect_pair(
+        side(Some(&net.b), &["--bind", "[::]:0", "--accept", "accept-null"]),
+        &mapped,
+        side(Some(&net.a), &[]),
+    );
+    assert!(p.local.is_ipv6(), "connector used an IPv6 socket: {}", p.local);
+    check_both(&sensor, &p, &net.ip4(2), TestNet::inode(&net.a), TestNet::inode(&net.b));
+    let e = &outbound(&sensor, &p)[0];
+    assert_eq!(s(e, "SourceIp"), net.ip4(1));
+    assert_eq!(e["SourceIsIpv6"], false);
+}
+
+#[test]
+fn forked_child_connects_on_parents_socket() {
+    let sensor = Sensor::start(&[]);
+    let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0"]);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = sockaddr("127.0.0.1", port);
+    let mut c = Peer::spawn(None, &["connect", "--to", &to, "--via", "fork-child"]);
+    let parent = u64::from(c.pid());
+    let child: u64 = c.expect("child").parse().expect("child pid");
+    let local: SocketAddr = c.expect("local").parse().expect("addr");
+    c.wait_ok();
+    l.wait_ok();
+    assert_ne!(parent, child);
+    let p = Pair { listener_pid: u64::from(l.pid()), connector_pid: child, port, local };
+    let out = outbound(&sensor, &p);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(u(&out[0], "ProcessId"), child, "the child connected: {}", out[0]);
+    assert_eq!(u(&out[0], "ParentProcessId"), parent);
+    assert_eq!(s(&out[0], "Image"), PEER);
+    assert_eq!(s(&out[0], "ParentImage"), PEER);
+}
+
+#[test]
+fn second_thread_connect_reports_process_id() {
+    let sensor = Sensor::start(&[]);
+    let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0"]);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = sockaddr("127.0.0.1", port);
+    let mut c = Peer::spawn(None, &["connect", "--to", &to, "--via", "thread"]);
+    let pid = u64::from(c.pid());
+    let tid: u64 = c.expect("tid").parse().expect("tid");
+    let local: SocketAddr = c.expect("local").parse().expect("addr");
+    c.wait_ok();
+    l.wait_ok();
+    assert_ne!(pid, tid);
+    let p = Pair { listener_pid: u64::from(l.pid()), connector_pid: pid, port, local };
+    let out = outbound(&sensor, &p);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(u(&out[0], "ProcessId"), pid);
+    assert_eq!(u(&out[0], "ThreadId"), tid);
+}
+
+#[test]
+fn refused_connect_gives_no_event() {
+    let net = TestNet::new();
+    let sensor = Sensor::start(&[]);
+    // Nothing listens on b:7; the RST refuses the connection.
+    let to = sockaddr(&net.ip4(2), 7);
+    let mut c = Peer::spawn(Some(&net.a), &["connect", "--to", &to, "--expect-refused"]);
+    assert_eq!(c.values("refused").len(), 1);
+    // A successful connection afterwards proves the sensor was reporting.
+    let bind = format!("{}:0", net.ip4(2));
+    let p = connect_pair(side(Some(&net.b), &["--bind", &bind]), &net.ip4(2), side(Some(&net.a), &[]));
+    assert_eq!(outbound(&sensor, &p).len(), 1);
+    let refused: Vec<Value> = sensor.events().into_iter().filter(|e| u(e, "DestinationPort") == 7).collect();
+    assert!(refused.is_empty(), "refused connect reported: {refused:?}");
+    let (status, stderr) = sensor.stop();
+    assert!(status.success());
+    assert!(stderr.contains("tcp_handshakes_failed=1"), "failure counted: {stderr}");
+}
+
+#[test]
+fn two_hundred_concurrent_connections() {
+    let net = TestNet::new();
+    let sensor = Sensor::start(&[]);
+    let bind = format!("{}:0", net.ip4(2));
+    let mut l = Peer::spawn(Some(&net.b), &["listen", "--bind", &bind, "--count", "200", "--accept", "accept4"]);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = sockaddr(&net.ip4(2), port);
+    let mut c = Peer::spawn(Some(&net.a), &["connect", "--to", &to, "--count", "200"]);
+    let locals: HashSet<u16> =
+        c.values("local").iter().map(|a| a.parse::<SocketAddr>().expect("addr").port()).collect();
+    l.wait_ok();
+    assert_eq!(locals.len(), 200);
+    let (cpid, lpid) = (u64::from(c.pid()), u64::from(l.pid()));
+    let is_ours = |e: &Value, initiated: bool| {
+        e["Initiated"] == initiated
+            && u(e, "DestinationPort") == u64::from(port)
+            && locals.contains(&(u(e, "SourcePort") as u16))
+    };
+    sensor.wait_for(200, WAIT, |e| is_ours(e, true));
+    sensor.wait_for(200, WAIT, |e| is_ours(e, false));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = sensor.wait_for(0, Duration::ZERO, |e| is_ours(e, true));
+    let inn = sensor.wait_for(0, Duration::ZERO, |e| is_ours(e, false));
+    assert_eq!(out.len(), 200, "outbound events");
+    assert_eq!(inn.len(), 200, "inbound events");
+    let distinct = |v: &[Value]| v.iter().map(|e| u(e, "SourcePort")).collect::<HashSet<_>>().len();
+    assert_eq!(distinct(&out), 200, "no duplicates outbound");
+    assert_eq!(distinct(&inn), 200, "no duplicates inbound");
+    assert!(out.iter().all(|e| u(e, "ProcessId") == cpid));
+    assert!(inn.iter().all(|e| u(e, "ProcessId") == lpid));
+}
+
+#[test]
+fn process_that_exits_at_once_keeps_its_image() {
+    let sensor = Sensor::start(&[]);
+    // A copy under its own odd name: the Image can only come from this exec.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("quick exit \"peer\"");
+    std::fs::copy(PEER, &exe).expect("copy peer");
+    let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0"]);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = sockaddr("127.0.0.1", port);
+    let mut c = Peer::spawn_program(None, &exe, &["connect", "--to", &to]);
+    let pid = u64::from(c.pid());
+    let local: SocketAddr = c.expect("local").parse().expect("addr");
+    c.wait_ok();
+    l.wait_ok();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the connector is gone");
+    let p = Pair { listener_pid: u64::from(l.pid()), connector_pid: pid, port, local };
+    let out = outbound(&sensor, &p);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(u(&out[0], "ProcessId"), pid);
+    assert_eq!(s(&out[0], "Image"), exe.to_str().expect("utf8 path"));
+}
+
+#[test]
+fn nonblocking_connect() {
+    let sensor = Sensor::start(&[]);
+    let p = connect_pair(side(None, &["--bind", "[::1]:0"]), "::1", side(None, &["--nonblocking"]));
+    check_both(&sensor, &p, "::1", host_netns_inode(), host_netns_inode());
+}
+
+#[test]
+fn tcp_fast_open() {
+    let net = TestNet::new();
+    // Client and server TFO without cookies: the SYN carries data, and the
+    // server's accept() returns the child before it is ESTABLISHED.
+    net.sysctl(&net.a, "net.ipv4.tcp_fastopen", "0x207");
+    net.sysctl(&net.b, "net.ipv4.tcp_fastopen", "0x207");
+    let sensor = Sensor::start(&[]);
+    let bind = format!("{}:0", net.ip4(2));
+    let p = connect_pair(
+        side(Some(&net.b), &["--bind", &bind, "--fastopen"]),
+        &net.ip4(2),
+        side(Some(&net.a), &["--fastopen"]),
+    );
+    check_both(&sensor, &p, &net.ip4(2), TestNet::inode(&net.a), TestNet::inode(&net.b));
+    assert_eq!(net.counter(&net.a, "TcpExtTCPFastOpenActive"), 1, "the client's SYN carried data");
+    assert_eq!(net.counter(&net.b, "TcpExtTCPFastOpenPassive"), 1, "the server took the fast-open SYN");
+}
+
+#[test]
+fn address_match_fallback_attributes_accept() {
+    let net = TestNet::new();
+    let sensor = Sensor::start(&["--force-address-match"]);
+    let bind = format!("[{}]:0", net.ip6(2));
+    let p = connect_pair(side(Some(&net.b), &["--bind", &bind]), &net.ip6(2), side(Some(&net.a), &[]));
+    let inn = inbound(&sensor, &p);
+    assert_eq!(inn.len(), 1, "{inn:?}");
+    assert_eq!(u(&inn[0], "ProcessId"), p.listener_pid);
+    assert_eq!(s(&inn[0], "Attribution"), "address-match");
+}
+
+#[test]
+fn event_is_written_within_a_second_with_its_time() {
+    let sensor = Sensor::start(&[]);
+    let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0"]);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = sockaddr("127.0.0.1", port);
+    let before = time_now();
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    let local: SocketAddr = c.expect("local").parse().expect("addr");
+    let connected = Instant::now();
+    let got = sensor.wait_for(1, Duration::from_secs(1), |e| {
+        e["Initiated"] == true && u(e, "SourcePort") == u64::from(local.port())
+    });
+    let waited = connected.elapsed();
+    assert_eq!(got.len(), 1, "event on disk within 1 s of the connection (waited {waited:?})");
+    let after = time_now();
+    let t = s(&got[0], "UtcTime");
+    assert!(t.len() == 23 && before <= t && t <= after, "UtcTime {t} within [{before}, {after}]");
+    let guid = s(&got[0], "ProcessGuid");
+    assert!(guid.starts_with('{') && guid.ends_with('}') && guid.len() == 38, "{guid}");
+    c.wait_ok();
+    l.wait_ok();
+}
+
+/// Wall-clock now in the UtcTime format, from `date` (independent of the sensor).
+fn time_now() -> String {
+    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S.%3N"]).output().expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
