@@ -17,11 +17,7 @@ fn main() {
         let src = format!("src/bpf/{name}.bpf.c");
         SkeletonBuilder::new()
             .source(&src)
-            .clang_args([
-                format!("-D__TARGET_ARCH_{arch}"),
-                "-Isrc/bpf".to_string(),
-                "-Wall".to_string(),
-            ])
+            .clang_args([format!("-D__TARGET_ARCH_{arch}"), "-Isrc/bpf".to_string(), "-Wall".to_string()])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {src}: {e:#}"));
         println!("cargo:rerun-if-changed={src}");

@@ -7,11 +7,7 @@ use clap::Parser;
 use crate::format::Format;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sockscope",
-    version,
-    about = "Reports every network connection with the process behind it (eBPF)"
-)]
+#[command(name = "sockscope", version, about = "Reports every network connection with the process behind it (eBPF)")]
 pub struct Cli {
     /// Append events to PATH instead of writing them to stdout.
     #[arg(short, long, value_name = "PATH")]

@@ -5,9 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 
-use crate::probes::skel::{
-    process::types as proc_t, tcp_accept::types as acc_t, tcp_state::types as tcp_t,
-};
+use crate::probes::skel::{process::types as proc_t, tcp_accept::types as acc_t, tcp_state::types as tcp_t};
 
 // SAFETY: generated #[repr(C)] structs made only of integers and integer
 // arrays: every bit pattern is a valid value.
@@ -42,11 +40,7 @@ pub enum DecodeError {
     #[error("unknown address family {0}")]
     Family(u16),
     #[error("exec record lengths ({path} + {args}) exceed its {len} bytes")]
-    ExecLengths {
-        path: usize,
-        args: usize,
-        len: usize,
-    },
+    ExecLengths { path: usize, args: usize, len: usize },
 }
 
 /// The task a fact was captured in. Ids are in the host's namespaces.
@@ -117,19 +111,12 @@ pub enum Fact {
 
 fn read<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Result<T, DecodeError> {
     let mut value = T::default();
-    plain::copy_from_bytes(&mut value, data).map_err(|_| DecodeError::Short {
-        kind,
-        len: data.len(),
-    })?;
+    plain::copy_from_bytes(&mut value, data).map_err(|_| DecodeError::Short { kind, len: data.len() })?;
     Ok(value)
 }
 
 fn task_ids(t: &tcp_t::task_ids) -> TaskIds {
-    TaskIds {
-        tgid: t.tgid,
-        tid: t.tid,
-        uid: t.uid,
-    }
+    TaskIds { tgid: t.tgid, tid: t.tid, uid: t.uid }
 }
 
 fn ip(family: u16, raw: &[u8; 16]) -> Result<IpAddr, DecodeError> {
@@ -147,11 +134,7 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
     match kind {
         FACT_TCP_CONNECT => {
             let f: tcp_t::tcp_connect_fact = read(data, kind)?;
-            Ok(Fact::TcpConnect {
-                ts_ns,
-                sk: f.sk,
-                task: task_ids(&f.task),
-            })
+            Ok(Fact::TcpConnect { ts_ns, sk: f.sk, task: task_ids(&f.task) })
         }
         FACT_TCP_ESTABLISHED => {
             let f: tcp_t::tcp_established_fact = read(data, kind)?;
@@ -161,12 +144,7 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
                 local: SocketAddr::new(ip(ep.family, &ep.local_addr)?, ep.local_port),
                 remote: SocketAddr::new(ip(ep.family, &ep.remote_addr)?, ep.remote_port),
             };
-            Ok(Fact::TcpEstablished {
-                ts_ns,
-                sk: f.sk,
-                outbound: f.outbound != 0,
-                endpoints,
-            })
+            Ok(Fact::TcpEstablished { ts_ns, sk: f.sk, outbound: f.outbound != 0, endpoints })
         }
         FACT_TCP_ABORTED => {
             let f: tcp_t::tcp_aborted_fact = read(data, kind)?;
@@ -178,17 +156,8 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
                 0 => None,
                 family => Some(SocketAddr::new(ip(family, &f.peer_addr)?, f.peer_port)),
             };
-            let task = TaskIds {
-                tgid: f.task.tgid,
-                tid: f.task.tid,
-                uid: f.task.uid,
-            };
-            Ok(Fact::TcpAccept {
-                ts_ns,
-                sk: (f.sk != 0).then_some(f.sk),
-                task,
-                peer,
-            })
+            let task = TaskIds { tgid: f.task.tgid, tid: f.task.tid, uid: f.task.uid };
+            Ok(Fact::TcpAccept { ts_ns, sk: (f.sk != 0).then_some(f.sk), task, peer })
         }
         FACT_PROC_EXEC => decode_exec(data, ts_ns),
         FACT_PROC_FORK => {
@@ -203,10 +172,7 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
         }
         FACT_PROC_EXIT => {
             let f: proc_t::proc_exit_fact = read(data, kind)?;
-            Ok(Fact::ProcExit {
-                ts_ns,
-                tgid: f.tgid,
-            })
+            Ok(Fact::ProcExit { ts_ns, tgid: f.tgid })
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -232,11 +198,7 @@ fn decode_exec(data: &[u8], ts_ns: u64) -> Result<Fact, DecodeError> {
     let body = &data[std::mem::size_of::<ExecHead>()..];
     let (path_len, args_len) = (head.path_len as usize, head.args_len as usize);
     if path_len + args_len > body.len() {
-        return Err(DecodeError::ExecLengths {
-            path: path_len,
-            args: args_len,
-            len: body.len(),
-        });
+        return Err(DecodeError::ExecLengths { path: path_len, args: args_len, len: body.len() });
     }
     let path = join_leaf_first(&body[..path_len]);
     let argv = body[path_len..path_len + args_len].to_vec();
@@ -273,10 +235,7 @@ mod tests {
 
     #[test]
     fn path_components_are_reversed() {
-        assert_eq!(
-            join_leaf_first(b"python3.11\0bin\0usr\0"),
-            b"/usr/bin/python3.11"
-        );
+        assert_eq!(join_leaf_first(b"python3.11\0bin\0usr\0"), b"/usr/bin/python3.11");
         assert_eq!(join_leaf_first(b""), b"/");
         assert_eq!(join_leaf_first(b"a b\xff\0dir\0"), b"/dir/a b\xff");
     }
@@ -298,18 +257,9 @@ mod tests {
         f.ep.local_port = 40000;
         f.ep.remote_port = 80;
         f.ep.local_addr = Ipv6Addr::LOCALHOST.octets();
-        f.ep.remote_addr = "fd00::2"
-            .parse::<Ipv6Addr>()
-            .map(|a| a.octets())
-            .unwrap_or_default();
+        f.ep.remote_addr = "fd00::2".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
         let fact = decode(&bytes_of(&f)).expect("decodes");
-        let Fact::TcpEstablished {
-            ts_ns,
-            sk,
-            outbound,
-            endpoints,
-        } = fact
-        else {
+        let Fact::TcpEstablished { ts_ns, sk, outbound, endpoints } = fact else {
             panic!("wrong kind: {fact:?}");
         };
         assert_eq!((ts_ns, sk, outbound), (42, 0xffff_8888_0000_1000, true));
@@ -323,26 +273,14 @@ mod tests {
         let mut h = tcp_t::fact_header { kind: 99, ..Default::default() };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
         h.kind = FACT_TCP_ESTABLISHED;
-        assert!(matches!(
-            decode(&bytes_of(&h)),
-            Err(DecodeError::Short { .. })
-        ));
+        assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Short { .. })));
     }
 
     #[test]
     fn decodes_exec_with_path_and_argv() {
         let mut rec = bytes_of(&ExecHead {
-            hdr: tcp_t::fact_header {
-                kind: FACT_PROC_EXEC,
-                cpu: 0,
-                ts_boot_ns: 7,
-            },
-            task: tcp_t::task_ids {
-                tgid: 10,
-                tid: 10,
-                uid: 0,
-                gid: 0,
-            },
+            hdr: tcp_t::fact_header { kind: FACT_PROC_EXEC, cpu: 0, ts_boot_ns: 7 },
+            task: tcp_t::task_ids { tgid: 10, tid: 10, uid: 0, gid: 0 },
             ppid: 1,
             flags: EXEC_ARGS_TRUNCATED,
             start_boot_ns: 5,
@@ -350,14 +288,7 @@ mod tests {
             args_len: 6,
         });
         rec.extend_from_slice(b"curl\0bin\0ab\0cd\0");
-        let Ok(Fact::ProcExec {
-            path,
-            argv,
-            argv_truncated,
-            path_truncated,
-            ..
-        }) = decode(&rec)
-        else {
+        let Ok(Fact::ProcExec { path, argv, argv_truncated, path_truncated, .. }) = decode(&rec) else {
             panic!("exec not decoded");
         };
         assert_eq!(path, b"/bin/curl");
@@ -374,9 +305,6 @@ mod layout_tests {
 
     #[test]
     fn exec_head_matches_the_c_layout() {
-        assert_eq!(
-            std::mem::size_of::<ExecHead>(),
-            std::mem::offset_of!(proc_t::proc_exec_fact, data)
-        );
+        assert_eq!(std::mem::size_of::<ExecHead>(), std::mem::offset_of!(proc_t::proc_exec_fact, data));
     }
 }

@@ -37,11 +37,7 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn new(resync_ns: u64) -> Result<Self> {
-        let mut c = Self {
-            offset_ns: 0,
-            synced_at_boot_ns: 0,
-            resync_ns,
-        };
+        let mut c = Self { offset_ns: 0, synced_at_boot_ns: 0, resync_ns };
         c.sync()?;
         Ok(c)
     }
@@ -141,24 +137,12 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(clock: WallClock, machine_prefix: u32) -> Self {
-        Self {
-            clock,
-            users: UserNames::default(),
-            machine_prefix,
-        }
+        Self { clock, users: UserNames::default(), machine_prefix }
     }
 
-    pub fn network_connect(
-        &mut self,
-        conn: &Connection,
-        procs: &mut ProcessTable,
-    ) -> NetworkConnect {
+    pub fn network_connect(&mut self, conn: &Connection, procs: &mut ProcessTable) -> NetworkConnect {
         let ep = &conn.endpoints;
-        let (src, dst) = if conn.initiated {
-            (ep.local, ep.remote)
-        } else {
-            (ep.remote, ep.local)
-        };
+        let (src, dst) = if conn.initiated { (ep.local, ep.remote) } else { (ep.remote, ep.local) };
         let (src_ip, dst_ip) = (canonical_ip(src.ip()), canonical_ip(dst.ip()));
         let owner = conn.owner.as_ref();
         let process: Option<&ProcessInfo> = owner.and_then(|o| o.process.as_deref());
@@ -175,21 +159,11 @@ impl Enricher {
             utc_time: self.clock.utc_time(conn.established_ns),
             process_guid: process.map_or_else(
                 || "-".to_string(),
-                |p| {
-                    process_guid(
-                        self.machine_prefix,
-                        p.pid,
-                        self.clock.unix_ns(p.start_boot_ns),
-                    )
-                },
+                |p| process_guid(self.machine_prefix, p.pid, self.clock.unix_ns(p.start_boot_ns)),
             ),
             process_id: pid,
             image: process.map_or_else(|| "-".to_string(), |p| or_dash(&p.image)),
-            user: if owner.is_some() {
-                self.users.name(uid)
-            } else {
-                "-".to_string()
-            },
+            user: if owner.is_some() { self.users.name(uid) } else { "-".to_string() },
             protocol: "tcp",
             initiated: conn.initiated,
             source_is_ipv6: src_ip.is_ipv6(),
@@ -222,20 +196,14 @@ mod tests {
 
     #[test]
     fn utc_time_has_millisecond_precision() {
-        assert_eq!(
-            format_utc(1_764_434_274_640_999_999),
-            "2025-11-29 16:37:54.640"
-        );
+        assert_eq!(format_utc(1_764_434_274_640_999_999), "2025-11-29 16:37:54.640");
         assert_eq!(format_utc(0), "1970-01-01 00:00:00.000");
     }
 
     #[test]
     fn mapped_ipv4_becomes_ipv4() {
         let mapped: IpAddr = "::ffff:169.254.0.1".parse().expect("ip");
-        assert_eq!(
-            canonical_ip(mapped),
-            "169.254.0.1".parse::<IpAddr>().expect("ip")
-        );
+        assert_eq!(canonical_ip(mapped), "169.254.0.1".parse::<IpAddr>().expect("ip"));
         let v6: IpAddr = "fd00::1".parse().expect("ip");
         assert_eq!(canonical_ip(v6), v6);
         // RFC 5952: lowercase, longest zero run compressed.
@@ -257,10 +225,6 @@ mod tests {
         let c = WallClock::new(1_000_000_000).expect("clock");
         let real = clock_ns(ClockId::CLOCK_REALTIME).expect("realtime");
         let converted = c.unix_ns(boot_now_ns());
-        assert!(
-            (converted - real).abs() < 50_000_000,
-            "off by {} ns",
-            converted - real
-        );
+        assert!((converted - real).abs() < 50_000_000, "off by {} ns", converted - real);
     }
 }

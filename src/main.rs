@@ -75,8 +75,7 @@ fn register_signals() -> Result<Signals> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats))
         .context("installing signal handlers")?;
@@ -97,18 +96,12 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     };
     let probes = Probes::load(&mut storage, &opts)?;
 
-    let mut procs = ProcessTable::new(
-        usize::try_from(cli.process_capacity)?,
-        cli.exit_grace * 1_000_000_000,
-        read_proc,
-    );
+    let mut procs =
+        ProcessTable::new(usize::try_from(cli.process_capacity)?, cli.exit_grace * 1_000_000_000, read_proc);
     // After attaching: processes exec'd during the scan arrive as facts later
     // in the ring buffer and so overwrite what the scan read.
     let seeded = procs.scan_proc();
-    let tcp = TcpTracker::new(
-        usize::try_from(cli.pending_capacity)?,
-        cli.pending_timeout * 1_000_000_000,
-    );
+    let tcp = TcpTracker::new(usize::try_from(cli.pending_capacity)?, cli.pending_timeout * 1_000_000_000);
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix());
     let pipeline = RefCell::new(Pipeline::new(procs, tcp, enrich, cli.format, sink));
 
@@ -119,9 +112,7 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
             0
         })
         .context("setting up the ring buffer reader")?;
-    let ringbuf = builder
-        .build()
-        .context("setting up the ring buffer reader")?;
+    let ringbuf = builder.build().context("setting up the ring buffer reader")?;
 
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 

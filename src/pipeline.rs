@@ -29,22 +29,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(
-        procs: ProcessTable,
-        tcp: TcpTracker,
-        enrich: Enricher,
-        format: Format,
-        sink: Sink,
-    ) -> Self {
-        Self {
-            procs,
-            tcp,
-            enrich,
-            format,
-            sink,
-            stats: PipelineStats::default(),
-            fatal: None,
-        }
+    pub fn new(procs: ProcessTable, tcp: TcpTracker, enrich: Enricher, format: Format, sink: Sink) -> Self {
+        Self { procs, tcp, enrich, format, sink, stats: PipelineStats::default(), fatal: None }
     }
 
     /// Ring-buffer callback body.
@@ -60,10 +46,7 @@ impl Pipeline {
     }
 
     fn owner(&mut self, task: TaskIds) -> Owner {
-        Owner {
-            task,
-            process: self.procs.lookup(task.tgid),
-        }
+        Owner { task, process: self.procs.lookup(task.tgid) }
     }
 
     pub fn handle(&mut self, fact: Fact) {
@@ -72,38 +55,19 @@ impl Pipeline {
                 let owner = self.owner(task);
                 self.tcp.on_connect(sk, owner, ts_ns);
             }
-            Fact::TcpEstablished {
-                ts_ns,
-                sk,
-                outbound,
-                endpoints,
-            } => {
+            Fact::TcpEstablished { ts_ns, sk, outbound, endpoints } => {
                 if let Some(conn) = self.tcp.on_established(ts_ns, sk, outbound, endpoints) {
                     self.emit(&conn);
                 }
             }
             Fact::TcpAborted { sk, .. } => self.tcp.on_aborted(sk),
-            Fact::TcpAccept {
-                ts_ns,
-                sk,
-                task,
-                peer,
-            } => {
+            Fact::TcpAccept { ts_ns, sk, task, peer } => {
                 let owner = self.owner(task);
                 if let Some(conn) = self.tcp.on_accept(sk, peer, owner, ts_ns) {
                     self.emit(&conn);
                 }
             }
-            Fact::ProcExec {
-                task,
-                ppid,
-                start_boot_ns,
-                path,
-                path_truncated,
-                argv,
-                argv_truncated,
-                ..
-            } => {
+            Fact::ProcExec { task, ppid, start_boot_ns, path, path_truncated, argv, argv_truncated, .. } => {
                 self.procs.exec(ProcessInfo {
                     pid: task.tgid,
                     ppid,
@@ -115,13 +79,7 @@ impl Pipeline {
                     start_boot_ns,
                 });
             }
-            Fact::ProcFork {
-                parent_tgid,
-                child_tgid,
-                start_boot_ns,
-                uid,
-                ..
-            } => {
+            Fact::ProcFork { parent_tgid, child_tgid, start_boot_ns, uid, .. } => {
                 self.procs.fork(parent_tgid, child_tgid, start_boot_ns, uid);
             }
             Fact::ProcExit { ts_ns, tgid } => self.procs.exit(tgid, ts_ns),

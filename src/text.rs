@@ -26,10 +26,7 @@ pub fn escape_bytes(raw: &[u8]) -> String {
 /// arguments separated by a space, as Sysmon writes CommandLine.
 pub fn command_line(argv: &[u8]) -> String {
     let trimmed = argv.strip_suffix(&[0]).unwrap_or(argv);
-    let joined: Vec<u8> = trimmed
-        .iter()
-        .map(|&b| if b == 0 { b' ' } else { b })
-        .collect();
+    let joined: Vec<u8> = trimmed.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
     escape_bytes(&joined)
 }
 

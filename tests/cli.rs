@@ -88,12 +88,8 @@ fn programs_are_detached_after_exit() {
 fn stdout_is_the_default_sink() {
     require_root();
     let _turn = one_sensor();
-    let mut child = Command::new(SENSOR)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child =
+        Command::new(SENSOR).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().expect("stderr piped");
     std::thread::spawn(move || {

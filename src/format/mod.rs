@@ -64,10 +64,7 @@ mod tests {
         let mut buf = Vec::new();
         write_event(Format::Json, &sample(), &mut buf).expect("format");
         let line = String::from_utf8(buf).expect("utf8");
-        assert!(
-            line.ends_with('\n') && line.matches('\n').count() == 1,
-            "one line: {line:?}"
-        );
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "one line: {line:?}");
         let order = [
             "EventID",
             "RuleName",
@@ -90,14 +87,9 @@ mod tests {
             "DestinationPortName",
             "CommandLine",
         ];
-        let positions: Vec<usize> = order
-            .iter()
-            .map(|k| line.find(&format!("\"{k}\":")).unwrap_or(usize::MAX))
-            .collect();
-        assert!(
-            positions.windows(2).all(|w| w[0] < w[1]),
-            "field order {positions:?} in {line}"
-        );
+        let positions: Vec<usize> =
+            order.iter().map(|k| line.find(&format!("\"{k}\":")).unwrap_or(usize::MAX)).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "field order {positions:?} in {line}");
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid json");
         assert_eq!(v["EventID"], 3);
         assert_eq!(v["Initiated"], true);

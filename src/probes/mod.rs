@@ -30,11 +30,7 @@ pub struct ObjectStorage {
 
 impl ObjectStorage {
     pub fn new() -> Self {
-        Self {
-            tcp_state: MaybeUninit::uninit(),
-            tcp_accept: MaybeUninit::uninit(),
-            process: MaybeUninit::uninit(),
-        }
+        Self { tcp_state: MaybeUninit::uninit(), tcp_accept: MaybeUninit::uninit(), process: MaybeUninit::uninit() }
     }
 }
 
@@ -59,31 +55,20 @@ fn attach(prog: &ProgramMut<'_>, links: &mut Vec<Link>) -> Result<()> {
 
 impl<'obj> Probes<'obj> {
     pub fn load(storage: &'obj mut ObjectStorage, opts: &ProbeOptions) -> Result<Self> {
-        let mut open = TcpStateSkelBuilder::default()
-            .open(&mut storage.tcp_state)
-            .context("opening eBPF object tcp_state")?;
-        open.maps
-            .events
-            .set_max_entries(opts.ringbuf_bytes)
-            .context("sizing the ring buffer")?;
-        let tcp_state = open
-            .load()
-            .context("the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above")?;
+        let mut open =
+            TcpStateSkelBuilder::default().open(&mut storage.tcp_state).context("opening eBPF object tcp_state")?;
+        open.maps.events.set_max_entries(opts.ringbuf_bytes).context("sizing the ring buffer")?;
+        let tcp_state = open.load().context(
+            "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
+        )?;
 
         let events = tcp_state.maps.events.as_fd();
         let drops = tcp_state.maps.ringbuf_drops.as_fd();
 
-        let mut open = TcpAcceptSkelBuilder::default()
-            .open(&mut storage.tcp_accept)
-            .context("opening eBPF object tcp_accept")?;
-        open.maps
-            .events
-            .reuse_fd(events)
-            .context("sharing the ring buffer")?;
-        open.maps
-            .ringbuf_drops
-            .reuse_fd(drops)
-            .context("sharing the drop counters")?;
+        let mut open =
+            TcpAcceptSkelBuilder::default().open(&mut storage.tcp_accept).context("opening eBPF object tcp_accept")?;
+        open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
+        open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.force_address_match = opts.force_address_match;
         }
@@ -91,17 +76,10 @@ impl<'obj> Probes<'obj> {
             "the kernel refused eBPF object tcp_accept (syscalls/sys_{enter,exit}_accept{,4}); see the libbpf log above",
         )?;
 
-        let mut open = ProcessSkelBuilder::default()
-            .open(&mut storage.process)
-            .context("opening eBPF object process")?;
-        open.maps
-            .events
-            .reuse_fd(events)
-            .context("sharing the ring buffer")?;
-        open.maps
-            .ringbuf_drops
-            .reuse_fd(drops)
-            .context("sharing the drop counters")?;
+        let mut open =
+            ProcessSkelBuilder::default().open(&mut storage.process).context("opening eBPF object process")?;
+        open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
+        open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.args_limit = opts.argv_limit;
         }
@@ -118,11 +96,7 @@ impl<'obj> Probes<'obj> {
         attach(&process.progs.process_exec, &mut links)?;
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
-        Ok(Self {
-            tcp_state,
-            _others: (tcp_accept, process),
-            links,
-        })
+        Ok(Self { tcp_state, _others: (tcp_accept, process), links })
     }
 
     pub fn attached(&self) -> usize {
@@ -138,24 +112,14 @@ impl<'obj> Probes<'obj> {
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .context("reading ring-buffer drop counters")?
             .unwrap_or_default();
-        Ok(per_cpu
-            .iter()
-            .filter_map(|v| {
-                v.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_ne_bytes)
-            })
-            .sum())
+        Ok(per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum())
     }
 }
 
 /// Tracepoint attachment looks up ids in tracefs; mount it if the host has not.
 pub fn ensure_tracefs() -> Result<()> {
     let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    if candidates
-        .iter()
-        .any(|p| Path::new(p).join("events").is_dir())
-    {
+    if candidates.iter().any(|p| Path::new(p).join("events").is_dir()) {
         return Ok(());
     }
     nix::mount::mount(
@@ -188,8 +152,7 @@ pub fn check_privileges() -> Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))

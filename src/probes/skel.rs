@@ -1,11 +1,5 @@
 //! The generated libbpf-rs skeletons, one per eBPF program file.
-#![allow(
-    clippy::all,
-    clippy::pedantic,
-    non_camel_case_types,
-    dead_code,
-    unused_imports
-)]
+#![allow(clippy::all, clippy::pedantic, non_camel_case_types, dead_code, unused_imports)]
 
 pub mod tcp_state {
     include!(concat!(env!("OUT_DIR"), "/tcp_state.skel.rs"));

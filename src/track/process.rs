@@ -69,10 +69,8 @@ impl ProcessTable {
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return 0;
         };
-        let pids: Vec<u32> = dir
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-            .collect();
+        let pids: Vec<u32> =
+            dir.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
         let mut n = 0;
         for pid in pids {
             if let Some(info) = (self.read_proc)(pid) {
@@ -92,13 +90,7 @@ impl ProcessTable {
                 return;
             }
         }
-        self.procs.insert(
-            info.pid,
-            Entry {
-                info: Arc::new(info),
-                exited: false,
-            },
-        );
+        self.procs.insert(info.pid, Entry { info: Arc::new(info), exited: false });
     }
 
     pub fn exec(&mut self, info: ProcessInfo) {
@@ -107,13 +99,8 @@ impl ProcessTable {
     }
 
     pub fn fork(&mut self, parent: u32, child: u32, start_boot_ns: u64, uid: u32) {
-        let inherited = self.lookup(parent).map(|p| ProcessInfo {
-            pid: child,
-            ppid: parent,
-            uid,
-            start_boot_ns,
-            ..(*p).clone()
-        });
+        let inherited =
+            self.lookup(parent).map(|p| ProcessInfo { pid: child, ppid: parent, uid, start_boot_ns, ..(*p).clone() });
         match inherited.or_else(|| (self.read_proc)(child)) {
             Some(info) => self.put(info),
             None => self.stats.unknown += 1,
@@ -162,11 +149,7 @@ impl ProcessTable {
     fn drop_oldest_exited(&mut self) -> bool {
         while let Some((_, pid, start)) = self.exited.pop_front() {
             // The pid may have been reused since; only drop the one that exited.
-            if self
-                .procs
-                .get(&pid)
-                .is_some_and(|e| e.exited && e.info.start_boot_ns == start)
-            {
+            if self.procs.get(&pid).is_some_and(|e| e.exited && e.info.start_boot_ns == start) {
                 self.procs.remove(&pid);
                 return true;
             }
@@ -192,9 +175,8 @@ pub fn read_proc(pid: u32) -> Option<ProcessInfo> {
     if tgid != pid {
         return None;
     }
-    let image = std::fs::read_link(format!("{base}/exe"))
-        .map(|p| p.as_os_str().as_bytes().to_vec())
-        .unwrap_or_default();
+    let image =
+        std::fs::read_link(format!("{base}/exe")).map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
     let argv = std::fs::read(format!("{base}/cmdline")).unwrap_or_default();
     Some(ProcessInfo {
         pid,
@@ -247,10 +229,7 @@ mod tests {
         t.exec(info(5, "/bin/a"));
         t.exit(5, 100);
         t.expire(500);
-        assert_eq!(
-            t.lookup(5).map(|p| p.image.clone()),
-            Some(b"/bin/a".to_vec())
-        );
+        assert_eq!(t.lookup(5).map(|p| p.image.clone()), Some(b"/bin/a".to_vec()));
         t.expire(1100);
         assert!(t.lookup(5).is_none());
     }
@@ -264,10 +243,7 @@ mod tests {
         again.start_boot_ns = 99_999;
         t.exec(again);
         t.expire(5000);
-        assert_eq!(
-            t.lookup(5).map(|p| p.image.clone()),
-            Some(b"/bin/b".to_vec())
-        );
+        assert_eq!(t.lookup(5).map(|p| p.image.clone()), Some(b"/bin/b".to_vec()));
     }
 
     #[test]

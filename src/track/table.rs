@@ -30,12 +30,7 @@ pub struct Displaced<K, V> {
 impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            next_seq: 0,
-            capacity,
-        }
+        Self { entries: HashMap::new(), order: VecDeque::new(), next_seq: 0, capacity }
     }
 
     pub fn len(&self) -> usize {
@@ -44,11 +39,7 @@ impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
 
     pub fn insert(&mut self, key: K, value: V, now_ns: u64) -> Displaced<K, V> {
         let replaced = self.entries.remove(&key).map(|s| s.value);
-        let evicted = if self.entries.len() >= self.capacity {
-            self.pop_oldest()
-        } else {
-            None
-        };
+        let evicted = if self.entries.len() >= self.capacity { self.pop_oldest() } else { None };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.push_back((seq, now_ns, key.clone()));
@@ -108,8 +99,7 @@ impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
     fn compact_if_stale(&mut self) {
         if self.order.len() > 2 * self.entries.len() + 64 {
             let entries = &self.entries;
-            self.order
-                .retain(|(seq, _, key)| entries.get(key).is_some_and(|s| s.seq == *seq));
+            self.order.retain(|(seq, _, key)| entries.get(key).is_some_and(|s| s.seq == *seq));
         }
     }
 }
@@ -135,10 +125,7 @@ mod tests {
         let d = t.insert(1u64, "new", 50);
         assert_eq!(d.replaced, Some("old"));
         assert!(d.evicted.is_none());
-        assert!(
-            t.expire(60, 20).is_empty(),
-            "the stale order record of the old value must not expire the new one"
-        );
+        assert!(t.expire(60, 20).is_empty(), "the stale order record of the old value must not expire the new one");
         assert_eq!(t.expire(100, 20), vec![(1, "new")]);
     }
 
@@ -160,10 +147,7 @@ mod tests {
             assert!(t.insert(k, k * 10, k).evicted.is_none());
         }
         t.remove(&0);
-        assert!(
-            t.insert(3, 30, 3).evicted.is_none(),
-            "room was made by the remove"
-        );
+        assert!(t.insert(3, 30, 3).evicted.is_none(), "room was made by the remove");
         let d = t.insert(4, 40, 4);
         assert_eq!(d.evicted, Some((1, 10)));
         assert_eq!(t.len(), 3);

@@ -90,18 +90,13 @@ impl TcpTracker {
     }
 
     pub fn pending(&self) -> (usize, usize, usize) {
-        (
-            self.connecting.len(),
-            self.established_inbound.len(),
-            self.accepted_early.len(),
-        )
+        (self.connecting.len(), self.established_inbound.len(), self.accepted_early.len())
     }
 
     pub fn on_connect(&mut self, sk: u64, owner: Owner, now_ns: u64) {
         let d = self.connecting.insert(sk, owner, now_ns);
         // A reused socket pointer without a CLOSE we saw, or a full table.
-        self.stats.pending_connects_expired +=
-            u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
+        self.stats.pending_connects_expired += u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
     }
 
     pub fn on_aborted(&mut self, sk: u64) {
@@ -111,46 +106,22 @@ impl TcpTracker {
         self.accepted_early.remove(&sk);
     }
 
-    pub fn on_established(
-        &mut self,
-        ts_ns: u64,
-        sk: u64,
-        outbound: bool,
-        endpoints: Endpoints,
-    ) -> Option<Connection> {
+    pub fn on_established(&mut self, ts_ns: u64, sk: u64, outbound: bool, endpoints: Endpoints) -> Option<Connection> {
         if outbound {
             let owner = self.connecting.remove(&sk);
             self.stats.outbound_reported += 1;
             if owner.is_none() {
                 self.stats.outbound_unattributed += 1;
             }
-            let attribution = if owner.is_some() {
-                Attribution::Connect
-            } else {
-                Attribution::Unattributed
-            };
-            return Some(Connection {
-                established_ns: ts_ns,
-                endpoints,
-                initiated: true,
-                owner,
-                attribution,
-            });
+            let attribution = if owner.is_some() { Attribution::Connect } else { Attribution::Unattributed };
+            return Some(Connection { established_ns: ts_ns, endpoints, initiated: true, owner, attribution });
         }
         if let Some(owner) = self.accepted_early.remove(&sk) {
             self.stats.inbound_reported += 1;
             return Some(inbound(ts_ns, endpoints, owner, Attribution::Accept));
         }
-        let d = self.established_inbound.insert(
-            sk,
-            PendingInbound {
-                established_ns: ts_ns,
-                endpoints,
-            },
-            ts_ns,
-        );
-        self.stats.inbound_never_accepted +=
-            u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
+        let d = self.established_inbound.insert(sk, PendingInbound { established_ns: ts_ns, endpoints }, ts_ns);
+        self.stats.inbound_never_accepted += u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
         None
     }
 
@@ -166,9 +137,7 @@ impl TcpTracker {
         let (key, attribution) = match (sk, peer) {
             (Some(sk), _) => (Some(sk), Attribution::Accept),
             (None, Some(peer)) => {
-                let key = self
-                    .established_inbound
-                    .find(|p| same_peer(&p.endpoints.remote, &peer));
+                let key = self.established_inbound.find(|p| same_peer(&p.endpoints.remote, &peer));
                 (key, Attribution::AddressMatch)
             }
             (None, None) => (None, Attribution::AddressMatch),
@@ -179,12 +148,7 @@ impl TcpTracker {
         }
         match sk {
             Some(sk) => {
-                if self
-                    .accepted_early
-                    .insert(sk, owner, now_ns)
-                    .evicted
-                    .is_some()
-                {
+                if self.accepted_early.insert(sk, owner, now_ns).evicted.is_some() {
                     self.stats.accepts_unmatched += 1;
                 }
             }
@@ -195,37 +159,20 @@ impl TcpTracker {
 
     /// Ages off entries whose other half never came.
     pub fn expire(&mut self, now_ns: u64) {
-        self.stats.pending_connects_expired +=
-            self.connecting.expire(now_ns, self.max_age_ns).len() as u64;
-        self.stats.inbound_never_accepted += self
-            .established_inbound
-            .expire(now_ns, self.max_age_ns)
-            .len() as u64;
-        self.stats.accepts_unmatched +=
-            self.accepted_early.expire(now_ns, self.max_age_ns).len() as u64;
+        self.stats.pending_connects_expired += self.connecting.expire(now_ns, self.max_age_ns).len() as u64;
+        self.stats.inbound_never_accepted += self.established_inbound.expire(now_ns, self.max_age_ns).len() as u64;
+        self.stats.accepts_unmatched += self.accepted_early.expire(now_ns, self.max_age_ns).len() as u64;
     }
 }
 
-fn inbound(
-    established_ns: u64,
-    endpoints: Endpoints,
-    owner: Owner,
-    attribution: Attribution,
-) -> Connection {
-    Connection {
-        established_ns,
-        endpoints,
-        initiated: false,
-        owner: Some(owner),
-        attribution,
-    }
+fn inbound(established_ns: u64, endpoints: Endpoints, owner: Owner, attribution: Attribution) -> Connection {
+    Connection { established_ns, endpoints, initiated: false, owner: Some(owner), attribution }
 }
 
 /// A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d on one side
 /// and a.b.c.d on the other: compare them as the same address.
 fn same_peer(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() == b.port()
-        && crate::enrich::canonical_ip(a.ip()) == crate::enrich::canonical_ip(b.ip())
+    a.port() == b.port() && crate::enrich::canonical_ip(a.ip()) == crate::enrich::canonical_ip(b.ip())
 }
 
 #[cfg(test)]
@@ -235,22 +182,11 @@ mod tests {
     const AGE: u64 = 1_000;
 
     fn ep(remote: &str) -> Endpoints {
-        Endpoints {
-            netns: 1,
-            local: "127.0.0.1:5000".parse().expect("addr"),
-            remote: remote.parse().expect("addr"),
-        }
+        Endpoints { netns: 1, local: "127.0.0.1:5000".parse().expect("addr"), remote: remote.parse().expect("addr") }
     }
 
     fn owner(pid: u32) -> Owner {
-        Owner {
-            task: TaskIds {
-                tgid: pid,
-                tid: pid,
-                uid: 0,
-            },
-            process: None,
-        }
+        Owner { task: TaskIds { tgid: pid, tid: pid, uid: 0 }, process: None }
     }
 
     #[test]
@@ -258,9 +194,7 @@ mod tests {
         let mut t = TcpTracker::new(16, AGE);
         t.on_connect(0xa, owner(10), 1);
         t.on_connect(0xb, owner(11), 2);
-        let c = t
-            .on_established(5, 0xb, true, ep("127.0.0.1:80"))
-            .expect("reported");
+        let c = t.on_established(5, 0xb, true, ep("127.0.0.1:80")).expect("reported");
         assert_eq!(c.owner.map(|o| o.task.tgid), Some(11));
         assert!(c.initiated);
         assert_eq!(c.attribution, Attribution::Connect);
@@ -279,9 +213,7 @@ mod tests {
     #[test]
     fn established_without_connect_is_reported_unattributed() {
         let mut t = TcpTracker::new(16, AGE);
-        let c = t
-            .on_established(5, 0xa, true, ep("127.0.0.1:80"))
-            .expect("reported");
+        let c = t.on_established(5, 0xa, true, ep("127.0.0.1:80")).expect("reported");
         assert_eq!(c.attribution, Attribution::Unattributed);
         assert_eq!(t.stats.outbound_unattributed, 1);
     }
@@ -294,9 +226,7 @@ mod tests {
         t.expire(1500);
         assert_eq!(t.pending().0, 1);
         assert_eq!(t.stats.pending_connects_expired, 1);
-        assert!(t
-            .on_established(1600, 0xb, true, ep("127.0.0.1:80"))
-            .is_some_and(|c| c.owner.is_some()));
+        assert!(t.on_established(1600, 0xb, true, ep("127.0.0.1:80")).is_some_and(|c| c.owner.is_some()));
     }
 
     #[test]
@@ -307,26 +237,20 @@ mod tests {
         }
         assert_eq!(t.pending().0, 4);
         assert_eq!(t.stats.pending_connects_expired, 6);
-        let c = t
-            .on_established(20, 9, true, ep("127.0.0.1:80"))
-            .expect("reported");
+        let c = t.on_established(20, 9, true, ep("127.0.0.1:80")).expect("reported");
         assert_eq!(c.owner.map(|o| o.task.tgid), Some(9), "the newest survive");
     }
 
     #[test]
     fn inbound_matches_accept_by_socket_either_order() {
         let mut t = TcpTracker::new(16, AGE);
-        assert!(t
-            .on_established(5, 0xa, false, ep("10.0.0.1:999"))
-            .is_none());
+        assert!(t.on_established(5, 0xa, false, ep("10.0.0.1:999")).is_none());
         let c = t.on_accept(Some(0xa), None, owner(20), 6).expect("matched");
         assert!(!c.initiated);
         assert_eq!((c.established_ns, c.attribution), (5, Attribution::Accept));
 
         assert!(t.on_accept(Some(0xb), None, owner(21), 7).is_none());
-        let c = t
-            .on_established(8, 0xb, false, ep("10.0.0.2:999"))
-            .expect("matched late");
+        let c = t.on_established(8, 0xb, false, ep("10.0.0.2:999")).expect("matched late");
         assert_eq!(c.owner.map(|o| o.task.tgid), Some(21));
         assert_eq!(t.pending(), (0, 0, 0));
     }
@@ -334,9 +258,7 @@ mod tests {
     #[test]
     fn never_accepted_is_counted_not_reported() {
         let mut t = TcpTracker::new(16, AGE);
-        assert!(t
-            .on_established(5, 0xa, false, ep("10.0.0.1:999"))
-            .is_none());
+        assert!(t.on_established(5, 0xa, false, ep("10.0.0.1:999")).is_none());
         t.expire(5 + AGE + 1);
         assert_eq!(t.stats.inbound_never_accepted, 1);
         assert_eq!(t.stats.inbound_reported, 0);
@@ -347,24 +269,10 @@ mod tests {
         let mut t = TcpTracker::new(16, AGE);
         t.on_established(5, 0xa, false, ep("[::ffff:169.254.1.2]:4000"));
         t.on_established(6, 0xb, false, ep("169.254.1.3:4000"));
-        let c = t
-            .on_accept(
-                None,
-                Some("169.254.1.2:4000".parse().expect("addr")),
-                owner(30),
-                7,
-            )
-            .expect("matched");
+        let c = t.on_accept(None, Some("169.254.1.2:4000".parse().expect("addr")), owner(30), 7).expect("matched");
         assert_eq!(c.attribution, Attribution::AddressMatch);
         assert_eq!(c.established_ns, 5);
-        assert!(t
-            .on_accept(
-                None,
-                Some("169.254.1.9:4000".parse().expect("addr")),
-                owner(30),
-                8
-            )
-            .is_none());
+        assert!(t.on_accept(None, Some("169.254.1.9:4000".parse().expect("addr")), owner(30), 8).is_none());
         assert_eq!(t.stats.accepts_unmatched, 1);
     }
 }

@@ -253,10 +253,20 @@ impl TestNet {
             run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
         }
         let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
-        run(Command::new("ip").args(["-n", &net.a, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &net.b]));
+        run(Command::new("ip")
+            .args(["-n", &net.a, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &net.b]));
         for (ns, dev, host) in [(&net.a, &va, 1), (&net.b, &vb, 2)] {
             run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("169.254.{n}.{host}/24"), "dev", dev]));
-            run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("fd00:{n}::{host}/64"), "dev", dev, "nodad"]));
+            run(Command::new("ip").args([
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("fd00:{n}::{host}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]));
             run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
         }
         net
