@@ -16,6 +16,7 @@ unsafe impl plain::Plain for tcp_t::tcp_aborted_fact {}
 unsafe impl plain::Plain for acc_t::tcp_accept_fact {}
 unsafe impl plain::Plain for proc_t::proc_fork_fact {}
 unsafe impl plain::Plain for proc_t::proc_exit_fact {}
+unsafe impl plain::Plain for proc_t::proc_identity {}
 
 const FACT_TCP_CONNECT: u32 = 1;
 const FACT_TCP_ESTABLISHED: u32 = 2;
@@ -49,6 +50,19 @@ pub struct TaskIds {
     pub tgid: u32,
     pub tid: u32,
     pub uid: u32,
+}
+
+/// What a process keeps for its life: its pid in its own pid namespace and
+/// its cgroup v2 path ("/system.slice/docker-<id>.scope"; "/" for the root).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub ns_tgid: u32,
+    pub cgroup: Vec<u8>,
+}
+
+fn identity(id: &proc_t::proc_identity) -> Identity {
+    let used = (id.cgroup_len as usize).min(id.cgroup.len());
+    Identity { ns_tgid: id.ns_tgid, cgroup: join_leaf_first(&id.cgroup[..used]) }
 }
 
 /// Both ends of a TCP socket and the network namespace it lives in.
@@ -89,6 +103,7 @@ pub enum Fact {
         task: TaskIds,
         ppid: u32,
         start_boot_ns: u64,
+        identity: Identity,
         /// Absolute path, raw bytes.
         path: Vec<u8>,
         path_truncated: bool,
@@ -102,6 +117,7 @@ pub enum Fact {
         child_tgid: u32,
         start_boot_ns: u64,
         uid: u32,
+        identity: Identity,
     },
     ProcExit {
         ts_ns: u64,
@@ -168,6 +184,7 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
                 child_tgid: f.child_tgid,
                 start_boot_ns: f.start_boot_ns,
                 uid: f.uid,
+                identity: identity(&f.id),
             })
         }
         FACT_PROC_EXIT => {
@@ -187,6 +204,7 @@ struct ExecHead {
     ppid: u32,
     flags: u32,
     start_boot_ns: u64,
+    id: proc_t::proc_identity,
     path_len: u32,
     args_len: u32,
 }
@@ -207,6 +225,7 @@ fn decode_exec(data: &[u8], ts_ns: u64) -> Result<Fact, DecodeError> {
         task: task_ids(&head.task),
         ppid: head.ppid,
         start_boot_ns: head.start_boot_ns,
+        identity: identity(&head.id),
         path,
         path_truncated: head.flags & EXEC_PATH_TRUNCATED != 0,
         argv,
@@ -284,13 +303,16 @@ mod tests {
             ppid: 1,
             flags: EXEC_ARGS_TRUNCATED,
             start_boot_ns: 5,
+            id: proc_t::proc_identity { ns_tgid: 3, cgroup_len: 12, ..Default::default() },
             path_len: 9,
             args_len: 6,
         });
         rec.extend_from_slice(b"curl\0bin\0ab\0cd\0");
-        let Ok(Fact::ProcExec { path, argv, argv_truncated, path_truncated, .. }) = decode(&rec) else {
+        let Ok(Fact::ProcExec { path, argv, argv_truncated, path_truncated, identity, .. }) = decode(&rec) else {
             panic!("exec not decoded");
         };
+        assert_eq!(identity.ns_tgid, 3);
+        assert_eq!(identity.cgroup, b"/", "no cgroup names: the root");
         assert_eq!(path, b"/bin/curl");
         assert_eq!(argv, b"ab\0cd\0");
         assert!(argv_truncated && !path_truncated);

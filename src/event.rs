@@ -35,6 +35,10 @@ pub struct NetworkConnect {
     pub parent_image: String,
     pub user_id: u32,
     pub thread_id: u32,
+    /// The pid as the process sees it, when that differs from ProcessId.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_id_in_namespace: Option<u32>,
+    pub container_id: String,
     pub net_ns: u32,
     pub attribution: &'static str,
 }

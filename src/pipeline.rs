@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::decode::{decode, Fact, TaskIds};
+use crate::enrich::container::container_id;
 use crate::enrich::Enricher;
 use crate::format::{write_event, Format};
 use crate::sink::Sink;
@@ -67,8 +68,13 @@ impl Pipeline {
                     self.emit(&conn);
                 }
             }
-            Fact::ProcExec { task, ppid, start_boot_ns, path, path_truncated, argv, argv_truncated, .. } => {
+            Fact::ProcExec {
+                task, ppid, start_boot_ns, identity, path, path_truncated, argv, argv_truncated, ..
+            } => {
                 self.procs.exec(ProcessInfo {
+                    ns_pid: identity.ns_tgid,
+                    container_id: container_id(&identity.cgroup),
+                    cgroup: identity.cgroup,
                     pid: task.tgid,
                     ppid,
                     uid: task.uid,
@@ -79,8 +85,8 @@ impl Pipeline {
                     start_boot_ns,
                 });
             }
-            Fact::ProcFork { parent_tgid, child_tgid, start_boot_ns, uid, .. } => {
-                self.procs.fork(parent_tgid, child_tgid, start_boot_ns, uid);
+            Fact::ProcFork { parent_tgid, child_tgid, start_boot_ns, uid, identity, .. } => {
+                self.procs.fork(parent_tgid, child_tgid, start_boot_ns, uid, identity);
             }
             Fact::ProcExit { ts_ns, tgid } => self.procs.exit(tgid, ts_ns),
         }

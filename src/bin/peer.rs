@@ -22,6 +22,9 @@ struct Cli {
     /// Give up after this long.
     #[arg(long, default_value_t = 20, global = true)]
     timeout_secs: u64,
+    /// Ignored: lets a test put any bytes into argv.
+    #[arg(long, global = true)]
+    note: Option<std::ffi::OsString>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -76,6 +79,9 @@ enum Cmd {
         #[arg(long)]
         expect_refused: bool,
     },
+    /// Listen on loopback, connect to itself, accept: one process, both ends.
+    /// Prints its pids (host and namespace) and network namespace inode.
+    Pair,
 }
 
 fn main() {
@@ -86,6 +92,7 @@ fn main() {
         Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused } => {
             connect(to, count, via, nonblocking || count > 1, fastopen, expect_refused, deadline)
         }
+        Cmd::Pair => pair(deadline),
     };
     if let Err(e) = result {
         eprintln!("sockscope-peer: {e:#}");
@@ -323,4 +330,22 @@ fn fork_child_connect(to: SocketAddr, deadline: Instant) -> Result<()> {
             bail!("child timed out")
         }
     }
+}
+
+fn pair(deadline: Instant) -> Result<()> {
+    // Through the host's /proc (not remounted), NSpid lists host pid first.
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    if let Some(nspid) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+        say(format!("nspid {}", nspid.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    let netns = std::fs::metadata("/proc/self/ns/net").context("own netns")?;
+    say(format!("netns {}", std::os::unix::fs::MetadataExt::ino(&netns)));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind loopback (is lo up?)")?;
+    let port = listener.local_addr()?.port();
+    say(format!("listening {port}"));
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).context("connect")?;
+    wait_readable(listener.as_raw_fd(), deadline)?;
+    let _accepted = listener.accept().context("accept")?;
+    say(format!("local {}", stream.local_addr()?));
+    Ok(())
 }

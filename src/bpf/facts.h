@@ -78,12 +78,23 @@ struct tcp_accept_fact {
 #define EXEC_PATH_TRUNCATED 1
 #define EXEC_ARGS_TRUNCATED 2
 
+#define CGROUP_BUF 512
+#define CGROUP_NAME_MAX 128
+
+/* Identity a process keeps for its life, captured at fork and exec. */
+struct proc_identity {
+	__u32 ns_tgid;    /* pid in its own pid namespace */
+	__u32 cgroup_len; /* bytes of cgroup[] used */
+	__u8 cgroup[CGROUP_BUF]; /* cgroup v2 path, leaf first, NUL separated */
+};
+
 struct proc_exec_fact {
 	struct fact_header hdr;
 	struct task_ids task;
 	__u32 ppid;
 	__u32 flags;
 	__u64 start_boot_ns;
+	struct proc_identity id;
 	__u32 path_len; /* bytes of data[] holding the path */
 	__u32 args_len; /* bytes of data[] after the path holding argv */
 	/* The path is emitted leaf first ("python3.11\0bin\0usr\0"), which keeps
@@ -98,6 +109,7 @@ struct proc_fork_fact {
 	__u64 start_boot_ns;
 	__u32 uid;
 	__u32 pad;
+	struct proc_identity id;
 };
 
 struct proc_exit_fact {

@@ -8,6 +8,7 @@
 #include <bpf/bpf_tracing.h>
 #include "facts.h"
 #include "ringbuf.bpf.h"
+#include "task_identity.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -78,6 +79,8 @@ int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 	f->ppid = BPF_CORE_READ(p, real_parent, tgid);
 	f->start_boot_ns = BPF_CORE_READ(p, group_leader, start_boottime);
 	f->flags = 0;
+	f->id.ns_tgid = ns_tgid(p);
+	f->id.cgroup_len = write_cgroup_leaf_first(f->id.cgroup, p);
 
 	__u32 path_len = write_path_leaf_first(f, BPF_CORE_READ(bprm, file));
 	if (path_len > EXEC_PATH_BUF + EXEC_NAME_MAX)
@@ -133,6 +136,8 @@ int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child
 	f->start_boot_ns = BPF_CORE_READ(child, start_boottime);
 	f->uid = (__u32)bpf_get_current_uid_gid();
 	f->pad = 0;
+	f->id.ns_tgid = ns_tgid(child);
+	f->id.cgroup_len = write_cgroup_leaf_first(f->id.cgroup, child);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }

@@ -54,6 +54,8 @@ mod tests {
             parent_image: "/sbin/init".into(),
             user_id: 0,
             thread_id: 30533,
+            process_id_in_namespace: None,
+            container_id: "-".into(),
             net_ns: 4026531840,
             attribution: "connect",
         }

@@ -7,6 +7,9 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
+use crate::decode::Identity;
+use crate::enrich::container::container_id;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub pid: u32,
@@ -20,6 +23,12 @@ pub struct ProcessInfo {
     pub argv_truncated: bool,
     /// Process start, boot-clock ns (as /proc/PID/stat and task->start_boottime).
     pub start_boot_ns: u64,
+    /// Pid in the process's own pid namespace.
+    pub ns_pid: u32,
+    /// cgroup v2 path.
+    pub cgroup: Vec<u8>,
+    /// Derived from `cgroup` once, when the process is learnt.
+    pub container_id: Option<String>,
 }
 
 struct Entry {
@@ -98,9 +107,18 @@ impl ProcessTable {
         self.put(info);
     }
 
-    pub fn fork(&mut self, parent: u32, child: u32, start_boot_ns: u64, uid: u32) {
-        let inherited =
-            self.lookup(parent).map(|p| ProcessInfo { pid: child, ppid: parent, uid, start_boot_ns, ..(*p).clone() });
+    /// A new process: it runs its parent's image until it execs.
+    pub fn fork(&mut self, parent: u32, child: u32, start_boot_ns: u64, uid: u32, identity: Identity) {
+        let inherited = self.lookup(parent).map(|p| ProcessInfo {
+            pid: child,
+            ppid: parent,
+            uid,
+            start_boot_ns,
+            ns_pid: identity.ns_tgid,
+            container_id: container_id(&identity.cgroup),
+            cgroup: identity.cgroup,
+            ..(*p).clone()
+        });
         match inherited.or_else(|| (self.read_proc)(child)) {
             Some(info) => self.put(info),
             None => self.stats.unknown += 1,
@@ -178,6 +196,18 @@ pub fn read_proc(pid: u32) -> Option<ProcessInfo> {
     let image =
         std::fs::read_link(format!("{base}/exe")).map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
     let argv = std::fs::read(format!("{base}/cmdline")).unwrap_or_default();
+    // "NSpid: <host> ... <innermost>"
+    let ns_pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(pid);
+    // cgroup v2 is the "0::" line.
+    let cgroup = std::fs::read(format!("{base}/cgroup"))
+        .ok()
+        .and_then(|c| c.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"0::").map(<[u8]>::to_vec)))
+        .unwrap_or_default();
     Some(ProcessInfo {
         pid,
         ppid: field("PPid:").unwrap_or(0),
@@ -187,6 +217,9 @@ pub fn read_proc(pid: u32) -> Option<ProcessInfo> {
         argv,
         argv_truncated: false,
         start_boot_ns: start_boot_ns(&base).unwrap_or(0),
+        ns_pid,
+        container_id: container_id(&cgroup),
+        cgroup,
     })
 }
 
@@ -216,6 +249,9 @@ mod tests {
             argv: Vec::new(),
             argv_truncated: false,
             start_boot_ns: u64::from(pid) * 1000,
+            ns_pid: pid,
+            cgroup: b"/".to_vec(),
+            container_id: None,
         }
     }
 
@@ -250,9 +286,11 @@ mod tests {
     fn fork_inherits_parent_image() {
         let mut t = ProcessTable::new(100, 1000, no_proc);
         t.exec(info(5, "/bin/a"));
-        t.fork(5, 6, 777, 1000);
+        let cgroup = format!("/docker/{}", "ab".repeat(32)).into_bytes();
+        t.fork(5, 6, 777, 1000, Identity { ns_tgid: 1, cgroup });
         let child = t.lookup(6).expect("child known");
-        assert_eq!((child.ppid, child.uid, child.start_boot_ns), (5, 1000, 777));
+        assert_eq!((child.ppid, child.uid, child.start_boot_ns, child.ns_pid), (5, 1000, 777, 1));
+        assert_eq!(child.container_id, Some("ab".repeat(32)));
         assert_eq!(child.image, b"/bin/a");
     }
 

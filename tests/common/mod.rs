@@ -153,6 +153,12 @@ impl Peer {
     }
 
     pub fn spawn_program(ns: Option<&str>, program: &Path, args: &[&str]) -> Peer {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| std::ffi::OsStr::new(*a)).collect();
+        Self::spawn_args(ns, program, &args)
+    }
+
+    /// As `spawn_program`, with arguments that need not be UTF-8.
+    pub fn spawn_args(ns: Option<&str>, program: &Path, args: &[&std::ffi::OsStr]) -> Peer {
         let mut cmd = match ns {
             // `ip netns exec` execs the program: its pid is the peer's pid.
             Some(ns) => {

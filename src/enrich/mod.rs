@@ -1,6 +1,8 @@
 //! Enrich: a tracked connection + the process table -> a complete event
 //! (wall-clock time, user name, ProcessGuid, addresses in Sysmon's direction).
 
+pub mod container;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -184,6 +186,8 @@ impl Enricher {
             parent_image,
             user_id: uid,
             thread_id: owner.map_or(0, |o| o.task.tid),
+            process_id_in_namespace: process.map(|p| p.ns_pid).filter(|&ns| ns != pid && ns != 0),
+            container_id: process.and_then(|p| p.container_id.clone()).unwrap_or_else(|| "-".to_string()),
             net_ns: ep.netns,
             attribution: conn.attribution.as_str(),
         }
