@@ -3,7 +3,7 @@ use std::{env, path::PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["tcp_state", "tcp_accept", "process"];
+const PROGRAMS: &[&str] = &["tcp_state", "tcp_accept", "process", "udp_send", "udp_packet", "udp_recv"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::format::Format;
+use crate::probes::UdpMechanism;
 
 #[derive(Debug, Parser)]
 #[command(name = "sockscope", version, about = "Reports every network connection with the process behind it (eBPF)")]
@@ -41,6 +42,18 @@ pub struct Cli {
     /// Bytes of a command line captured at exec (at most 4096).
     #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=4096))]
     pub argv_limit: u32,
+
+    /// How UDP sends are seen (auto picks the best the kernel allows).
+    #[arg(long, value_enum, default_value_t = UdpMechanism::Auto)]
+    pub udp_mechanism: UdpMechanism,
+
+    /// Seconds a UDP flow may be idle before a new packet reports it again.
+    #[arg(long, value_name = "SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub udp_window: u64,
+
+    /// Size of the kernel's table of reported UDP flows (oldest evicted when full, counted).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4..=4_194_304))]
+    pub udp_flow_capacity: u32,
 
     /// Testing aid: attribute accepted connections by peer address only.
     #[arg(long, hide = true)]

@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 
-use crate::probes::skel::{process::types as proc_t, tcp_accept::types as acc_t, tcp_state::types as tcp_t};
+use crate::probes::skel::{
+    process::types as proc_t, tcp_accept::types as acc_t, tcp_state::types as tcp_t, udp_recv::types as udp_t,
+};
 
 // SAFETY: generated #[repr(C)] structs made only of integers and integer
 // arrays: every bit pattern is a valid value.
@@ -17,6 +19,8 @@ unsafe impl plain::Plain for acc_t::tcp_accept_fact {}
 unsafe impl plain::Plain for proc_t::proc_fork_fact {}
 unsafe impl plain::Plain for proc_t::proc_exit_fact {}
 unsafe impl plain::Plain for proc_t::proc_identity {}
+unsafe impl plain::Plain for udp_t::udp_flow_fact {}
+unsafe impl plain::Plain for udp_t::udp_flow_key {}
 
 const FACT_TCP_CONNECT: u32 = 1;
 const FACT_TCP_ESTABLISHED: u32 = 2;
@@ -25,6 +29,7 @@ const FACT_TCP_ACCEPT: u32 = 4;
 const FACT_PROC_EXEC: u32 = 5;
 const FACT_PROC_FORK: u32 = 6;
 const FACT_PROC_EXIT: u32 = 7;
+const FACT_UDP_FLOW: u32 = 8;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -63,6 +68,35 @@ pub struct Identity {
 fn identity(id: &proc_t::proc_identity) -> Identity {
     let used = (id.cgroup_len as usize).min(id.cgroup.len());
     Identity { ns_tgid: id.ns_tgid, cgroup: join_leaf_first(&id.cgroup[..used]) }
+}
+
+/// Which kernel mechanism saw a UDP flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpSeenBy {
+    /// sock_send_length / cgroup sendmsg, in the sender's context.
+    Send,
+    /// consume_skb behind a raw packet socket (the seed's mechanism).
+    Packet,
+    /// sock_recv_length with the datagram's addresses.
+    Recv,
+}
+
+/// A UDP flow as the kernel keyed it (the de-duplication key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UdpFlowKey {
+    pub netns: u32,
+    pub tgid: u32,
+    pub outbound: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The key exactly as the kernel map holds it.
+    pub raw: Vec<u8>,
+}
+
+/// ::ffff:a.b.c.d (how the kernel side stores IPv4) -> a.b.c.d.
+fn ip_from_mapped(raw: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(raw);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
 /// Both ends of a TCP socket and the network namespace it lives in.
@@ -122,6 +156,14 @@ pub enum Fact {
     ProcExit {
         ts_ns: u64,
         tgid: u32,
+    },
+    UdpFlow {
+        ts_ns: u64,
+        key: UdpFlowKey,
+        task: TaskIds,
+        /// False when the kernel's flow table was full.
+        recorded: bool,
+        seen_by: UdpSeenBy,
     },
 }
 
@@ -190,6 +232,27 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
         FACT_PROC_EXIT => {
             let f: proc_t::proc_exit_fact = read(data, kind)?;
             Ok(Fact::ProcExit { ts_ns, tgid: f.tgid })
+        }
+        FACT_UDP_FLOW => {
+            let f: udp_t::udp_flow_fact = read(data, kind)?;
+            let k = &f.key;
+            // SAFETY: udp_flow_key is a repr(C) struct of integers without padding.
+            let raw = unsafe { plain::as_bytes(k) }.to_vec();
+            let key = UdpFlowKey {
+                netns: k.netns,
+                tgid: k.tgid,
+                outbound: k.outbound != 0,
+                local: SocketAddr::new(ip_from_mapped(k.local_addr), k.local_port),
+                remote: SocketAddr::new(ip_from_mapped(k.remote_addr), k.remote_port),
+                raw,
+            };
+            let seen_by = match f.seen_by {
+                1 => UdpSeenBy::Send,
+                2 => UdpSeenBy::Packet,
+                _ => UdpSeenBy::Recv,
+            };
+            let task = TaskIds { tgid: k.tgid, tid: f.tid, uid: f.uid };
+            Ok(Fact::UdpFlow { ts_ns, key, task, recorded: f.recorded != 0, seen_by })
         }
         other => Err(DecodeError::UnknownKind(other)),
     }

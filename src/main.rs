@@ -26,14 +26,29 @@ use libbpf_rs::RingBufferBuilder;
 use config::Cli;
 use enrich::{boot_now_ns, read_machine_prefix, Enricher, WallClock};
 use pipeline::Pipeline;
+use probes::netns::NetnsTaps;
 use probes::{ObjectStorage, ProbeOptions, Probes};
 use sink::Sink;
 use track::process::{read_proc, ProcessTable};
 use track::tcp::TcpTracker;
+use track::udp::UdpTracker;
 
 const POLL: Duration = Duration::from_millis(100);
 const TICK_NS: u64 = 1_000_000_000;
 const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
+const TAPS_REFRESH_NS: u64 = 250_000_000;
+
+/// Ages the kernel's UDP flow table and makes room in it (policy in track::udp).
+fn sweep_udp_flows(probes: &Probes<'_>, p: &mut Pipeline, now: u64) {
+    let plan = p.udp.plan_sweep(probes.udp_flow_entries(), now);
+    probes.udp_forget(&plan.expired);
+    probes.udp_forget(&plan.evicted);
+    for (key, seen) in std::mem::take(&mut p.udp.to_record) {
+        if let Err(e) = probes.udp_record(&key, seen) {
+            tracing::debug!("{e:#}");
+        }
+    }
+}
 
 fn main() -> ExitCode {
     // Bad arguments exit with code 2 here, before anything is attached.
@@ -93,6 +108,8 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
         ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
         argv_limit: cli.argv_limit,
         force_address_match: cli.force_address_match,
+        udp: cli.udp_mechanism,
+        udp_flow_capacity: cli.udp_flow_capacity,
     };
     let probes = Probes::load(&mut storage, &opts)?;
 
@@ -102,8 +119,15 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     // in the ring buffer and so overwrite what the scan read.
     let seeded = procs.scan_proc();
     let tcp = TcpTracker::new(usize::try_from(cli.pending_capacity)?, cli.pending_timeout * 1_000_000_000);
+    let udp = UdpTracker::new(cli.udp_window * 1_000_000_000, cli.udp_flow_capacity as usize);
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix());
-    let pipeline = RefCell::new(Pipeline::new(procs, tcp, enrich, cli.format, sink));
+    let pipeline = RefCell::new(Pipeline::new(procs, tcp, udp, enrich, cli.format, sink));
+    let mut taps = probes.udp_packet_mode().then(NetnsTaps::new);
+    if let Some(t) = taps.as_mut() {
+        t.refresh();
+    }
+    // Sweep often enough that a flow is reported again soon after its window.
+    let sweep_ns = (cli.udp_window * 1_000_000_000 / 10).clamp(TICK_NS, 10 * TICK_NS);
 
     let mut builder = RingBufferBuilder::new();
     builder
@@ -117,6 +141,8 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
     let mut last_tick = boot_now_ns();
+    let mut last_sweep = last_tick;
+    let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
         if let Err(e) = ringbuf.poll(POLL) {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
@@ -133,8 +159,18 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
             p.tick(now);
             last_tick = now;
         }
+        if p.udp.needs_room() || now.saturating_sub(last_sweep) >= sweep_ns {
+            sweep_udp_flows(&probes, &mut p, now);
+            last_sweep = now;
+        }
+        if let Some(t) = taps.as_mut() {
+            if now.saturating_sub(last_taps) >= TAPS_REFRESH_NS {
+                t.refresh();
+                last_taps = now;
+            }
+        }
         if signals.stats.swap(false, Ordering::Relaxed) {
-            tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0)));
+            tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
         }
     }
 
@@ -142,8 +178,9 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
     p.flush()?;
-    tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0)));
+    tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
     tracing::info!("stopping: detaching probes");
+    drop(taps);
     drop(p);
     drop(ringbuf);
     drop(probes);

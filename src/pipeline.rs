@@ -10,6 +10,7 @@ use crate::format::{write_event, Format};
 use crate::sink::Sink;
 use crate::track::process::{ProcessInfo, ProcessTable};
 use crate::track::tcp::{Connection, Owner, TcpTracker};
+use crate::track::udp::UdpTracker;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PipelineStats {
@@ -21,6 +22,7 @@ pub struct PipelineStats {
 pub struct Pipeline {
     pub procs: ProcessTable,
     pub tcp: TcpTracker,
+    pub udp: UdpTracker,
     enrich: Enricher,
     format: Format,
     sink: Sink,
@@ -30,8 +32,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(procs: ProcessTable, tcp: TcpTracker, enrich: Enricher, format: Format, sink: Sink) -> Self {
-        Self { procs, tcp, enrich, format, sink, stats: PipelineStats::default(), fatal: None }
+    pub fn new(
+        procs: ProcessTable,
+        tcp: TcpTracker,
+        udp: UdpTracker,
+        enrich: Enricher,
+        format: Format,
+        sink: Sink,
+    ) -> Self {
+        Self { procs, tcp, udp, enrich, format, sink, stats: PipelineStats::default(), fatal: None }
     }
 
     /// Ring-buffer callback body.
@@ -89,6 +98,12 @@ impl Pipeline {
                 self.procs.fork(parent_tgid, child_tgid, start_boot_ns, uid, identity);
             }
             Fact::ProcExit { ts_ns, tgid } => self.procs.exit(tgid, ts_ns),
+            Fact::UdpFlow { ts_ns, key, task, recorded, seen_by } => {
+                let process = self.procs.lookup(task.tgid);
+                if let Some(conn) = self.udp.on_flow(ts_ns, key, task, recorded, seen_by, process) {
+                    self.emit(&conn);
+                }
+            }
         }
     }
 
@@ -114,15 +129,18 @@ impl Pipeline {
         self.sink.flush()
     }
 
-    pub fn stats_line(&self, ringbuf_drops: u64) -> String {
+    pub fn stats_line(&self, ringbuf_drops: u64, udp_kernel: [u64; 3]) -> String {
         let t = &self.tcp.stats;
+        let u = &self.udp.stats;
         let (connecting, unaccepted, early_accepts) = self.tcp.pending();
         format!(
             "stats: events_written={} facts={} decode_errors={} ringbuf_drops={} \
              tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
              tcp_inbound_never_accepted={} tcp_pending_connects_expired={} tcp_accepts_unmatched={} \
              pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
-             process_lookups_proc={} process_unknown={}",
+             process_lookups_proc={} process_unknown={} \
+             udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
+             udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={}",
             self.stats.events_written,
             self.stats.facts,
             self.stats.decode_errors,
@@ -140,6 +158,13 @@ impl Pipeline {
             self.procs.len(),
             self.procs.stats.from_proc,
             self.procs.stats.unknown,
+            u.flows_reported,
+            udp_kernel[0],
+            u.flows_expired,
+            u.flows_evicted,
+            u.reported_while_full,
+            u.repeats_suppressed,
+            udp_kernel[2],
         )
     }
 }

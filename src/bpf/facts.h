@@ -11,6 +11,7 @@ enum fact_kind {
 	FACT_PROC_EXEC = 5,
 	FACT_PROC_FORK = 6,
 	FACT_PROC_EXIT = 7,
+	FACT_UDP_FLOW = 8,        /* a UDP flow not seen within the window */
 };
 
 struct fact_header {
@@ -116,6 +117,33 @@ struct proc_exit_fact {
 	struct fact_header hdr;
 	__u32 tgid;
 	__u32 pad;
+};
+
+/* A UDP flow, the de-duplication key. Addresses are always 16 bytes, IPv4
+ * as ::ffff:a.b.c.d, so one flow has one key whatever socket family saw it. */
+struct udp_flow_key {
+	__u32 netns;
+	__u32 tgid;
+	__u8 outbound;
+	__u8 pad[3];
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+};
+
+/* Which mechanism saw the flow. */
+#define UDP_SEEN_SEND 1    /* sock_send_length / cgroup sendmsg: process context */
+#define UDP_SEEN_PACKET 2  /* consume_skb behind a raw packet socket (the seed's) */
+#define UDP_SEEN_RECV 3    /* sock_recv_length with the datagram's addresses */
+
+struct udp_flow_fact {
+	struct fact_header hdr;
+	struct udp_flow_key key;
+	__u32 tid;
+	__u32 uid;
+	__u32 recorded; /* 0: the flow table was full, userspace must make room */
+	__u32 seen_by;
 };
 
 #endif

@@ -166,7 +166,7 @@ impl Enricher {
             process_id: pid,
             image: process.map_or_else(|| "-".to_string(), |p| or_dash(&p.image)),
             user: if owner.is_some() { self.users.name(uid) } else { "-".to_string() },
-            protocol: "tcp",
+            protocol: conn.protocol.as_str(),
             initiated: conn.initiated,
             source_is_ipv6: src_ip.is_ipv6(),
             source_ip: src_ip.to_string(),

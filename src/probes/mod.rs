@@ -1,6 +1,7 @@
 //! Probes: load the eBPF objects, make them share one ring buffer, attach
 //! every program (naming any the kernel refuses, with its reason).
 
+pub mod netns;
 pub mod skel;
 
 use std::mem::MaybeUninit;
@@ -14,11 +15,27 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut};
 use skel::process::{ProcessSkel, ProcessSkelBuilder};
 use skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
 use skel::tcp_state::{TcpStateSkel, TcpStateSkelBuilder};
+use skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
+use skel::udp_recv::{UdpRecvSkel, UdpRecvSkelBuilder};
+use skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
+
+/// How UDP sends are seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UdpMechanism {
+    /// The best the kernel offers: `process` if it loads and attaches, else `packet`.
+    Auto,
+    /// sock_send_length + cgroup sendmsg4/6: the sender's context, every namespace.
+    Process,
+    /// The seed's: consume_skb behind one filtered raw packet socket per namespace.
+    Packet,
+}
 
 pub struct ProbeOptions {
     pub ringbuf_bytes: u32,
     pub argv_limit: u32,
     pub force_address_match: bool,
+    pub udp: UdpMechanism,
+    pub udp_flow_capacity: u32,
 }
 
 /// Backing storage the skeletons borrow from; must outlive `Probes`.
@@ -26,19 +43,62 @@ pub struct ObjectStorage {
     tcp_state: MaybeUninit<OpenObject>,
     tcp_accept: MaybeUninit<OpenObject>,
     process: MaybeUninit<OpenObject>,
+    udp_recv: MaybeUninit<OpenObject>,
+    udp_send: MaybeUninit<OpenObject>,
+    udp_packet: MaybeUninit<OpenObject>,
 }
 
 impl ObjectStorage {
     pub fn new() -> Self {
-        Self { tcp_state: MaybeUninit::uninit(), tcp_accept: MaybeUninit::uninit(), process: MaybeUninit::uninit() }
+        Self {
+            tcp_state: MaybeUninit::uninit(),
+            tcp_accept: MaybeUninit::uninit(),
+            process: MaybeUninit::uninit(),
+            udp_recv: MaybeUninit::uninit(),
+            udp_send: MaybeUninit::uninit(),
+            udp_packet: MaybeUninit::uninit(),
+        }
     }
+}
+
+/// The UDP send mechanism that is running (held so its object stays loaded).
+pub enum UdpSend<'obj> {
+    Process { _skel: UdpSendSkel<'obj> },
+    Packet { _skel: UdpPacketSkel<'obj> },
 }
 
 pub struct Probes<'obj> {
     pub tcp_state: TcpStateSkel<'obj>,
     /// Held so the objects stay loaded while their links are attached.
     _others: (TcpAcceptSkel<'obj>, ProcessSkel<'obj>),
+    pub udp_recv: UdpRecvSkel<'obj>,
+    pub udp_send: UdpSend<'obj>,
     links: Vec<Link>,
+}
+
+/// The cgroup v2 root, where cgroup hooks see every process on the host.
+pub fn cgroup2_root() -> Result<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then(|| std::path::PathBuf::from(f[1]))
+        })
+        .context("no cgroup2 file system is mounted (needed for the cgroup sendmsg/recvmsg hooks)")
+}
+
+fn attach_cgroup(prog: &ProgramMut<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let link = prog.attach_cgroup(cgroup.as_raw_fd()).with_context(|| {
+        format!(
+            "the kernel refused to attach probe {} ({}) to the cgroup2 root",
+            prog.name().to_string_lossy(),
+            prog.section().to_string_lossy()
+        )
+    })?;
+    links.push(link);
+    Ok(())
 }
 
 fn attach(prog: &ProgramMut<'_>, links: &mut Vec<Link>) -> Result<()> {
@@ -87,7 +147,56 @@ impl<'obj> Probes<'obj> {
             "the kernel refused eBPF object process (tp_btf/sched_process_{exec,fork,exit}); see the libbpf log above",
         )?;
 
+        let mut open =
+            UdpRecvSkelBuilder::default().open(&mut storage.udp_recv).context("opening eBPF object udp_recv")?;
+        open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
+        open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
+        open.maps.udp_flows.set_max_entries(opts.udp_flow_capacity).context("sizing the UDP flow table")?;
+        let udp_recv = open.load().context(
+            "the kernel refused eBPF object udp_recv (cgroup_skb/ingress, sock_recv_length); \
+             see the libbpf log above",
+        )?;
+
+        let cgroup_root = cgroup2_root()?;
+        let cgroup = std::fs::File::open(&cgroup_root)
+            .with_context(|| format!("opening the cgroup2 root {}", cgroup_root.display()))?;
+
         let mut links = Vec::new();
+        attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
+        attach(&udp_recv.progs.udp_recv_done, &mut links)?;
+
+        let shared = SharedUdpMaps {
+            events,
+            drops,
+            flows: udp_recv.maps.udp_flows.as_fd(),
+            counters: udp_recv.maps.udp_counters.as_fd(),
+        };
+        let udp_send = match opts.udp {
+            UdpMechanism::Packet => {
+                UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
+            }
+            UdpMechanism::Process => {
+                UdpSend::Process { _skel: load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links)? }
+            }
+            UdpMechanism::Auto => match load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links) {
+                Ok(skel) => UdpSend::Process { _skel: skel },
+                Err(e) => {
+                    tracing::warn!(
+                        "process-context UDP send probes unavailable ({e:#}); using the packet-socket mechanism"
+                    );
+                    UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
+                }
+            },
+        };
+        match &udp_send {
+            UdpSend::Process { .. } => tracing::info!(
+                "UDP sends: process-context mechanism (sock_send_length + cgroup_skb/egress + cgroup sendmsg4/6), every network namespace"
+            ),
+            UdpSend::Packet { .. } => tracing::info!(
+                "UDP sends: packet-socket mechanism (consume_skb + one raw AF_PACKET socket per network namespace)"
+            ),
+        }
+
         attach(&tcp_state.progs.tcp_state_change, &mut links)?;
         attach(&tcp_accept.progs.accept_enter, &mut links)?;
         attach(&tcp_accept.progs.accept4_enter, &mut links)?;
@@ -96,7 +205,55 @@ impl<'obj> Probes<'obj> {
         attach(&process.progs.process_exec, &mut links)?;
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
-        Ok(Self { tcp_state, _others: (tcp_accept, process), links })
+        Ok(Self { tcp_state, _others: (tcp_accept, process), udp_recv, udp_send, links })
+    }
+
+    pub fn udp_packet_mode(&self) -> bool {
+        matches!(self.udp_send, UdpSend::Packet { .. })
+    }
+
+    /// Every entry of the kernel's UDP flow table: (raw key, last packet ns).
+    pub fn udp_flow_entries(&self) -> Vec<(Vec<u8>, u64)> {
+        let map = &self.udp_recv.maps.udp_flows;
+        map.keys()
+            .filter_map(|k| {
+                let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                let last = u64::from_ne_bytes(v.get(..8)?.try_into().ok()?);
+                Some((k, last))
+            })
+            .collect()
+    }
+
+    pub fn udp_forget(&self, keys: &[Vec<u8>]) {
+        for k in keys {
+            // Already gone (raced with nothing else deleting) is fine.
+            let _ = self.udp_recv.maps.udp_flows.delete(k);
+        }
+    }
+
+    /// Puts a flow userspace reported into the kernel table, so its next
+    /// packets are suppressed there.
+    pub fn udp_record(&self, key: &[u8], last_ns: u64) -> Result<()> {
+        self.udp_recv
+            .maps
+            .udp_flows
+            .update(key, &last_ns.to_ne_bytes(), MapFlags::ANY)
+            .context("recording a UDP flow in the kernel table")
+    }
+
+    /// Kernel UDP counters summed over CPUs: suppressed, table full, peer unknown.
+    pub fn udp_counters(&self) -> [u64; 3] {
+        let mut out = [0u64; 3];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            if let Ok(Some(per_cpu)) = self.udp_recv.maps.udp_counters.lookup_percpu(&key, MapFlags::ANY) {
+                *slot = per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                    .sum();
+            }
+        }
+        out
     }
 
     pub fn attached(&self) -> usize {
@@ -114,6 +271,51 @@ impl<'obj> Probes<'obj> {
             .unwrap_or_default();
         Ok(per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum())
     }
+}
+
+struct SharedUdpMaps<'a> {
+    events: std::os::fd::BorrowedFd<'a>,
+    drops: std::os::fd::BorrowedFd<'a>,
+    flows: std::os::fd::BorrowedFd<'a>,
+    counters: std::os::fd::BorrowedFd<'a>,
+}
+
+fn load_udp_send<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    shared: &SharedUdpMaps<'_>,
+    cgroup: &std::fs::File,
+    links: &mut Vec<Link>,
+) -> Result<UdpSendSkel<'obj>> {
+    let mut open = UdpSendSkelBuilder::default().open(storage).context("opening eBPF object udp_send")?;
+    open.maps.events.reuse_fd(shared.events).context("sharing the ring buffer")?;
+    open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
+    open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
+    open.maps.udp_counters.reuse_fd(shared.counters).context("sharing the UDP counters")?;
+    let skel = open
+        .load()
+        .context("the kernel refused eBPF object udp_send (sock_send_length, cgroup_skb/egress, cgroup sendmsg4/6)")?;
+    let mut mine = Vec::new();
+    attach(&skel.progs.udp_send_done, &mut mine)?;
+    attach_cgroup(&skel.progs.udp_egress, cgroup, &mut mine)?;
+    attach_cgroup(&skel.progs.udp_sendmsg4, cgroup, &mut mine)?;
+    attach_cgroup(&skel.progs.udp_sendmsg6, cgroup, &mut mine)?;
+    links.append(&mut mine);
+    Ok(skel)
+}
+
+fn load_udp_packet<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    shared: &SharedUdpMaps<'_>,
+    links: &mut Vec<Link>,
+) -> Result<UdpPacketSkel<'obj>> {
+    let mut open = UdpPacketSkelBuilder::default().open(storage).context("opening eBPF object udp_packet")?;
+    open.maps.events.reuse_fd(shared.events).context("sharing the ring buffer")?;
+    open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
+    open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
+    open.maps.udp_counters.reuse_fd(shared.counters).context("sharing the UDP counters")?;
+    let skel = open.load().context("the kernel refused eBPF object udp_packet (tp_btf/consume_skb)")?;
+    attach(&skel.progs.udp_packet_out, links)?;
+    Ok(skel)
 }
 
 /// Tracepoint attachment looks up ids in tracefs; mount it if the host has not.

@@ -10,3 +10,12 @@ pub mod tcp_accept {
 pub mod process {
     include!(concat!(env!("OUT_DIR"), "/process.skel.rs"));
 }
+pub mod udp_send {
+    include!(concat!(env!("OUT_DIR"), "/udp_send.skel.rs"));
+}
+pub mod udp_packet {
+    include!(concat!(env!("OUT_DIR"), "/udp_packet.skel.rs"));
+}
+pub mod udp_recv {
+    include!(concat!(env!("OUT_DIR"), "/udp_recv.skel.rs"));
+}

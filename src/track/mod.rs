@@ -3,3 +3,4 @@
 pub mod process;
 pub mod table;
 pub mod tcp;
+pub mod udp;

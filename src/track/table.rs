@@ -52,6 +52,10 @@ impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
         self.entries.remove(key).map(|s| s.value)
     }
 
+    pub fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
     #[cfg(test)]
     pub fn get(&self, key: &K) -> Option<&V> {
         self.entries.get(key).map(|s| &s.value)

@@ -23,6 +23,12 @@ pub enum Attribution {
     AddressMatch,
     /// No process fact was seen for this socket.
     Unattributed,
+    /// UDP: the sending task (sock_send_length / cgroup sendmsg).
+    Send,
+    /// UDP: the sending task, seen through a raw packet socket (the seed's way).
+    Packet,
+    /// UDP: the receiving task (sock_recv_length).
+    Receive,
 }
 
 impl Attribution {
@@ -32,6 +38,9 @@ impl Attribution {
             Attribution::Accept => "accept",
             Attribution::AddressMatch => "address-match",
             Attribution::Unattributed => "unattributed",
+            Attribution::Send => "send",
+            Attribution::Packet => "packet",
+            Attribution::Receive => "receive",
         }
     }
 }
@@ -43,9 +52,26 @@ pub struct Owner {
     pub process: Option<Arc<ProcessInfo>>,
 }
 
-/// A TCP connection, ready to be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A connection (TCP) or new flow (UDP), ready to be reported.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    pub protocol: Protocol,
+    /// TCP: when it was established; UDP: the flow's first packet.
     pub established_ns: u64,
     pub endpoints: Endpoints,
     pub initiated: bool,
@@ -114,7 +140,14 @@ impl TcpTracker {
                 self.stats.outbound_unattributed += 1;
             }
             let attribution = if owner.is_some() { Attribution::Connect } else { Attribution::Unattributed };
-            return Some(Connection { established_ns: ts_ns, endpoints, initiated: true, owner, attribution });
+            return Some(Connection {
+                protocol: Protocol::Tcp,
+                established_ns: ts_ns,
+                endpoints,
+                initiated: true,
+                owner,
+                attribution,
+            });
         }
         if let Some(owner) = self.accepted_early.remove(&sk) {
             self.stats.inbound_reported += 1;
@@ -166,7 +199,7 @@ impl TcpTracker {
 }
 
 fn inbound(established_ns: u64, endpoints: Endpoints, owner: Owner, attribution: Attribution) -> Connection {
-    Connection { established_ns, endpoints, initiated: false, owner: Some(owner), attribution }
+    Connection { protocol: Protocol::Tcp, established_ns, endpoints, initiated: false, owner: Some(owner), attribution }
 }
 
 /// A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d on one side

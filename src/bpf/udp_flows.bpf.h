@@ -1,0 +1,138 @@
+/* The table of recently reported UDP flows: a packet of a known flow never
+ * reaches userspace. Userspace ages it (the window) and makes room when full.
+ * Every UDP object declares it; userspace makes them share one map. */
+#ifndef SOCKSCOPE_UDP_FLOWS_H
+#define SOCKSCOPE_UDP_FLOWS_H
+
+#define IPPROTO_UDP 17
+#define NS_PER_SEC 1000000000ULL
+#define EEXIST 17
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct udp_flow_key);
+	__type(value, __u64); /* last packet, boot-clock ns (refreshed at most once a second) */
+} udp_flows SEC(".maps");
+
+enum udp_counter {
+	UDP_SUPPRESSED = 0, /* packets of flows already reported */
+	UDP_TABLE_FULL = 1, /* new flows reported without a table entry */
+	UDP_PEER_UNKNOWN = 2, /* receives whose sender could not be determined */
+	UDP_COUNTERS,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDP_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} udp_counters SEC(".maps");
+
+struct udp_flow_fact _udp_flow_fact = {};
+
+static __always_inline void udp_count(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&udp_counters, &which);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr_be)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(&out[12], &addr_be, 4);
+}
+
+/* Reports `key` unless it was reported within the window. */
+static __always_inline void report_udp_flow(struct udp_flow_key *key, __u32 seen_by)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 *last = bpf_map_lookup_elem(&udp_flows, key);
+	if (last) {
+		/* Keeps the flow alive for the window without a write per packet. */
+		if (now - *last > NS_PER_SEC)
+			*last = now;
+		udp_count(UDP_SUPPRESSED);
+		return;
+	}
+	long err = bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
+	if (err == -EEXIST) { /* another CPU reported it just now */
+		udp_count(UDP_SUPPRESSED);
+		return;
+	}
+	struct udp_flow_fact *f = reserve_fact(sizeof(*f), FACT_UDP_FLOW);
+	if (!f) {
+		/* Not reported: forget it so the next packet tries again. */
+		if (!err)
+			bpf_map_delete_elem(&udp_flows, key);
+		return;
+	}
+	if (err)
+		udp_count(UDP_TABLE_FULL);
+	f->key = *key;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	f->tid = (__u32)pid_tgid;
+	f->uid = (__u32)bpf_get_current_uid_gid();
+	f->recorded = err == 0;
+	f->seen_by = seen_by;
+	bpf_ringbuf_submit(f, 0);
+}
+
+static __always_inline __u32 current_netns(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+}
+
+/* A socket's own endpoints into a flow key (connected sockets have a remote). */
+static __always_inline void sock_endpoints_key(const struct sock *sk, struct udp_flow_key *key)
+{
+	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6) {
+		BPF_CORE_READ_INTO(&key->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&key->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		ipv4_mapped(key->local_addr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		ipv4_mapped(key->remote_addr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	}
+}
+
+/* The UDP addresses of a packet, from its IP header. Returns 0 if it is UDP. */
+static __always_inline int packet_endpoints(const struct sk_buff *skb, __u8 src[16], __u16 *sport,
+					    __u8 dst[16], __u16 *dport)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u32 udp_off;
+	if (proto == 0x0800) { /* ETH_P_IP */
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) || ip.protocol != IPPROTO_UDP)
+			return -1;
+		ipv4_mapped(src, ip.saddr);
+		ipv4_mapped(dst, ip.daddr);
+		udp_off = nh + ip.ihl * 4;
+	} else if (proto == 0x86DD) { /* ETH_P_IPV6; extension headers are not followed */
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) || ip6.nexthdr != IPPROTO_UDP)
+			return -1;
+		__builtin_memcpy(src, &ip6.saddr, 16);
+		__builtin_memcpy(dst, &ip6.daddr, 16);
+		udp_off = nh + sizeof(ip6);
+	} else {
+		return -1;
+	}
+	struct udphdr udp;
+	if (bpf_probe_read_kernel(&udp, sizeof(udp), head + udp_off))
+		return -1;
+	*sport = bpf_ntohs(udp.source);
+	*dport = bpf_ntohs(udp.dest);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: GPL-2.0
+/* UDP sends, in the sending process's context, in every network namespace,
+ * for every way to send (send, sendto, sendmsg, sendmmsg, write; io_uring).
+ *
+ * sock/sock_send_length fires in the sender after each datagram is sent, with
+ * the socket. The datagram's addresses come from the wire: cgroup_skb/egress
+ * (which runs synchronously inside that send, before the neighbour layer)
+ * leaves the last datagram's addresses in socket-local storage, including
+ * the source address the route chose for an unbound socket. If egress did
+ * not run for it (the packet was dropped on the way), the destination comes
+ * from cgroup/sendmsg4|6 (unconnected sends) or the socket (connected). */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "facts.h"
+#include "ringbuf.bpf.h"
+#include "sock_endpoints.bpf.h"
+#include "udp_flows.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct datagram {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 pending; /* set by egress, cleared when reported */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct datagram);
+} udp_sent SEC(".maps");
+
+/* Destination named by the send call, per thread, until sock_send_length. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct datagram);
+} send_dest SEC(".maps");
+
+SEC("cgroup_skb/egress")
+int udp_egress(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(0x0800) && skb->protocol != bpf_htons(0x86DD))
+		return 1;
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_UDP)
+		return 1;
+	struct datagram d = {};
+	__u32 udp_off;
+	/* skb data starts at the network header here. */
+	if (skb->protocol == bpf_htons(0x0800)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
+			return 1;
+		ipv4_mapped(d.local_addr, ip.saddr);
+		ipv4_mapped(d.remote_addr, ip.daddr);
+		udp_off = ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
+			return 1;
+		__builtin_memcpy(d.local_addr, &ip6.saddr, 16);
+		__builtin_memcpy(d.remote_addr, &ip6.daddr, 16);
+		udp_off = sizeof(ip6);
+	}
+	struct udphdr udp;
+	if (bpf_skb_load_bytes(skb, udp_off & 0x3ff, &udp, sizeof(udp)))
+		return 1;
+	d.local_port = bpf_ntohs(udp.source);
+	d.remote_port = bpf_ntohs(udp.dest);
+	d.pending = 1;
+	struct datagram *slot = bpf_sk_storage_get(&udp_sent, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (slot)
+		*slot = d;
+	return 1; /* observe only: always allow */
+}
+
+static __always_inline int remember_dest(struct bpf_sock_addr *ctx, int v6)
+{
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	struct datagram d = {};
+	if (v6) {
+		__u32 *r = (__u32 *)d.remote_addr;
+		r[0] = ctx->user_ip6[0];
+		r[1] = ctx->user_ip6[1];
+		r[2] = ctx->user_ip6[2];
+		r[3] = ctx->user_ip6[3];
+	} else {
+		ipv4_mapped(d.remote_addr, ctx->user_ip4);
+	}
+	d.remote_port = bpf_ntohs((__u16)ctx->user_port);
+	d.pending = 1;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&send_dest, &tid, &d, BPF_ANY);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int udp_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return remember_dest(ctx, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int udp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return remember_dest(ctx, 1);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct datagram *named = bpf_map_lookup_elem(&send_dest, &tid);
+	struct datagram dest = {};
+	if (named) {
+		dest = *named;
+		bpf_map_delete_elem(&send_dest, &tid);
+	}
+	if (ret < 0)
+		return 0;
+
+	struct udp_flow_key key = {};
+	sock_endpoints_key(sk, &key);
+	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	key.outbound = 1;
+	struct datagram *wire = bpf_sk_storage_get(&udp_sent, sk, 0, 0);
+	if (wire && wire->pending) {
+		wire->pending = 0;
+		__builtin_memcpy(key.local_addr, wire->local_addr, 16);
+		__builtin_memcpy(key.remote_addr, wire->remote_addr, 16);
+		key.local_port = wire->local_port;
+		key.remote_port = wire->remote_port;
+	} else if (dest.pending) {
+		__builtin_memcpy(key.remote_addr, dest.remote_addr, 16);
+		key.remote_port = dest.remote_port;
+	} else if (!key.remote_port) {
+		return 0; /* nothing was sent and no destination is known */
+	}
+	report_udp_flow(&key, UDP_SEEN_SEND);
+	return 0;
+}
