@@ -60,12 +60,18 @@ fn connect_pair(listen: Side<'_>, connect_host: &str, connect: Side<'_>) -> Pair
 fn outbound(sensor: &Sensor, p: &Pair) -> Vec<Value> {
     let (port, sport) = (p.port, p.local.port());
     let got = sensor.wait_for(1, WAIT, |e| {
-        e["Initiated"] == true && u(e, "DestinationPort") == u64::from(port) && u(e, "SourcePort") == u64::from(sport)
+        s(e, "Protocol") == "tcp"
+            && e["Initiated"] == true
+            && u(e, "DestinationPort") == u64::from(port)
+            && u(e, "SourcePort") == u64::from(sport)
     });
     // Let any duplicate arrive before the caller counts.
     std::thread::sleep(Duration::from_millis(300));
     let again = sensor.wait_for(0, Duration::ZERO, |e| {
-        e["Initiated"] == true && u(e, "DestinationPort") == u64::from(port) && u(e, "SourcePort") == u64::from(sport)
+        s(e, "Protocol") == "tcp"
+            && e["Initiated"] == true
+            && u(e, "DestinationPort") == u64::from(port)
+            && u(e, "SourcePort") == u64::from(sport)
     });
     assert!(again.len() >= got.len());
     again

@@ -47,6 +47,31 @@ enum Via {
     ForkChild,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SendWith {
+    Sendto,
+    Sendmsg,
+    Sendmmsg,
+    /// send() on a connected socket
+    Send,
+    /// write() on a connected socket
+    Write,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum RecvWith {
+    /// recvfrom with an address buffer
+    Recvfrom,
+    /// recvfrom(fd, buf, len, 0, NULL, NULL)
+    RecvfromNull,
+    Recvmsg,
+    /// recvmsg with msg_name NULL
+    RecvmsgNull,
+    Recvmmsg,
+    Recv,
+    Read,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Listen, accept COUNT connections, close them, exit.
@@ -79,6 +104,38 @@ enum Cmd {
         #[arg(long)]
         expect_refused: bool,
     },
+    /// Send UDP datagrams: COUNT to each destination, from each of SOCKETS sockets.
+    UdpSend {
+        #[arg(long, required = true)]
+        to: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, value_enum, default_value_t = SendWith::Sendto)]
+        via: SendWith,
+        /// Bind each socket here first (port 0: any).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        #[arg(long, default_value_t = 1)]
+        sockets: usize,
+        /// Use an IPv6 socket even for IPv4 destinations (given as ::ffff:a.b.c.d).
+        #[arg(long)]
+        v6_socket: bool,
+        /// Wait this long, then send the same again from the same sockets.
+        #[arg(long)]
+        repeat_after_ms: Option<u64>,
+    },
+    /// Receive COUNT UDP datagrams on BIND.
+    UdpRecv {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, value_enum, default_value_t = RecvWith::Recvfrom)]
+        via: RecvWith,
+        /// connect() the socket to this peer first (needed for recv/read).
+        #[arg(long)]
+        connect: Option<SocketAddr>,
+    },
     /// Listen on loopback, connect to itself, accept: one process, both ends.
     /// Prints its pids (host and namespace) and network namespace inode.
     Pair,
@@ -93,6 +150,10 @@ fn main() {
             connect(to, count, via, nonblocking || count > 1, fastopen, expect_refused, deadline)
         }
         Cmd::Pair => pair(deadline),
+        Cmd::UdpSend { to, count, via, bind, sockets, v6_socket, repeat_after_ms } => {
+            udp_send(&to, count, via, bind, sockets, v6_socket, repeat_after_ms)
+        }
+        Cmd::UdpRecv { bind, count, via, connect } => udp_recv(bind, count, via, connect, deadline),
     };
     if let Err(e) = result {
         eprintln!("sockscope-peer: {e:#}");
@@ -347,5 +408,166 @@ fn pair(deadline: Instant) -> Result<()> {
     wait_readable(listener.as_raw_fd(), deadline)?;
     let _accepted = listener.accept().context("accept")?;
     say(format!("local {}", stream.local_addr()?));
+    Ok(())
+}
+
+fn sockaddr_parts(addr: &SockAddr) -> (*const libc::sockaddr, libc::socklen_t) {
+    (addr.as_ptr().cast(), addr.len())
+}
+
+fn check(ret: isize, what: &str) -> Result<usize> {
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()).context(what.to_string());
+    }
+    Ok(ret as usize)
+}
+
+fn udp_send(
+    to: &[SocketAddr],
+    count: usize,
+    via: SendWith,
+    bind: Option<SocketAddr>,
+    sockets: usize,
+    v6_socket: bool,
+    repeat_after_ms: Option<u64>,
+) -> Result<()> {
+    say(format!("pid {}", std::process::id()));
+    let connected = matches!(via, SendWith::Send | SendWith::Write);
+    if connected && to.len() != 1 {
+        bail!("send/write need exactly one --to");
+    }
+    let family = if v6_socket { Domain::IPV6 } else { domain(&to[0]) };
+    let mut socks = Vec::with_capacity(sockets);
+    for _ in 0..sockets {
+        let s = Socket::new(family, Type::DGRAM, None).context("socket")?;
+        if family == Domain::IPV6 {
+            s.set_only_v6(false)?;
+        }
+        if let Some(b) = bind {
+            s.bind(&b.into()).with_context(|| format!("bind {b}"))?;
+        }
+        if connected {
+            s.connect(&to[0].into()).context("connect")?;
+        }
+        send_all(&s, to, count, via)?;
+        if let Some(local) = s.local_addr()?.as_socket() {
+            say(format!("local {local}"));
+        }
+        socks.push(s);
+    }
+    if let Some(ms) = repeat_after_ms {
+        std::thread::sleep(Duration::from_millis(ms));
+        for s in &socks {
+            send_all(s, to, count, via)?;
+        }
+    }
+    Ok(())
+}
+
+fn send_all(s: &Socket, to: &[SocketAddr], count: usize, via: SendWith) -> Result<()> {
+    let payload = [0x5au8; 64];
+    {
+        let fd = s.as_raw_fd();
+        for dest in to {
+            let addr = SockAddr::from(*dest);
+            let (name, namelen) = sockaddr_parts(&addr);
+            let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+            // SAFETY: msghdr is plain data; zeroed is valid before we fill it.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = name as *mut libc::c_void;
+            msg.msg_namelen = namelen;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            let mut sent = 0;
+            while sent < count {
+                // SAFETY: every pointer passed refers to live, correctly sized buffers above.
+                let n = unsafe {
+                    match via {
+                        SendWith::Sendto => libc::sendto(fd, payload.as_ptr().cast(), payload.len(), 0, name, namelen),
+                        SendWith::Sendmsg => libc::sendmsg(fd, &msg, 0),
+                        SendWith::Send => libc::send(fd, payload.as_ptr().cast(), payload.len(), 0),
+                        SendWith::Write => libc::write(fd, payload.as_ptr().cast(), payload.len()),
+                        SendWith::Sendmmsg => {
+                            let batch = (count - sent).min(16);
+                            let mut msgs: Vec<libc::mmsghdr> =
+                                (0..batch).map(|_| libc::mmsghdr { msg_hdr: msg, msg_len: 0 }).collect();
+                            let r = libc::sendmmsg(fd, msgs.as_mut_ptr(), batch as libc::c_uint, 0);
+                            if r > 0 {
+                                sent += r as usize - 1;
+                            }
+                            r as isize
+                        }
+                    }
+                };
+                check(n, "send")?;
+                sent += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn udp_recv(
+    bind: SocketAddr,
+    count: usize,
+    via: RecvWith,
+    connect: Option<SocketAddr>,
+    deadline: Instant,
+) -> Result<()> {
+    let s = Socket::new(domain(&bind), Type::DGRAM, None).context("socket")?;
+    if bind.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.bind(&bind.into()).with_context(|| format!("bind {bind}"))?;
+    if let Some(peer) = connect {
+        s.connect(&peer.into()).context("connect")?;
+    }
+    let port = s.local_addr()?.as_socket().map_or(0, |a| a.port());
+    say(format!("pid {}", std::process::id()));
+    say(format!("listening {port}"));
+    let fd = s.as_raw_fd();
+    let mut got = 0;
+    while got < count {
+        wait_readable(fd, deadline)?;
+        let mut buf = [0u8; 2048];
+        let mut from = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut fromlen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: msghdr is plain data; zeroed is valid before we fill it.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if via != RecvWith::RecvmsgNull {
+            msg.msg_name = from.as_mut_ptr().cast();
+            msg.msg_namelen = fromlen;
+        }
+        // SAFETY: every pointer passed refers to live, correctly sized buffers above.
+        let n = unsafe {
+            match via {
+                RecvWith::Recvfrom => {
+                    libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, from.as_mut_ptr().cast(), &mut fromlen)
+                }
+                RecvWith::RecvfromNull => libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                ),
+                RecvWith::Recvmsg | RecvWith::RecvmsgNull => libc::recvmsg(fd, &mut msg, 0),
+                RecvWith::Recv => libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0),
+                RecvWith::Read => libc::read(fd, buf.as_mut_ptr().cast(), buf.len()),
+                RecvWith::Recvmmsg => {
+                    let mut one = [libc::mmsghdr { msg_hdr: msg, msg_len: 0 }];
+                    let r = libc::recvmmsg(fd, one.as_mut_ptr(), 1, libc::MSG_DONTWAIT, std::ptr::null_mut());
+                    r as isize
+                }
+            }
+        };
+        check(n, "receive")?;
+        got += 1;
+    }
+    say(format!("received {got}"));
     Ok(())
 }

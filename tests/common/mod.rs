@@ -69,6 +69,20 @@ impl Sensor {
         sensor
     }
 
+    /// Waits until a stderr line contains every one of `parts`.
+    pub fn wait_log(&self, parts: &[&str], timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.stderr.lock().expect("lock").iter().any(|l| parts.iter().all(|p| l.contains(p))) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().expect("lock").join("\n")
     }

@@ -1,0 +1,306 @@
+//! UDP new flows against the real kernel, for both send mechanisms: the
+//! process-context one and the seed's packet-socket one. Senders run in a
+//! network namespace created after the sensor started.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{s, u, Peer, Sensor, TestNet, PEER};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+const MECHANISMS: [&str; 2] = ["process", "packet"];
+
+fn start(mechanism: &str, extra: &[&str]) -> Sensor {
+    let mut args = vec!["--udp-mechanism", mechanism];
+    args.extend_from_slice(extra);
+    let sensor = Sensor::start(&args);
+    assert!(sensor.wait_log(&["UDP sends:", mechanism_word(mechanism)], WAIT), "{}", sensor.stderr_text());
+    sensor
+}
+
+fn mechanism_word(mechanism: &str) -> &'static str {
+    if mechanism == "packet" {
+        "packet-socket"
+    } else {
+        "process-context"
+    }
+}
+
+/// The seed's mechanism covers a namespace once the sensor has its socket there.
+fn covered(sensor: &Sensor, mechanism: &str, ns: &str) {
+    if mechanism == "packet" {
+        let inode = TestNet::inode(ns).to_string();
+        assert!(
+            sensor.wait_log(&["watching network namespace", &format!("netns={inode}")], WAIT),
+            "no packet socket in {ns}: {}",
+            sensor.stderr_text()
+        );
+    }
+}
+
+fn udp_events(sensor: &Sensor, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    sensor.wait_for(n, WAIT, |e| s(e, "Protocol") == "udp" && pred(e));
+    std::thread::sleep(Duration::from_millis(300)); // a duplicate would show by now
+    sensor.wait_for(0, Duration::ZERO, |e| s(e, "Protocol") == "udp" && pred(e))
+}
+
+fn to_port(e: &Value) -> u64 {
+    u(e, "DestinationPort")
+}
+
+/// Outbound flows for every send call, IPv4, IPv6 and IPv4-mapped, across
+/// two namespaces; the receiver's side is checked too.
+fn send_variants(mechanism: &str) {
+    let sensor = start(mechanism, &[]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    let cases: &[(&str, &str)] =
+        &[("sendto", "v4"), ("sendmsg", "v6"), ("sendmmsg", "mapped"), ("send", "v4"), ("write", "v6")];
+    for (via, family) in cases {
+        let (bind, to_host, sender_ip, receiver_ip) = match *family {
+            "v4" => ("0.0.0.0:0".to_string(), net.ip4(2), net.ip4(1), net.ip4(2)),
+            "v6" => ("[::]:0".to_string(), net.ip6(2), net.ip6(1), net.ip6(2)),
+            _ => ("[::]:0".to_string(), format!("::ffff:{}", net.ip4(2)), net.ip4(1), net.ip4(2)),
+        };
+        let mut r = Peer::spawn(Some(&net.b), &["udp-recv", "--bind", &bind, "--count", "3", "--via", "recvfrom"]);
+        let port: u16 = r.expect("listening").parse().expect("port");
+        let to = SocketAddr::new(to_host.parse().expect("ip"), port).to_string();
+        let mut args = vec!["udp-send", "--to", &to, "--count", "3", "--via", via];
+        if *family == "mapped" {
+            args.push("--v6-socket");
+        }
+        let mut sender = Peer::spawn(Some(&net.a), &args);
+        let local: SocketAddr = sender.expect("local").parse().expect("addr");
+        sender.wait_ok();
+        r.wait_ok();
+        let sender_pid = u64::from(sender.pid());
+        let (ns_a, ns_b) = (TestNet::inode(&net.a), TestNet::inode(&net.b));
+        let out = udp_events(&sensor, 1, |e| {
+            e["Initiated"] == true && u(e, "NetNs") == ns_a && to_port(e) == u64::from(port)
+        });
+        assert_eq!(out.len(), 1, "{mechanism} {via} {family}: one outbound event: {out:?}\n{}", sensor.stderr_text());
+        let e = &out[0];
+        assert_eq!(u(e, "ProcessId"), sender_pid, "{e}");
+        assert_eq!(s(e, "Image"), PEER);
+        assert_eq!(s(e, "SourceIp"), sender_ip, "{mechanism} {via} {family}: {e}");
+        assert_eq!(u(e, "SourcePort"), u64::from(local.port()));
+        assert_eq!(s(e, "DestinationIp"), receiver_ip);
+        assert_eq!(e["DestinationIsIpv6"], receiver_ip.contains(':'));
+        assert_eq!(u(e, "NetNs"), TestNet::inode(&net.a));
+        let expected = if mechanism == "packet" { "packet" } else { "send" };
+        assert_eq!(s(e, "Attribution"), expected);
+
+        let inn = udp_events(&sensor, 1, |e| {
+            e["Initiated"] == false && u(e, "NetNs") == ns_b && to_port(e) == u64::from(port)
+        });
+        assert_eq!(inn.len(), 1, "{via} {family}: one inbound event: {inn:?}");
+        assert_eq!(u(&inn[0], "ProcessId"), u64::from(r.pid()));
+        assert_eq!(s(&inn[0], "SourceIp"), sender_ip);
+        assert_eq!(u(&inn[0], "SourcePort"), u64::from(local.port()));
+        assert_eq!(u(&inn[0], "NetNs"), TestNet::inode(&net.b));
+    }
+}
+
+#[test]
+fn send_variants_process_context() {
+    send_variants("process");
+}
+
+#[test]
+fn send_variants_packet_socket() {
+    send_variants("packet");
+}
+
+/// Inbound flows for every receive call: the sender's real address whether
+/// or not the receiver asked for it.
+#[test]
+fn receive_variants_report_the_real_sender() {
+    let sensor = start("auto", &[]);
+    let net = TestNet::new();
+    let cases: &[(&str, &str)] = &[
+        ("recvfrom", "v4"),
+        ("recvfrom-null", "v6"),
+        ("recvmsg", "mapped"),
+        ("recvmsg-null", "v4"),
+        ("recvmmsg", "v6"),
+        ("recv", "v4"),
+        ("read", "v6"),
+    ];
+    for (via, family) in cases {
+        let (bind, recv_ip, send_ip, connect_to) = match *family {
+            "v4" => (format!("{}:0", net.ip4(2)), net.ip4(2), net.ip4(1), format!("{}:40000", net.ip4(1))),
+            "v6" => (format!("[{}]:0", net.ip6(2)), net.ip6(2), net.ip6(1), format!("[{}]:40000", net.ip6(1))),
+            _ => ("[::]:0".to_string(), net.ip4(2), net.ip4(1), format!("[::ffff:{}]:40000", net.ip4(1))),
+        };
+        let mut args = vec!["udp-recv", "--bind", &bind, "--count", "2", "--via", via];
+        if matches!(*via, "recv" | "read") {
+            args.extend_from_slice(&["--connect", &connect_to]);
+        }
+        let mut r = Peer::spawn(Some(&net.b), &args);
+        let port: u16 = r.expect("listening").parse().expect("port");
+        let to = SocketAddr::new(recv_ip.parse().expect("ip"), port).to_string();
+        let from = SocketAddr::new(send_ip.parse().expect("ip"), 40000).to_string();
+        let mut sender = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "2", "--bind", &from]);
+        sender.wait_ok();
+        r.wait_ok();
+        let ns_b = TestNet::inode(&net.b);
+        let inn = udp_events(&sensor, 1, |e| {
+            e["Initiated"] == false && u(e, "NetNs") == ns_b && to_port(e) == u64::from(port)
+        });
+        assert_eq!(inn.len(), 1, "{via} {family}: {inn:?}\n{}", sensor.stderr_text());
+        let e = &inn[0];
+        assert_eq!(u(e, "ProcessId"), u64::from(r.pid()), "{via}: {e}");
+        assert_eq!(s(e, "SourceIp"), send_ip, "{via} {family}: {e}");
+        assert_eq!(u(e, "SourcePort"), 40000);
+        assert_eq!(s(e, "DestinationIp"), recv_ip);
+        assert_eq!(e["SourceIsIpv6"], send_ip.contains(':'));
+        assert_eq!(s(e, "Attribution"), "receive");
+    }
+}
+
+fn many_datagrams_one_event(mechanism: &str) {
+    let sensor = start(mechanism, &[]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    let to = format!("{}:9", net.ip4(2));
+    let mut sender = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "500"]);
+    let local: SocketAddr = sender.expect("local").parse().expect("addr");
+    sender.wait_ok();
+    let ns = TestNet::inode(&net.a);
+    let out = udp_events(&sensor, 1, |e| {
+        u(e, "NetNs") == ns && u(e, "SourcePort") == u64::from(local.port()) && to_port(e) == 9
+    });
+    assert_eq!(out.len(), 1, "{mechanism}: 500 datagrams, one flow: {out:?}");
+    let (status, stderr) = sensor.stop();
+    assert!(status.success());
+    let suppressed: u64 = stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("udp_packets_suppressed="))
+        .and_then(|v| v.parse().ok())
+        .expect("stats line");
+    assert!(suppressed >= 499, "{mechanism}: repeats stopped in the kernel: {suppressed}");
+}
+
+#[test]
+fn five_hundred_datagrams_one_event_process_context() {
+    many_datagrams_one_event("process");
+}
+
+#[test]
+fn five_hundred_datagrams_one_event_packet_socket() {
+    many_datagrams_one_event("packet");
+}
+
+fn destinations_and_sockets(mechanism: &str) {
+    let sensor = start(mechanism, &[]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    let dests: Vec<String> = (0..20).map(|i| format!("{}:{}", net.ip4(2), 20000 + i)).collect();
+    let mut args = vec!["udp-send", "--count", "3"];
+    for d in &dests {
+        args.extend_from_slice(&["--to", d]);
+    }
+    let mut sender = Peer::spawn(Some(&net.a), &args);
+    let local: SocketAddr = sender.expect("local").parse().expect("addr");
+    sender.wait_ok();
+    let ns = TestNet::inode(&net.a);
+    let out = udp_events(&sensor, 20, |e| {
+        e["Initiated"] == true && u(e, "NetNs") == ns && u(e, "SourcePort") == u64::from(local.port())
+    });
+    assert_eq!(out.len(), 20, "{mechanism}: 20 destinations, 20 events");
+    let ports: HashSet<u64> = out.iter().map(to_port).collect();
+    assert_eq!(ports.len(), 20);
+
+    let to = format!("{}:30000", net.ip4(2));
+    let mut two = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "5", "--sockets", "2"]);
+    let locals: HashSet<String> = two.values("local").into_iter().collect();
+    assert_eq!(locals.len(), 2);
+    let out = udp_events(&sensor, 2, |e| e["Initiated"] == true && u(e, "NetNs") == ns && to_port(e) == 30000);
+    assert_eq!(out.len(), 2, "{mechanism}: two sockets, one destination, two events: {out:?}");
+}
+
+#[test]
+fn destinations_and_sockets_process_context() {
+    destinations_and_sockets("process");
+}
+
+#[test]
+fn destinations_and_sockets_packet_socket() {
+    destinations_and_sockets("packet");
+}
+
+fn window_expiry(mechanism: &str) {
+    let sensor = start(mechanism, &["--udp-window", "2"]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    let to = format!("{}:7000", net.ip4(2));
+    // Again within the window: one event.
+    let mut quick = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "2", "--repeat-after-ms", "500"]);
+    quick.wait_ok();
+    let qpid = u64::from(quick.pid());
+    // Again after the window (2 s, swept every second): reported again.
+    let mut slow = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "2", "--repeat-after-ms", "4500"]);
+    slow.wait_ok();
+    let spid = u64::from(slow.pid());
+    let q = udp_events(&sensor, 1, |e| u(e, "ProcessId") == qpid && e["Initiated"] == true);
+    assert_eq!(q.len(), 1, "{mechanism}: within the window: {q:?}");
+    let got = udp_events(&sensor, 2, |e| u(e, "ProcessId") == spid && e["Initiated"] == true);
+    assert_eq!(got.len(), 2, "{mechanism}: idle past the window, reported again: {got:?}");
+    assert_eq!(s(&got[0], "SourcePort"), s(&got[1], "SourcePort"), "the same flow");
+    let (status, stderr) = sensor.stop();
+    assert!(status.success());
+    assert!(!stderr.contains("udp_flows_expired=0 "), "expiry counted: {stderr}");
+}
+
+#[test]
+fn window_expiry_process_context() {
+    window_expiry("process");
+}
+
+#[test]
+fn window_expiry_packet_socket() {
+    window_expiry("packet");
+}
+
+fn tiny_table(mechanism: &str) {
+    let sensor = start(mechanism, &["--udp-flow-capacity", "16"]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    let dests: Vec<String> = (0..50).map(|i| format!("{}:{}", net.ip4(2), 21000 + i)).collect();
+    let mut args = vec!["udp-send", "--count", "2"];
+    for d in &dests {
+        args.extend_from_slice(&["--to", d]);
+    }
+    let mut sender = Peer::spawn(Some(&net.a), &args);
+    let local: SocketAddr = sender.expect("local").parse().expect("addr");
+    sender.wait_ok();
+    let ns = TestNet::inode(&net.a);
+    let out = udp_events(&sensor, 50, |e| {
+        e["Initiated"] == true && u(e, "NetNs") == ns && u(e, "SourcePort") == u64::from(local.port())
+    });
+    let ports: HashSet<u64> = out.iter().map(to_port).collect();
+    assert_eq!(ports.len(), 50, "{mechanism}: every new flow reported with a 16-entry table");
+    assert_eq!(out.len(), 50, "{mechanism}: and each once");
+    let (status, stderr) = sensor.stop();
+    assert!(status.success());
+    let evicted: u64 = stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("udp_flows_evicted="))
+        .and_then(|v| v.parse().ok())
+        .expect("stats line");
+    assert!(evicted > 0, "{mechanism}: evictions counted: {stderr}");
+}
+
+#[test]
+fn tiny_table_process_context() {
+    tiny_table("process");
+}
+
+#[test]
+fn tiny_table_packet_socket() {
+    tiny_table("packet");
+}
