@@ -12,7 +12,6 @@ use common::{s, u, Peer, Sensor, TestNet, PEER};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
-const MECHANISMS: [&str; 2] = ["process", "packet"];
 
 fn start(mechanism: &str, extra: &[&str]) -> Sensor {
     let mut args = vec!["--udp-mechanism", mechanism];
