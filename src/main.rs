@@ -6,6 +6,7 @@ mod config;
 mod decode;
 mod enrich;
 mod event;
+mod filter;
 mod format;
 mod pipeline;
 mod probes;

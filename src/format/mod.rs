@@ -1,5 +1,11 @@
 //! Format: an event -> one line of text. JSON lines today; the Sysmon XML
 //! form is a later step.
+pub mod community_id;
+pub mod record_id;
+pub mod service;
+pub mod services;
+pub mod xml;
+
 use std::io::Write;
 
 use anyhow::{Context, Result};

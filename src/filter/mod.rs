@@ -1,0 +1,165 @@
+//! Sysmon config rules for NetworkConnect: which connections are reported, and
+//! the RuleName they carry.
+//!
+//! The semantics are Sysmon's (SysmonCommon `rules.c` and `xml.cpp`, as used by
+//! microsoft/SysmonForLinux); where sockscope differs on purpose, the code says so.
+
+// Wired into the pipeline next.
+#![allow(dead_code)]
+
+pub mod condition;
+pub mod config;
+mod dom;
+pub mod field;
+mod rules;
+
+use std::path::Path;
+
+pub use config::ConfigError;
+
+use crate::event::NetworkConnect;
+use rules::{FieldValues, Filter, OnMatch};
+
+/// What to do with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict<'r> {
+    /// Report it, with this RuleName (`None`: no named rule matched; written `-`).
+    Report {
+        rule_name: Option<&'r str>,
+    },
+    Drop,
+}
+
+impl<'r> Verdict<'r> {
+    pub fn is_report(&self) -> bool {
+        matches!(self, Verdict::Report { .. })
+    }
+}
+
+/// The NetworkConnect rules of one config (or none: report everything).
+#[derive(Debug)]
+pub struct RuleSet {
+    policy: Policy,
+    source: Option<ConfigSource>,
+}
+
+#[derive(Debug)]
+enum Policy {
+    ReportAll,
+    Filters {
+        /// `onmatch="exclude"` filters: a match drops the event.
+        excludes: Vec<Filter>,
+        /// `onmatch="include"` filters, last in the config first: Sysmon fills its
+        /// list from the back (`BackwardFillEventList`), so when several include
+        /// filters match, the RuleName comes from the one written last.
+        includes_last_first: Vec<Filter>,
+    },
+}
+
+#[derive(Debug)]
+struct ConfigSource {
+    name: String,
+    bytes: Vec<u8>,
+    schema_version: String,
+}
+
+impl RuleSet {
+    /// No config: every connection is reported. (Sysmon itself logs no
+    /// NetworkConnect without a config that enables it; sockscope exists to
+    /// report connections, so without `-c` it reports them all.)
+    pub fn allow_all() -> RuleSet {
+        RuleSet { policy: Policy::ReportAll, source: None }
+    }
+
+    /// Reads a Sysmon config file. Also returns notices to log: parts of the
+    /// config that were ignored or look like mistakes.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        RuleSet::from_bytes(bytes, &path.display().to_string())
+    }
+
+    /// Reads a config held in memory; `name_for_errors` names it in errors and notices.
+    pub fn from_str(text: &str, name_for_errors: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        RuleSet::from_bytes(text.as_bytes().to_vec(), name_for_errors)
+    }
+
+    fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        let parsed = config::parse_bytes(&bytes, name)?;
+        let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
+            parsed.filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
+        includes_last_first.reverse();
+        let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
+        Ok((
+            RuleSet { policy: Policy::Filters { excludes, includes_last_first }, source: Some(source) },
+            parsed.notices,
+        ))
+    }
+
+    /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
+    pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
+        let (excludes, includes) = match &self.policy {
+            Policy::ReportAll => return Verdict::Report { rule_name: None },
+            Policy::Filters { excludes, includes_last_first } => (excludes, includes_last_first),
+        };
+        // A config without NetworkConnect filters leaves the event type at its
+        // default, which is off: the manifest gives NetworkConnect no
+        // `ruledefault`, and SysmonCommon `manifest.tt` makes that `Rule_exclude`;
+        // `FilterEventRules` then returns that default ("Return type default on no
+        // rule"), and SysmonForLinux `sysmonforlinux.c` (`SetActiveSyscalls`) does
+        // not even enable the network probes.
+        if excludes.is_empty() && includes.is_empty() {
+            return Verdict::Drop;
+        }
+        let mut values = FieldValues::new(event);
+        // Exclude filters come first, so they win over include filters.
+        if excludes.iter().any(|filter| filter.evaluate(&mut values).is_some()) {
+            return Verdict::Drop;
+        }
+        for filter in includes {
+            if let Some(rule_name) = filter.evaluate(&mut values) {
+                return Verdict::Report { rule_name };
+            }
+        }
+        // Nothing matched. A lone filter decides by its own default: everything
+        // but the matches for onmatch="exclude", only the matches for include. With
+        // several filters (of any kind) Sysmon drops the event — even when they are
+        // all exclude filters ("If no match and multiple rules, default to exclude").
+        if excludes.len() == 1 && includes.is_empty() {
+            Verdict::Report { rule_name: None }
+        } else {
+            Verdict::Drop
+        }
+    }
+
+    /// Whether any event at all can be reported; `false` means the config turns
+    /// NetworkConnect off (what Sysmon's `IdHasIncludeRules` approximates).
+    pub fn may_report(&self) -> bool {
+        match &self.policy {
+            Policy::ReportAll => true,
+            Policy::Filters { excludes, includes_last_first } => {
+                (excludes.len() == 1 && includes_last_first.is_empty())
+                    || includes_last_first.iter().any(|filter| !filter.items.is_empty())
+            }
+        }
+    }
+
+    /// The name the config was loaded under (its path for `from_file`).
+    pub fn config_name(&self) -> Option<&str> {
+        self.source.as_ref().map(|source| source.name.as_str())
+    }
+
+    /// The config file's bytes, as read: what Sysmon hashes for the
+    /// configuration-change event (Event ID 16, `SHA256=` of the file).
+    pub fn config_bytes(&self) -> Option<&[u8]> {
+        self.source.as_ref().map(|source| source.bytes.as_slice())
+    }
+
+    /// The `schemaversion` of the config's `<Sysmon>` element.
+    pub fn schema_version(&self) -> Option<&str> {
+        self.source.as_ref().map(|source| source.schema_version.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests;
