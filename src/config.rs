@@ -18,6 +18,24 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
 
+    /// A Sysmon for Linux config file (its NetworkConnect rules). Without it
+    /// every connection is reported. SIGHUP reloads it.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where state that outlives a run is kept (the XML EventRecordID).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/sockscope")]
+    pub state_dir: PathBuf,
+
+    /// Fill SourcePortName/DestinationPortName from a services file
+    /// (otherwise "-", as Sysmon writes them).
+    #[arg(long)]
+    pub port_names: bool,
+
+    /// The services file used by --port-names.
+    #[arg(long, value_name = "FILE", default_value = crate::format::services::DEFAULT_PATH)]
+    pub services_file: PathBuf,
+
     /// Seconds a half-seen TCP handshake is kept before it ages off (a connect
     /// never ESTABLISHED, an inbound connection never accept()ed).
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -40,5 +40,7 @@ pub struct NetworkConnect {
     pub process_id_in_namespace: Option<u32>,
     pub container_id: String,
     pub net_ns: u32,
+    /// Community ID v1 of the flow, to join with network sensors' logs.
+    pub community_id: String,
     pub attribution: &'static str,
 }

@@ -26,6 +26,10 @@ use libbpf_rs::RingBufferBuilder;
 
 use config::Cli;
 use enrich::{boot_now_ns, read_machine_prefix, Enricher, WallClock};
+use filter::RuleSet;
+use format::service::ServiceState;
+use format::services::Services;
+use format::Formatter;
 use pipeline::Pipeline;
 use probes::netns::NetnsTaps;
 use probes::{ObjectStorage, ProbeOptions, Probes};
@@ -63,17 +67,15 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let sink = match &cli.output {
-        None => Sink::stdout(),
-        Some(path) => match Sink::file(path) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                return ExitCode::from(2);
-            }
-        },
+    // Everything the user gave us is checked before anything is attached.
+    let setup = match StartupInputs::read(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
     };
-    match run(&cli, sink) {
+    match run(&cli, setup) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
 struct Signals {
     stop: Arc<AtomicBool>,
     stats: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
 }
 
 fn register_signals() -> Result<Signals> {
@@ -95,10 +98,58 @@ fn register_signals() -> Result<Signals> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats))
         .context("installing signal handlers")?;
-    Ok(Signals { stop, stats })
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing signal handlers")?;
+    Ok(Signals { stop, stats, reload })
 }
 
-fn run(cli: &Cli, sink: Sink) -> Result<()> {
+/// What comes from the user's files: read and checked up front (exit 2).
+struct StartupInputs {
+    sink: Sink,
+    rules: RuleSet,
+    formatter: Formatter,
+    services: Option<Services>,
+}
+
+impl StartupInputs {
+    fn read(cli: &Cli) -> Result<Self> {
+        let sink = match &cli.output {
+            None => Sink::stdout(),
+            Some(path) => Sink::file(path)?,
+        };
+        let rules = load_rules(cli.config.as_deref())?;
+        let formatter = Formatter::new(cli.format, &cli.state_dir)?;
+        let services = if cli.port_names {
+            let services = Services::load(&cli.services_file).context("--port-names")?;
+            if services.is_empty() {
+                tracing::warn!("{}: no port names found", cli.services_file.display());
+            }
+            tracing::info!("{} port names from {}", services.len(), cli.services_file.display());
+            Some(services)
+        } else {
+            None
+        };
+        Ok(Self { sink, rules, formatter, services })
+    }
+}
+
+fn load_rules(path: Option<&std::path::Path>) -> Result<RuleSet> {
+    let Some(path) = path else {
+        return Ok(RuleSet::allow_all());
+    };
+    let (rules, notices) = RuleSet::from_file(path).map_err(|e| anyhow::anyhow!("bad config: {e}"))?;
+    for notice in notices {
+        tracing::warn!("{}: {notice}", path.display());
+    }
+    if !rules.may_report() {
+        tracing::warn!("{}: this config reports no NetworkConnect events", path.display());
+    }
+    Ok(rules)
+}
+
+fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
+    let StartupInputs { sink, rules, formatter, services } = inputs;
     probes::check_privileges()?;
     probes::ensure_tracefs()?;
     probes::route_libbpf_log();
@@ -121,8 +172,8 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     let seeded = procs.scan_proc();
     let tcp = TcpTracker::new(usize::try_from(cli.pending_capacity)?, cli.pending_timeout * 1_000_000_000);
     let udp = UdpTracker::new(cli.udp_window * 1_000_000_000, cli.udp_flow_capacity as usize);
-    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix());
-    let pipeline = RefCell::new(Pipeline::new(procs, tcp, udp, enrich, cli.format, sink));
+    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
+    let pipeline = RefCell::new(Pipeline::new(procs, tcp, udp, enrich, rules, formatter, sink));
     let mut taps = probes.udp_packet_mode().then(NetnsTaps::new);
     if let Some(t) = taps.as_mut() {
         t.refresh();
@@ -139,6 +190,12 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
         .context("setting up the ring buffer reader")?;
     let ringbuf = builder.build().context("setting up the ring buffer reader")?;
 
+    {
+        let mut p = pipeline.borrow_mut();
+        p.service_state(ServiceState::Started)?;
+        p.config_change()?;
+        p.flush()?;
+    }
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
     let mut last_tick = boot_now_ns();
@@ -170,6 +227,9 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
                 last_taps = now;
             }
         }
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            reload(cli, &mut p)?;
+        }
         if signals.stats.swap(false, Ordering::Relaxed) {
             tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
         }
@@ -178,6 +238,7 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     // Drain what the kernel already queued, then flush before detaching.
     let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
+    p.service_state(ServiceState::Stopped)?;
     p.flush()?;
     tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
     tracing::info!("stopping: detaching probes");
@@ -185,5 +246,22 @@ fn run(cli: &Cli, sink: Sink) -> Result<()> {
     drop(p);
     drop(ringbuf);
     drop(probes);
+    pipeline.into_inner().close()
+}
+
+/// SIGHUP: reopen the output file (logrotate) and reload the config; a bad
+/// new config keeps the old rules running.
+fn reload(cli: &Cli, p: &mut Pipeline) -> Result<()> {
+    p.sink.reopen()?;
+    if cli.config.is_some() {
+        match load_rules(cli.config.as_deref()) {
+            Ok(rules) => {
+                p.rules = rules;
+                tracing::info!("config reloaded");
+                p.config_change()?;
+            }
+            Err(e) => tracing::error!("{e:#}; keeping the rules in force"),
+        }
+    }
     Ok(())
 }

@@ -6,7 +6,9 @@ use anyhow::Result;
 use crate::decode::{decode, Fact, TaskIds};
 use crate::enrich::container::container_id;
 use crate::enrich::Enricher;
-use crate::format::{write_event, Format};
+use crate::filter::{RuleSet, Verdict};
+use crate::format::service::ServiceState;
+use crate::format::Formatter;
 use crate::sink::Sink;
 use crate::track::process::{ProcessInfo, ProcessTable};
 use crate::track::tcp::{Connection, Owner, TcpTracker};
@@ -17,6 +19,8 @@ pub struct PipelineStats {
     pub facts: u64,
     pub decode_errors: u64,
     pub events_written: u64,
+    /// Events a config rule excluded.
+    pub events_filtered: u64,
 }
 
 pub struct Pipeline {
@@ -24,8 +28,11 @@ pub struct Pipeline {
     pub tcp: TcpTracker,
     pub udp: UdpTracker,
     enrich: Enricher,
-    format: Format,
-    sink: Sink,
+    pub rules: RuleSet,
+    formatter: Formatter,
+    pub sink: Sink,
+    /// One formatted line, reused.
+    line: Vec<u8>,
     pub stats: PipelineStats,
     /// First output error; the main loop stops on it.
     pub fatal: Option<anyhow::Error>,
@@ -37,10 +44,22 @@ impl Pipeline {
         tcp: TcpTracker,
         udp: UdpTracker,
         enrich: Enricher,
-        format: Format,
+        rules: RuleSet,
+        formatter: Formatter,
         sink: Sink,
     ) -> Self {
-        Self { procs, tcp, udp, enrich, format, sink, stats: PipelineStats::default(), fatal: None }
+        Self {
+            procs,
+            tcp,
+            udp,
+            enrich,
+            rules,
+            formatter,
+            sink,
+            line: Vec::with_capacity(1024),
+            stats: PipelineStats::default(),
+            fatal: None,
+        }
     }
 
     /// Ring-buffer callback body.
@@ -111,11 +130,52 @@ impl Pipeline {
         if self.fatal.is_some() {
             return;
         }
-        let event = self.enrich.network_connect(conn, &mut self.procs);
-        match write_event(self.format, &event, self.sink.writer()) {
+        let mut event = self.enrich.network_connect(conn, &mut self.procs);
+        match self.rules.evaluate(&event) {
+            Verdict::Drop => {
+                self.stats.events_filtered += 1;
+                return;
+            }
+            Verdict::Report { rule_name: Some(name) } => event.rule_name = name.to_string(),
+            Verdict::Report { rule_name: None } => {}
+        }
+        self.line.clear();
+        let now = self.enrich.clock.unix_ns(crate::enrich::boot_now_ns());
+        let written =
+            self.formatter.network_connect(&event, now, &mut self.line).and_then(|()| self.sink.write_line(&self.line));
+        match written {
             Ok(()) => self.stats.events_written += 1,
             Err(e) => self.fatal = Some(e),
         }
+    }
+
+    fn now_unix_ns(&self) -> i128 {
+        self.enrich.clock.unix_ns(crate::enrich::boot_now_ns())
+    }
+
+    /// Event ID 4: the sensor started or stops.
+    pub fn service_state(&mut self, state: ServiceState) -> Result<()> {
+        self.line.clear();
+        let now = self.now_unix_ns();
+        self.formatter.service_state(state, self.rules.schema_version(), now, &mut self.line)?;
+        self.sink.write_line(&self.line)
+    }
+
+    /// Event ID 16: the rules in force (at start and after each reload).
+    pub fn config_change(&mut self) -> Result<()> {
+        self.line.clear();
+        let now = self.now_unix_ns();
+        let (name, hash) = match self.rules.config_bytes() {
+            Some(bytes) => (self.rules.config_name().unwrap_or("-").to_string(), Some(sha256_hex(bytes))),
+            None => ("Defaults".to_string(), None),
+        };
+        self.formatter.config_change(&name, hash.as_deref(), now, &mut self.line)?;
+        self.sink.write_line(&self.line)
+    }
+
+    /// Stops the format stage (persists the EventRecordID).
+    pub fn close(self) -> Result<()> {
+        self.formatter.close()
     }
 
     /// Periodic work: age off what waited too long, keep the clock in sync.
@@ -134,7 +194,7 @@ impl Pipeline {
         let u = &self.udp.stats;
         let (connecting, unaccepted, early_accepts) = self.tcp.pending();
         format!(
-            "stats: events_written={} facts={} decode_errors={} ringbuf_drops={} \
+            "stats: events_written={} events_filtered={} facts={} decode_errors={} ringbuf_drops={} \
              tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
              tcp_inbound_never_accepted={} tcp_pending_connects_expired={} tcp_accepts_unmatched={} \
              pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
@@ -142,6 +202,7 @@ impl Pipeline {
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
              udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={}",
             self.stats.events_written,
+            self.stats.events_filtered,
             self.stats.facts,
             self.stats.decode_errors,
             ringbuf_drops,
@@ -167,4 +228,9 @@ impl Pipeline {
             udp_kernel[2],
         )
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,9 +11,11 @@ use nix::time::{clock_gettime, ClockId};
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
 use crate::event::{NetworkConnect, NETWORK_CONNECT};
+use crate::format::community_id::community_id_v1;
+use crate::format::services::Services;
 use crate::text::{command_line, or_dash};
 use crate::track::process::{ProcessInfo, ProcessTable};
-use crate::track::tcp::Connection;
+use crate::track::tcp::{Connection, Protocol};
 
 const UTC_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
@@ -135,11 +137,20 @@ pub struct Enricher {
     pub clock: WallClock,
     users: UserNames,
     machine_prefix: u32,
+    /// Port names, when enabled (`--port-names`); else "-" as Sysmon writes.
+    services: Option<Services>,
 }
 
 impl Enricher {
-    pub fn new(clock: WallClock, machine_prefix: u32) -> Self {
-        Self { clock, users: UserNames::default(), machine_prefix }
+    pub fn new(clock: WallClock, machine_prefix: u32, services: Option<Services>) -> Self {
+        Self { clock, users: UserNames::default(), machine_prefix, services }
+    }
+
+    fn port_name(&self, port: u16, protocol: Protocol) -> String {
+        self.services
+            .as_ref()
+            .and_then(|s| s.lookup(port, protocol.as_str()))
+            .map_or_else(|| "-".to_string(), str::to_string)
     }
 
     pub fn network_connect(&mut self, conn: &Connection, procs: &mut ProcessTable) -> NetworkConnect {
@@ -172,12 +183,12 @@ impl Enricher {
             source_ip: src_ip.to_string(),
             source_hostname: "-".to_string(),
             source_port: src.port(),
-            source_port_name: "-".to_string(),
+            source_port_name: self.port_name(src.port(), conn.protocol),
             destination_is_ipv6: dst_ip.is_ipv6(),
             destination_ip: dst_ip.to_string(),
             destination_hostname: "-".to_string(),
             destination_port: dst.port(),
-            destination_port_name: "-".to_string(),
+            destination_port_name: self.port_name(dst.port(), conn.protocol),
             command_line: process
                 .filter(|p| !p.argv.is_empty())
                 .map_or_else(|| "-".to_string(), |p| command_line(&p.argv)),
@@ -189,6 +200,7 @@ impl Enricher {
             process_id_in_namespace: process.map(|p| p.ns_pid).filter(|&ns| ns != pid && ns != 0),
             container_id: process.and_then(|p| p.container_id.clone()).unwrap_or_else(|| "-".to_string()),
             net_ns: ep.netns,
+            community_id: community_id_v1(conn.protocol.ip_protocol(), src, dst),
             attribution: conn.attribution.as_str(),
         }
     }

@@ -74,6 +74,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// 1-based line and column (in characters) of the problem, when it has one.
+    #[cfg(test)]
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
             ConfigError::Read { .. } => None,
@@ -81,6 +82,7 @@ impl ConfigError {
         }
     }
 
+    #[cfg(test)]
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             ConfigError::Read { .. } => None,

@@ -72,6 +72,7 @@ fields! {
     ProcessIdInNamespace: Number,
     ContainerId: Text,
     NetNs: Number,
+    CommunityId: Text,
     Attribution: Text,
 }
 
@@ -136,6 +137,7 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         },
         Field::ContainerId => text(&event.container_id),
         Field::NetNs => number(event.net_ns),
+        Field::CommunityId => text(&event.community_id),
         Field::Attribution => text(event.attribution),
     }
 }
@@ -175,6 +177,7 @@ pub(crate) mod tests {
             process_id_in_namespace: Some(7),
             container_id: "c0ffee".into(),
             net_ns: 4026531840,
+            community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
             attribution: "connect",
         }
     }

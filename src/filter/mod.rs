@@ -4,9 +4,6 @@
 //! The semantics are Sysmon's (SysmonCommon `rules.c` and `xml.cpp`, as used by
 //! microsoft/SysmonForLinux); where sockscope differs on purpose, the code says so.
 
-// Wired into the pipeline next.
-#![allow(dead_code)]
-
 pub mod condition;
 pub mod config;
 mod dom;
@@ -28,12 +25,6 @@ pub enum Verdict<'r> {
         rule_name: Option<&'r str>,
     },
     Drop,
-}
-
-impl<'r> Verdict<'r> {
-    pub fn is_report(&self) -> bool {
-        matches!(self, Verdict::Report { .. })
-    }
 }
 
 /// The NetworkConnect rules of one config (or none: report everything).
@@ -80,6 +71,7 @@ impl RuleSet {
     }
 
     /// Reads a config held in memory; `name_for_errors` names it in errors and notices.
+    #[cfg(test)]
     pub fn from_str(text: &str, name_for_errors: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
         RuleSet::from_bytes(text.as_bytes().to_vec(), name_for_errors)
     }

@@ -10,9 +10,6 @@
 //! Ports are hashed as given: right for TCP, UDP and SCTP. (ICMP would need
 //! the spec's type/code mapping; sockscope reports no ICMP.)
 
-// wired into the pipeline next
-#![allow(dead_code)]
-
 use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine;

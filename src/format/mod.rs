@@ -1,22 +1,30 @@
-//! Format: an event -> one line of text. JSON lines today; the Sysmon XML
-//! form is a later step.
+//! Format: an event -> one line of text: JSON lines (DESIGN.md contract) or
+//! Sysmon for Linux's one-line XML `<Event>`.
 pub mod community_id;
 pub mod record_id;
 pub mod service;
 pub mod services;
 pub mod xml;
+#[cfg(test)]
+pub mod xml_check;
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
 use crate::event::NetworkConnect;
+use record_id::RecordIds;
+use service::{ConfigChange, ServiceState, ServiceStateChange};
+use xml::XmlContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// One JSON object per line (DESIGN.md event contract).
     Json,
+    /// Sysmon for Linux's one-line XML <Event>.
+    Xml,
 }
 
 pub fn write_event(format: Format, event: &NetworkConnect, out: &mut dyn Write) -> Result<()> {
@@ -25,8 +33,98 @@ pub fn write_event(format: Format, event: &NetworkConnect, out: &mut dyn Write) 
             serde_json::to_writer(&mut *out, event).context("encoding event as JSON")?;
             out.write_all(b"\n").context("writing event")?;
         }
+        Format::Xml => anyhow::bail!("XML needs a Formatter (record ids, host context)"),
     }
     Ok(())
+}
+
+/// The format stage: the chosen form plus what the XML form needs (the
+/// writer's context and EventRecordIDs that survive restarts).
+pub struct Formatter {
+    format: Format,
+    xml: XmlContext,
+    record_ids: Option<RecordIds>,
+}
+
+impl Formatter {
+    /// `state_dir` holds the EventRecordID store (XML only).
+    pub fn new(format: Format, state_dir: &Path) -> Result<Self> {
+        let record_ids = match format {
+            Format::Json => None,
+            Format::Xml => {
+                std::fs::create_dir_all(state_dir)
+                    .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+                Some(RecordIds::open(state_dir.join("event-record-id"), record_id::DEFAULT_BLOCK)?)
+            }
+        };
+        Ok(Self { format, xml: XmlContext::current()?, record_ids })
+    }
+
+    fn next_record_id(&mut self) -> Result<u64> {
+        match self.record_ids.as_mut() {
+            Some(ids) => ids.next_id(),
+            None => Ok(0),
+        }
+    }
+
+    pub fn network_connect(&mut self, event: &NetworkConnect, now_unix_ns: i128, out: &mut dyn Write) -> Result<()> {
+        match self.format {
+            Format::Json => write_event(Format::Json, event, out),
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_network_connect(&self.xml, id, now_unix_ns, event, out)
+            }
+        }
+    }
+
+    /// `schema`: the config's schemaversion, when there is a config.
+    pub fn service_state(
+        &mut self,
+        state: ServiceState,
+        schema: Option<&str>,
+        now_unix_ns: i128,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let mut event =
+            ServiceStateChange::new(crate::enrich::format_utc(now_unix_ns), state, env!("CARGO_PKG_VERSION").into());
+        if let Some(schema) = schema {
+            event.schema_version = schema.to_string();
+        }
+        match self.format {
+            Format::Json => event.write_json(out),
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_service_state_change(&self.xml, id, now_unix_ns, &event, out)
+            }
+        }
+    }
+
+    /// `configuration`: the config file, or "Defaults"; `sha256`: of its bytes.
+    pub fn config_change(
+        &mut self,
+        configuration: &str,
+        sha256: Option<&str>,
+        now_unix_ns: i128,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let hash = sha256.map_or_else(String::new, |h| format!("SHA256={h}"));
+        let event = ConfigChange::new(crate::enrich::format_utc(now_unix_ns), configuration.to_string(), hash);
+        match self.format {
+            Format::Json => event.write_json(out),
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_config_change(&self.xml, id, now_unix_ns, &event, out)
+            }
+        }
+    }
+
+    /// Persists the EventRecordID so the next run continues after it.
+    pub fn close(self) -> Result<()> {
+        match self.record_ids {
+            Some(ids) => ids.close(),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +161,7 @@ mod tests {
             process_id_in_namespace: None,
             container_id: "-".into(),
             net_ns: 4026531840,
+            community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
             attribution: "connect",
         }
     }

@@ -12,9 +12,6 @@
 //! One writer per state file: two sensors sharing a file would hand out the
 //! same ids.
 
-// wired into the pipeline next
-#![allow(dead_code)]
-
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};

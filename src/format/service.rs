@@ -4,9 +4,6 @@
 //! `manifest.xml`); as JSON lines they lead with `EventID`, like
 //! NetworkConnect. The XML form is in `xml.rs`.
 
-// wired into the pipeline next
-#![allow(dead_code)]
-
 use std::io::Write;
 
 use anyhow::{Context, Result};

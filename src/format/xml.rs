@@ -19,9 +19,6 @@
 //! `&#NN;`, which XML 1.0 forbids, and a newline raw, which breaks the one-line
 //! form. See [`escape_value`] for what we write instead.
 
-// wired into the pipeline next
-#![allow(dead_code)]
-
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -309,8 +306,6 @@ fn needs_hex(c: char) -> bool {
 mod tests {
     use super::*;
     use crate::format::service::ServiceState;
-    use quick_xml::events::Event;
-    use quick_xml::Reader;
 
     /// The example in DESIGN.md ("Event contract"), byte for byte.
     const DESIGN_EXAMPLE: &str = r#"<Event><System><Provider Name="Linux-Sysmon" Guid="{ff032593-a8d3-4f13-b0d6-01fc615a0f97}"/><EventID>3</EventID><Version>5</Version><Level>4</Level><Task>3</Task><Opcode>0</Opcode><Keywords>0x8000000000000000</Keywords><TimeCreated SystemTime="2026-11-29T16:37:54.638341000Z"/><EventRecordID>348</EventRecordID><Correlation/><Execution ProcessID="30360" ThreadID="30360"/><Channel>Linux-Sysmon/Operational</Channel><Computer>vm</Computer><Security UserId="0"/></System><EventData><Data Name="RuleName">-</Data><Data Name="UtcTime">2026-11-29 16:37:54.640</Data><Data Name="ProcessGuid">{3d1219c7-54e2-6b0c-5541-147800560000}</Data><Data Name="ProcessId">30533</Data><Data Name="Image">/usr/bin/python3.11</Data><Data Name="User">root</Data><Data Name="Protocol">tcp</Data><Data Name="Initiated">true</Data><Data Name="SourceIsIpv6">false</Data><Data Name="SourceIp">127.0.0.1</Data><Data Name="SourceHostname">-</Data><Data Name="SourcePort">60802</Data><Data Name="SourcePortName">-</Data><Data Name="DestinationIsIpv6">false</Data><Data Name="DestinationIp">127.0.0.1</Data><Data Name="DestinationHostname">-</Data><Data Name="DestinationPort">18080</Data><Data Name="DestinationPortName">-</Data></EventData></Event>"#;
@@ -353,72 +348,13 @@ mod tests {
             process_id_in_namespace: Some(7),
             container_id: "c0ffee".into(),
             net_ns: 4026531840,
+            community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
             attribution: "connect",
         }
     }
 
-    /// Parses `xml` as one XML document and returns the `<Data Name>` pairs
-    /// in order; panics if it is not well-formed or not one line.
     fn parse_data(xml: &str) -> Vec<(String, String)> {
-        assert!(!xml.contains('\n') && !xml.contains('\r'), "not one line: {xml:?}");
-        // quick-xml does not check the Char production: do it here.
-        for c in xml.chars() {
-            let ok = matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
-            assert!(ok, "character {c:?} not allowed in XML 1.0: {xml:?}");
-        }
-        let mut reader = Reader::from_str(xml);
-        let mut depth = 0usize;
-        let mut roots = 0usize;
-        let mut data: Vec<(String, String)> = Vec::new();
-        let mut current: Option<(String, String)> = None;
-        loop {
-            match reader.read_event().unwrap_or_else(|e| panic!("not well-formed ({e}): {xml}")) {
-                Event::Start(e) => {
-                    if depth == 0 {
-                        roots += 1;
-                    }
-                    depth += 1;
-                    if e.name().as_ref() == "Data" {
-                        let name = e
-                            .try_get_attribute("Name")
-                            .expect("attribute")
-                            .expect("Data has Name")
-                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                            .expect("attribute value")
-                            .into_owned();
-                        current = Some((name, String::new()));
-                    }
-                }
-                Event::End(e) => {
-                    depth = depth.checked_sub(1).expect("balanced");
-                    if e.name().as_ref() == "Data" {
-                        data.push(current.take().expect("open Data"));
-                    }
-                }
-                Event::Empty(_) => assert!(depth > 0, "empty element outside the root"),
-                Event::Text(t) => {
-                    assert!(depth > 0, "text outside the root");
-                    if let Some((_, v)) = current.as_mut() {
-                        v.push_str(&t.xml10_content());
-                    }
-                }
-                Event::GeneralRef(r) => {
-                    let c = match r.resolve_char_ref().expect("char ref") {
-                        Some(c) => c.to_string(),
-                        None => quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
-                            .unwrap_or_else(|| panic!("undefined entity {r:?}"))
-                            .to_string(),
-                    };
-                    if let Some((_, v)) = current.as_mut() {
-                        v.push_str(&c);
-                    }
-                }
-                Event::Eof => break,
-                other => panic!("unexpected {other:?} in {xml}"),
-            }
-        }
-        assert_eq!((depth, roots), (0, 1), "one balanced root element");
-        data
+        super::super::xml_check::parse_event(xml).data
     }
 
     #[test]

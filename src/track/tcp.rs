@@ -65,6 +65,14 @@ impl Protocol {
             Protocol::Udp => "udp",
         }
     }
+
+    /// The IP protocol number (for Community ID).
+    pub fn ip_protocol(self) -> u8 {
+        match self {
+            Protocol::Tcp => crate::format::community_id::PROTO_TCP,
+            Protocol::Udp => crate::format::community_id::PROTO_UDP,
+        }
+    }
 }
 
 /// A connection (TCP) or new flow (UDP), ready to be reported.

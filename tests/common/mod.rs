@@ -32,17 +32,26 @@ pub struct Sensor {
     child: Option<Child>,
     pub out: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Sensor {
     pub fn start(extra: &[&str]) -> Sensor {
-        require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("events.jsonl");
+        let state = dir.path().join("state");
+        Self::start_at(Some(dir), out, &state, extra)
+    }
+
+    /// Starts a sensor writing to `out` with its state in `state`; `dir`, if
+    /// given, lives as long as the sensor.
+    pub fn start_at(dir: Option<tempfile::TempDir>, out: PathBuf, state: &Path, extra: &[&str]) -> Sensor {
+        require_root();
         let mut child = Command::new(SENSOR)
             .arg("--output")
             .arg(&out)
+            .arg("--state-dir")
+            .arg(state)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -87,7 +96,13 @@ impl Sensor {
         self.stderr.lock().expect("lock").join("\n")
     }
 
+    /// The NetworkConnect events (Event ID 3) written so far.
     pub fn events(&self) -> Vec<Value> {
+        self.all_events().into_iter().filter(|e| e["EventID"] == 3).collect()
+    }
+
+    /// Every JSON line written so far (also the sensor's own events, 4 and 16).
+    pub fn all_events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         // The sensor may be mid-line: only complete lines count.
         let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
