@@ -73,6 +73,14 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4..=4_194_304))]
     pub udp_flow_capacity: u32,
 
+    /// Seconds between stats events (EventID 251); 0: none.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stats_interval: u64,
+
+    /// Most formatted events waiting for the output (UDP is shed from 3/4 full).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub queue_capacity: u64,
+
     /// Testing aid: attribute accepted connections by peer address only.
     #[arg(long, hide = true)]
     pub force_address_match: bool,

@@ -44,3 +44,72 @@ pub struct NetworkConnect {
     pub community_id: String,
     pub attribution: &'static str,
 }
+
+/// sockscope's own event: something was lost since the last one (deltas).
+pub const SENSOR_LOSS: u32 = 250;
+/// sockscope's own event: periodic health figures.
+pub const SENSOR_STATS: u32 = 251;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SensorLoss {
+    #[serde(rename = "EventID")]
+    pub event_id: u32,
+    pub utc_time: String,
+    /// Kernel facts that found the ring buffer full.
+    pub ring_buffer_drops: u64,
+    /// New UDP flows the kernel held back to keep the ring buffer for TCP.
+    pub udp_shed_in_kernel: u64,
+    /// UDP events the writer queue shed to keep room for TCP.
+    pub udp_shed_in_queue: u64,
+    /// Events dropped because the writer queue was full.
+    pub queue_dropped: u64,
+}
+
+impl SensorLoss {
+    /// Name/value pairs for the XML form, in the JSON order.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("UtcTime", self.utc_time.clone()),
+            ("RingBufferDrops", self.ring_buffer_drops.to_string()),
+            ("UdpShedInKernel", self.udp_shed_in_kernel.to_string()),
+            ("UdpShedInQueue", self.udp_shed_in_queue.to_string()),
+            ("QueueDropped", self.queue_dropped.to_string()),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SensorStats {
+    #[serde(rename = "EventID")]
+    pub event_id: u32,
+    pub utc_time: String,
+    pub interval_seconds: f64,
+    pub events_per_second: f64,
+    pub events_written: u64,
+    pub events_filtered: u64,
+    /// Everything lost since start (the sum of SensorLoss's counts).
+    pub lost: u64,
+    pub udp_packets_suppressed: u64,
+    pub udp_flows_tracked: u64,
+    pub tcp_pending: u64,
+    pub processes: u64,
+}
+
+impl SensorStats {
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("UtcTime", self.utc_time.clone()),
+            ("IntervalSeconds", format!("{:.3}", self.interval_seconds)),
+            ("EventsPerSecond", format!("{:.3}", self.events_per_second)),
+            ("EventsWritten", self.events_written.to_string()),
+            ("EventsFiltered", self.events_filtered.to_string()),
+            ("Lost", self.lost.to_string()),
+            ("UdpPacketsSuppressed", self.udp_packets_suppressed.to_string()),
+            ("UdpFlowsTracked", self.udp_flows_tracked.to_string()),
+            ("TcpPending", self.tcp_pending.to_string()),
+            ("Processes", self.processes.to_string()),
+        ]
+    }
+}

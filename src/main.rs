@@ -8,6 +8,7 @@ mod enrich;
 mod event;
 mod filter;
 mod format;
+mod health;
 mod pipeline;
 mod probes;
 mod sink;
@@ -30,9 +31,11 @@ use filter::RuleSet;
 use format::service::ServiceState;
 use format::services::Services;
 use format::Formatter;
-use pipeline::Pipeline;
+use health::Health;
+use pipeline::{Pipeline, Trackers};
 use probes::netns::NetnsTaps;
 use probes::{ObjectStorage, ProbeOptions, Probes};
+use sink::queue::SinkQueue;
 use sink::Sink;
 use track::process::{read_proc, ProcessTable};
 use track::tcp::TcpTracker;
@@ -162,6 +165,8 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         force_address_match: cli.force_address_match,
         udp: cli.udp_mechanism,
         udp_flow_capacity: cli.udp_flow_capacity,
+        // UDP gives way once the ring buffer is half full: TCP keeps the rest.
+        udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 2,
     };
     let probes = Probes::load(&mut storage, &opts)?;
 
@@ -173,7 +178,9 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let tcp = TcpTracker::new(usize::try_from(cli.pending_capacity)?, cli.pending_timeout * 1_000_000_000);
     let udp = UdpTracker::new(cli.udp_window * 1_000_000_000, cli.udp_flow_capacity as usize);
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
-    let pipeline = RefCell::new(Pipeline::new(procs, tcp, udp, enrich, rules, formatter, sink));
+    let queue = SinkQueue::start(sink, usize::try_from(cli.queue_capacity)?)?;
+    let health = Health::new(cli.stats_interval * 1_000_000_000, boot_now_ns());
+    let pipeline = RefCell::new(Pipeline::new(Trackers { procs, tcp, udp }, enrich, rules, formatter, queue, health));
     let mut taps = probes.udp_packet_mode().then(NetnsTaps::new);
     if let Some(t) = taps.as_mut() {
         t.refresh();
@@ -194,7 +201,6 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         let mut p = pipeline.borrow_mut();
         p.service_state(ServiceState::Started)?;
         p.config_change()?;
-        p.flush()?;
     }
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
@@ -208,13 +214,15 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
             }
         }
         let mut p = pipeline.borrow_mut();
-        if let Some(e) = p.fatal.take() {
+        if let Some(e) = p.fatal.take().or_else(|| p.sink.failed()) {
             return Err(e);
         }
-        p.flush()?;
         let now = boot_now_ns();
         if now.saturating_sub(last_tick) >= TICK_NS {
             p.tick(now);
+            let udp_kernel = probes.udp_counters();
+            let totals = p.loss_totals(probes.ringbuf_drops().unwrap_or(0), udp_kernel);
+            p.report_health(now, totals, udp_kernel)?;
             last_tick = now;
         }
         if p.udp.needs_room() || now.saturating_sub(last_sweep) >= sweep_ns {
@@ -238,8 +246,10 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     // Drain what the kernel already queued, then flush before detaching.
     let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
+    let udp_kernel = probes.udp_counters();
+    let totals = p.loss_totals(probes.ringbuf_drops().unwrap_or(0), udp_kernel);
+    p.report_health(boot_now_ns(), totals, udp_kernel)?;
     p.service_state(ServiceState::Stopped)?;
-    p.flush()?;
     tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
     tracing::info!("stopping: detaching probes");
     drop(taps);
@@ -252,7 +262,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
 /// SIGHUP: reopen the output file (logrotate) and reload the config; a bad
 /// new config keeps the old rules running.
 fn reload(cli: &Cli, p: &mut Pipeline) -> Result<()> {
-    p.sink.reopen()?;
+    p.sink.reopen();
     if cli.config.is_some() {
         match load_rules(cli.config.as_deref()) {
             Ok(rules) => {

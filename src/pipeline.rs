@@ -6,12 +6,14 @@ use anyhow::Result;
 use crate::decode::{decode, Fact, TaskIds};
 use crate::enrich::container::container_id;
 use crate::enrich::Enricher;
+use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
 use crate::format::service::ServiceState;
 use crate::format::Formatter;
-use crate::sink::Sink;
+use crate::health::{Health, Loss};
+use crate::sink::queue::{LineKind, SinkQueue};
 use crate::track::process::{ProcessInfo, ProcessTable};
-use crate::track::tcp::{Connection, Owner, TcpTracker};
+use crate::track::tcp::{Connection, Owner, Protocol, TcpTracker};
 use crate::track::udp::UdpTracker;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,36 +32,31 @@ pub struct Pipeline {
     enrich: Enricher,
     pub rules: RuleSet,
     formatter: Formatter,
-    pub sink: Sink,
-    /// One formatted line, reused.
-    line: Vec<u8>,
+    pub sink: SinkQueue,
+    health: Health,
     pub stats: PipelineStats,
     /// First output error; the main loop stops on it.
     pub fatal: Option<anyhow::Error>,
 }
 
+/// The stateful trackers of the track stage.
+pub struct Trackers {
+    pub procs: ProcessTable,
+    pub tcp: TcpTracker,
+    pub udp: UdpTracker,
+}
+
 impl Pipeline {
     pub fn new(
-        procs: ProcessTable,
-        tcp: TcpTracker,
-        udp: UdpTracker,
+        track: Trackers,
         enrich: Enricher,
         rules: RuleSet,
         formatter: Formatter,
-        sink: Sink,
+        sink: SinkQueue,
+        health: Health,
     ) -> Self {
-        Self {
-            procs,
-            tcp,
-            udp,
-            enrich,
-            rules,
-            formatter,
-            sink,
-            line: Vec::with_capacity(1024),
-            stats: PipelineStats::default(),
-            fatal: None,
-        }
+        let Trackers { procs, tcp, udp } = track;
+        Self { procs, tcp, udp, enrich, rules, formatter, sink, health, stats: PipelineStats::default(), fatal: None }
     }
 
     /// Ring-buffer callback body.
@@ -139,13 +136,18 @@ impl Pipeline {
             Verdict::Report { rule_name: Some(name) } => event.rule_name = name.to_string(),
             Verdict::Report { rule_name: None } => {}
         }
-        self.line.clear();
-        let now = self.enrich.clock.unix_ns(crate::enrich::boot_now_ns());
-        let written =
-            self.formatter.network_connect(&event, now, &mut self.line).and_then(|()| self.sink.write_line(&self.line));
-        match written {
-            Ok(()) => self.stats.events_written += 1,
-            Err(e) => self.fatal = Some(e),
+        let mut line = Vec::with_capacity(768);
+        let now = self.now_unix_ns();
+        if let Err(e) = self.formatter.network_connect(&event, now, &mut line) {
+            self.fatal = Some(e);
+            return;
+        }
+        let kind = match conn.protocol {
+            Protocol::Tcp => LineKind::Tcp,
+            Protocol::Udp => LineKind::Udp,
+        };
+        if self.sink.send(kind, line) {
+            self.stats.events_written += 1;
         }
     }
 
@@ -155,27 +157,87 @@ impl Pipeline {
 
     /// Event ID 4: the sensor started or stops.
     pub fn service_state(&mut self, state: ServiceState) -> Result<()> {
-        self.line.clear();
+        let mut line = Vec::new();
         let now = self.now_unix_ns();
-        self.formatter.service_state(state, self.rules.schema_version(), now, &mut self.line)?;
-        self.sink.write_line(&self.line)
+        self.formatter.service_state(state, self.rules.schema_version(), now, &mut line)?;
+        self.sink.send(LineKind::Sensor, line);
+        Ok(())
     }
 
     /// Event ID 16: the rules in force (at start and after each reload).
     pub fn config_change(&mut self) -> Result<()> {
-        self.line.clear();
+        let mut line = Vec::new();
         let now = self.now_unix_ns();
         let (name, hash) = match self.rules.config_bytes() {
             Some(bytes) => (self.rules.config_name().unwrap_or("-").to_string(), Some(sha256_hex(bytes))),
             None => ("Defaults".to_string(), None),
         };
-        self.formatter.config_change(&name, hash.as_deref(), now, &mut self.line)?;
-        self.sink.write_line(&self.line)
+        self.formatter.config_change(&name, hash.as_deref(), now, &mut line)?;
+        self.sink.send(LineKind::Sensor, line);
+        Ok(())
     }
 
-    /// Stops the format stage (persists the EventRecordID).
+    /// Every loss counter there is, as totals since start.
+    pub fn loss_totals(&self, ringbuf_drops: u64, udp_kernel: [u64; 4]) -> Loss {
+        let q = self.sink.stats();
+        Loss {
+            ring_buffer_drops: ringbuf_drops,
+            udp_shed_in_kernel: udp_kernel[3],
+            udp_shed_in_queue: q.udp_shed,
+            queue_dropped: q.dropped,
+        }
+    }
+
+    /// Emits a loss event if anything was lost since the last one, and the
+    /// stats event when due.
+    pub fn report_health(&mut self, now_boot_ns: u64, totals: Loss, udp_kernel: [u64; 4]) -> Result<()> {
+        let now = self.now_unix_ns();
+        if let Some(new) = self.health.unannounced(totals) {
+            let event = SensorLoss {
+                event_id: SENSOR_LOSS,
+                utc_time: crate::enrich::format_utc(now),
+                ring_buffer_drops: new.ring_buffer_drops,
+                udp_shed_in_kernel: new.udp_shed_in_kernel,
+                udp_shed_in_queue: new.udp_shed_in_queue,
+                queue_dropped: new.queue_dropped,
+            };
+            tracing::warn!(
+                "events lost: ring buffer {}, UDP shed in kernel {}, UDP shed in queue {}, queue full {}",
+                new.ring_buffer_drops,
+                new.udp_shed_in_kernel,
+                new.udp_shed_in_queue,
+                new.queue_dropped
+            );
+            let mut line = Vec::new();
+            self.formatter.sensor_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
+            self.sink.send(LineKind::Sensor, line);
+        }
+        if let Some((secs, rate)) = self.health.stats_due(now_boot_ns, self.stats.events_written) {
+            let (connecting, unaccepted, early) = self.tcp.pending();
+            let event = SensorStats {
+                event_id: SENSOR_STATS,
+                utc_time: crate::enrich::format_utc(now),
+                interval_seconds: secs,
+                events_per_second: rate,
+                events_written: self.stats.events_written,
+                events_filtered: self.stats.events_filtered,
+                lost: totals.total(),
+                udp_packets_suppressed: udp_kernel[0],
+                udp_flows_tracked: self.udp.tracked as u64,
+                tcp_pending: (connecting + unaccepted + early) as u64,
+                processes: self.procs.len() as u64,
+            };
+            let mut line = Vec::new();
+            self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
+            self.sink.send(LineKind::Sensor, line);
+        }
+        Ok(())
+    }
+
+    /// Persists the EventRecordID, writes out what is queued, stops the writer.
     pub fn close(self) -> Result<()> {
-        self.formatter.close()
+        self.formatter.close()?;
+        self.sink.close()
     }
 
     /// Periodic work: age off what waited too long, keep the clock in sync.
@@ -185,13 +247,10 @@ impl Pipeline {
         self.enrich.clock.maybe_resync(now_boot_ns);
     }
 
-    pub fn flush(&mut self) -> Result<()> {
-        self.sink.flush()
-    }
-
-    pub fn stats_line(&self, ringbuf_drops: u64, udp_kernel: [u64; 3]) -> String {
+    pub fn stats_line(&self, ringbuf_drops: u64, udp_kernel: [u64; 4]) -> String {
         let t = &self.tcp.stats;
         let u = &self.udp.stats;
+        let q = self.sink.stats();
         let (connecting, unaccepted, early_accepts) = self.tcp.pending();
         format!(
             "stats: events_written={} events_filtered={} facts={} decode_errors={} ringbuf_drops={} \
@@ -200,7 +259,8 @@ impl Pipeline {
              pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
              process_lookups_proc={} process_unknown={} \
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
-             udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={}",
+             udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
+             queue_written={} queue_udp_shed={} queue_dropped={}",
             self.stats.events_written,
             self.stats.events_filtered,
             self.stats.facts,
@@ -226,6 +286,10 @@ impl Pipeline {
             u.reported_while_full,
             u.repeats_suppressed,
             udp_kernel[2],
+            udp_kernel[3],
+            q.written,
+            q.udp_shed,
+            q.dropped,
         )
     }
 }

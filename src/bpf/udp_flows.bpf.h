@@ -19,6 +19,7 @@ enum udp_counter {
 	UDP_SUPPRESSED = 0, /* packets of flows already reported */
 	UDP_TABLE_FULL = 1, /* new flows reported without a table entry */
 	UDP_PEER_UNKNOWN = 2, /* receives whose sender could not be determined */
+	UDP_SHED = 3, /* new flows not reported: the ring buffer is kept for TCP */
 	UDP_COUNTERS,
 };
 
@@ -30,6 +31,11 @@ struct {
 } udp_counters SEC(".maps");
 
 struct udp_flow_fact _udp_flow_fact = {};
+
+/* Overload protection: above this many unread bytes in the ring buffer, new
+ * UDP flows are shed (counted, and reported later: they stay out of the
+ * table) so TCP events keep the room. 0: never. Set by userspace. */
+const volatile __u64 udp_shed_above = 0;
 
 static __always_inline void udp_count(__u32 which)
 {
@@ -56,6 +62,10 @@ static __always_inline void report_udp_flow(struct udp_flow_key *key, __u32 seen
 		if (now - *last > NS_PER_SEC)
 			*last = now;
 		udp_count(UDP_SUPPRESSED);
+		return;
+	}
+	if (udp_shed_above && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > udp_shed_above) {
+		udp_count(UDP_SHED);
 		return;
 	}
 	long err = bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);

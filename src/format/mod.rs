@@ -118,6 +118,27 @@ impl Formatter {
         }
     }
 
+    /// sockscope's own events (loss, stats): JSON as serialized, XML from `fields`.
+    pub fn sensor_event(
+        &mut self,
+        event_id: u32,
+        json: &impl serde::Serialize,
+        fields: &[(&str, String)],
+        now_unix_ns: i128,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut *out, json).context("encoding event as JSON")?;
+                out.write_all(b"\n").context("writing event")
+            }
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_sensor_event(&self.xml, event_id, id, now_unix_ns, fields, out)
+            }
+        }
+    }
+
     /// Persists the EventRecordID so the next run continues after it.
     pub fn close(self) -> Result<()> {
         match self.record_ids {

@@ -190,6 +190,21 @@ pub fn write_config_change(
     write_line(&line, out)
 }
 
+/// One of sockscope's own events (loss, stats) in the same `<Event>` layout;
+/// Sysmon has no such event, so its id and fields are sockscope's.
+pub fn write_sensor_event(
+    ctx: &XmlContext,
+    event_id: u32,
+    record_id: u64,
+    time_created_unix_ns: i128,
+    fields: &[(&str, String)],
+    out: &mut dyn Write,
+) -> Result<()> {
+    let fields: Vec<(&str, Cow<'_, str>)> = fields.iter().map(|(n, v)| (*n, Cow::Borrowed(v.as_str()))).collect();
+    let line = render(ctx, Descriptor { id: event_id, version: 1 }, record_id, time_created_unix_ns, &fields)?;
+    write_line(&line, out)
+}
+
 fn write_line(line: &str, out: &mut dyn Write) -> Result<()> {
     out.write_all(line.as_bytes()).context("writing XML event")?;
     out.write_all(b"\n").context("writing XML event")?;

@@ -36,6 +36,8 @@ pub struct ProbeOptions {
     pub force_address_match: bool,
     pub udp: UdpMechanism,
     pub udp_flow_capacity: u32,
+    /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
+    pub udp_shed_above: u64,
 }
 
 /// Backing storage the skeletons borrow from; must outlive `Probes`.
@@ -152,6 +154,9 @@ impl<'obj> Probes<'obj> {
         open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
         open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
         open.maps.udp_flows.set_max_entries(opts.udp_flow_capacity).context("sizing the UDP flow table")?;
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.udp_shed_above = opts.udp_shed_above;
+        }
         let udp_recv = open.load().context(
             "the kernel refused eBPF object udp_recv (cgroup_skb/ingress, sock_recv_length); \
              see the libbpf log above",
@@ -166,6 +171,7 @@ impl<'obj> Probes<'obj> {
         attach(&udp_recv.progs.udp_recv_done, &mut links)?;
 
         let shared = SharedUdpMaps {
+            shed_above: opts.udp_shed_above,
             events,
             drops,
             flows: udp_recv.maps.udp_flows.as_fd(),
@@ -241,9 +247,9 @@ impl<'obj> Probes<'obj> {
             .context("recording a UDP flow in the kernel table")
     }
 
-    /// Kernel UDP counters summed over CPUs: suppressed, table full, peer unknown.
-    pub fn udp_counters(&self) -> [u64; 3] {
-        let mut out = [0u64; 3];
+    /// Kernel UDP counters summed over CPUs: suppressed, table full, peer unknown, shed.
+    pub fn udp_counters(&self) -> [u64; 4] {
+        let mut out = [0u64; 4];
         for (i, slot) in out.iter_mut().enumerate() {
             let key = (i as u32).to_ne_bytes();
             if let Ok(Some(per_cpu)) = self.udp_recv.maps.udp_counters.lookup_percpu(&key, MapFlags::ANY) {
@@ -274,6 +280,7 @@ impl<'obj> Probes<'obj> {
 }
 
 struct SharedUdpMaps<'a> {
+    shed_above: u64,
     events: std::os::fd::BorrowedFd<'a>,
     drops: std::os::fd::BorrowedFd<'a>,
     flows: std::os::fd::BorrowedFd<'a>,
@@ -287,6 +294,9 @@ fn load_udp_send<'obj>(
     links: &mut Vec<Link>,
 ) -> Result<UdpSendSkel<'obj>> {
     let mut open = UdpSendSkelBuilder::default().open(storage).context("opening eBPF object udp_send")?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.udp_shed_above = shared.shed_above;
+    }
     open.maps.events.reuse_fd(shared.events).context("sharing the ring buffer")?;
     open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
     open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
@@ -309,6 +319,9 @@ fn load_udp_packet<'obj>(
     links: &mut Vec<Link>,
 ) -> Result<UdpPacketSkel<'obj>> {
     let mut open = UdpPacketSkelBuilder::default().open(storage).context("opening eBPF object udp_packet")?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.udp_shed_above = shared.shed_above;
+    }
     open.maps.events.reuse_fd(shared.events).context("sharing the ring buffer")?;
     open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
     open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;

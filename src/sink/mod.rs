@@ -1,5 +1,7 @@
-//! Sink: where formatted lines go. Buffered; the main loop flushes after
-//! every ring-buffer poll, so an event is out within one poll interval.
+//! Sink: where formatted lines go, written by the writer thread (queue.rs),
+//! buffered and flushed whenever the queue runs empty (at least every 100 ms).
+pub mod queue;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};

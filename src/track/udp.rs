@@ -31,6 +31,8 @@ pub struct UdpTracker {
     unrecorded: AgeingTable<Vec<u8>, ()>,
     /// Raw keys (and first-seen time) to put in the kernel table once room is made.
     pub to_record: Vec<(Vec<u8>, u64)>,
+    /// Entries in the kernel table at the last sweep.
+    pub tracked: usize,
     pub stats: UdpStats,
 }
 
@@ -48,6 +50,7 @@ impl UdpTracker {
             capacity,
             unrecorded: AgeingTable::new(capacity.max(1024)),
             to_record: Vec::new(),
+            tracked: 0,
             stats: UdpStats::default(),
         }
     }
@@ -111,6 +114,7 @@ impl UdpTracker {
             let excess = entries.len().saturating_sub(low);
             plan.evicted.extend(entries.drain(..excess).map(|(k, _)| k));
         }
+        self.tracked = entries.len();
         self.stats.flows_expired += plan.expired.len() as u64;
         self.stats.flows_evicted += plan.evicted.len() as u64;
         self.unrecorded.expire(now_ns, self.window_ns);

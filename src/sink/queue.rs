@@ -1,0 +1,241 @@
+//! The writer thread: formatted lines go through a bounded queue to the sink,
+//! so a slow sink (a stalled pipe, a remote receiver) never stalls the
+//! ring-buffer reader. Under pressure UDP lines are shed first, so TCP events
+//! keep the room; everything dropped is counted.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::Sink;
+
+/// What a line carries, for the shedding policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    Tcp,
+    Udp,
+    /// The sensor's own events (service state, config, loss, stats).
+    Sensor,
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Reopen,
+}
+
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    pub written: AtomicU64,
+    /// UDP lines shed because the queue was past its high-water mark.
+    pub udp_shed: AtomicU64,
+    /// Lines dropped because the queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// Counters as plain numbers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub written: u64,
+    pub udp_shed: u64,
+    pub dropped: u64,
+}
+
+pub struct SinkQueue {
+    tx: Option<SyncSender<Msg>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    counters: Arc<QueueCounters>,
+    error: Arc<Mutex<Option<String>>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// The writer flushes at least this often, so a line is out within it.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+impl SinkQueue {
+    pub fn start(mut sink: Sink, capacity: usize) -> Result<Self> {
+        let capacity = capacity.max(16);
+        let (tx, rx) = sync_channel::<Msg>(capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(QueueCounters::default());
+        let error = Arc::new(Mutex::new(None));
+        let (q, c, e) = (Arc::clone(&queued), Arc::clone(&counters), Arc::clone(&error));
+        let writer = std::thread::Builder::new()
+            .name("sockscope-sink".into())
+            .spawn(move || {
+                if let Err(err) = write_loop(&mut sink, &rx, &q, &c) {
+                    if let Ok(mut slot) = e.lock() {
+                        *slot = Some(format!("{err:#}"));
+                    }
+                }
+            })
+            .context("starting the writer thread")?;
+        Ok(Self { tx: Some(tx), queued, capacity, counters, error, writer: Some(writer) })
+    }
+
+    /// Never blocks. Returns false if the line was dropped (counted).
+    pub fn send(&self, kind: LineKind, line: Vec<u8>) -> bool {
+        let Some(tx) = self.tx.as_ref() else {
+            return false;
+        };
+        // Past three quarters full, UDP gives way to TCP and the sensor's own.
+        if kind == LineKind::Udp && self.queued.load(Ordering::Relaxed) >= self.capacity * 3 / 4 {
+            self.counters.udp_shed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(Msg::Line(line)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Asks the writer to reopen its file (SIGHUP, after logrotate).
+    pub fn reopen(&self) {
+        if let Some(tx) = self.tx.as_ref() {
+            // Blocking is fine here: a signal, not the event path.
+            let _ = tx.send(Msg::Reopen);
+        }
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            written: self.counters.written.load(Ordering::Relaxed),
+            udp_shed: self.counters.udp_shed.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The writer's error, if it stopped on one (e.g. the output went away).
+    pub fn failed(&self) -> Option<anyhow::Error> {
+        self.error.lock().ok().and_then(|e| e.clone()).map(|msg| anyhow!(msg))
+    }
+
+    /// Writes out everything queued, then stops the writer.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown();
+        match self.failed() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for SinkQueue {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn write_loop(sink: &mut Sink, rx: &Receiver<Msg>, queued: &AtomicUsize, counters: &QueueCounters) -> Result<()> {
+    loop {
+        match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(Msg::Line(line)) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                sink.write_line(&line)?;
+                counters.written.fetch_add(1, Ordering::Relaxed);
+                // Drain what is there, then flush once.
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Line(line) => {
+                            queued.fetch_sub(1, Ordering::Relaxed);
+                            sink.write_line(&line)?;
+                            counters.written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Msg::Reopen => sink.reopen()?,
+                    }
+                }
+                sink.flush()?;
+            }
+            Ok(Msg::Reopen) => sink.reopen()?,
+            Err(RecvTimeoutError::Timeout) => sink.flush()?,
+            Err(RecvTimeoutError::Disconnected) => return sink.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_sink() -> (tempfile::TempDir, std::path::PathBuf, Sink) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let sink = Sink::file(&path).expect("sink");
+        (dir, path, sink)
+    }
+
+    #[test]
+    fn lines_arrive_in_order_and_are_flushed_on_close() {
+        let (_d, path, sink) = file_sink();
+        let q = SinkQueue::start(sink, 1024).expect("start");
+        for i in 0..500 {
+            assert!(q.send(LineKind::Tcp, format!("{i}\n").into_bytes()));
+        }
+        q.close().expect("close");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let got: Vec<usize> = text.lines().map(|l| l.parse().expect("number")).collect();
+        assert_eq!(got, (0..500).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn udp_is_shed_first_and_everything_dropped_is_counted() {
+        // A writer that cannot keep up: nothing is consumed while we fill.
+        let (tx, rx) = sync_channel::<Msg>(16);
+        let q = SinkQueue {
+            tx: Some(tx),
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity: 16,
+            counters: Arc::new(QueueCounters::default()),
+            error: Arc::new(Mutex::new(None)),
+            writer: None,
+        };
+        let mut sent_udp = 0;
+        for _ in 0..20 {
+            sent_udp += usize::from(q.send(LineKind::Udp, b"u\n".to_vec()));
+        }
+        assert_eq!(sent_udp, 12, "UDP stops at three quarters");
+        let mut sent_tcp = 0;
+        for _ in 0..10 {
+            sent_tcp += usize::from(q.send(LineKind::Tcp, b"t\n".to_vec()));
+        }
+        assert_eq!(sent_tcp, 4, "TCP gets the rest");
+        let s = q.stats();
+        assert_eq!((s.udp_shed, s.dropped), (8, 6));
+        drop(rx);
+    }
+
+    #[test]
+    fn send_never_blocks_on_a_stalled_writer() {
+        let (tx, _rx) = sync_channel::<Msg>(16);
+        let q = SinkQueue {
+            tx: Some(tx),
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity: 16,
+            counters: Arc::new(QueueCounters::default()),
+            error: Arc::new(Mutex::new(None)),
+            writer: None,
+        };
+        let start = std::time::Instant::now();
+        for _ in 0..10_000 {
+            q.send(LineKind::Tcp, b"t\n".to_vec());
+        }
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(q.stats().dropped, 10_000 - 16);
+    }
+}
