@@ -24,7 +24,7 @@ use skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
 pub enum UdpMechanism {
     /// The best the kernel offers: `process` if it loads and attaches, else `packet`.
     Auto,
-    /// sock_send_length + cgroup sendmsg4/6: the sender's context, every namespace.
+    /// sock_send_length + cgroup_skb/egress + cgroup sendmsg4/6: the sender's context, every namespace.
     Process,
     /// The seed's: consume_skb behind one filtered raw packet socket per namespace.
     Packet,
