@@ -14,6 +14,26 @@ pub struct Cli {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
+    /// Also send events to the local syslog socket (RFC 3164, as Sysmon for Linux does).
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// The local syslog socket used by --syslog.
+    #[arg(long, value_name = "PATH", default_value = crate::sink::syslog::DEFAULT_LOCAL_PATH)]
+    pub syslog_socket: PathBuf,
+
+    /// Also send events to a remote RFC 5424 syslog receiver: udp://HOST[:PORT] or tcp://HOST:PORT.
+    #[arg(long, value_name = "URL", value_parser = parse_remote)]
+    pub syslog_remote: Option<crate::sink::syslog::RemoteTarget>,
+
+    /// Put the pid in local syslog messages ("sysmon[PID]:"); Sysmon does not.
+    #[arg(long)]
+    pub syslog_pid: bool,
+
+    /// The syslog ident (APP-NAME).
+    #[arg(long, value_name = "NAME", default_value = crate::sink::syslog::DEFAULT_IDENT)]
+    pub syslog_ident: String,
+
     /// Event format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
@@ -84,6 +104,10 @@ pub struct Cli {
     /// Testing aid: attribute accepted connections by peer address only.
     #[arg(long, hide = true)]
     pub force_address_match: bool,
+}
+
+fn parse_remote(s: &str) -> Result<crate::sink::syslog::RemoteTarget, String> {
+    crate::sink::syslog::RemoteTarget::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {

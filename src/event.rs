@@ -64,6 +64,8 @@ pub struct SensorLoss {
     pub udp_shed_in_queue: u64,
     /// Events dropped because the writer queue was full.
     pub queue_dropped: u64,
+    /// Events an output gave up on (a syslog receiver gone or too slow).
+    pub output_dropped: u64,
 }
 
 impl SensorLoss {
@@ -75,6 +77,7 @@ impl SensorLoss {
             ("UdpShedInKernel", self.udp_shed_in_kernel.to_string()),
             ("UdpShedInQueue", self.udp_shed_in_queue.to_string()),
             ("QueueDropped", self.queue_dropped.to_string()),
+            ("OutputDropped", self.output_dropped.to_string()),
         ]
     }
 }

@@ -8,11 +8,16 @@ pub struct Loss {
     pub udp_shed_in_kernel: u64,
     pub udp_shed_in_queue: u64,
     pub queue_dropped: u64,
+    pub sink_dropped: u64,
 }
 
 impl Loss {
     pub fn total(&self) -> u64 {
-        self.ring_buffer_drops + self.udp_shed_in_kernel + self.udp_shed_in_queue + self.queue_dropped
+        self.ring_buffer_drops
+            + self.udp_shed_in_kernel
+            + self.udp_shed_in_queue
+            + self.queue_dropped
+            + self.sink_dropped
     }
 
     fn since(&self, earlier: &Loss) -> Loss {
@@ -21,6 +26,7 @@ impl Loss {
             udp_shed_in_kernel: self.udp_shed_in_kernel.saturating_sub(earlier.udp_shed_in_kernel),
             udp_shed_in_queue: self.udp_shed_in_queue.saturating_sub(earlier.udp_shed_in_queue),
             queue_dropped: self.queue_dropped.saturating_sub(earlier.queue_dropped),
+            sink_dropped: self.sink_dropped.saturating_sub(earlier.sink_dropped),
         }
     }
 }

@@ -36,6 +36,7 @@ use pipeline::{Pipeline, Trackers};
 use probes::netns::NetnsTaps;
 use probes::{ObjectStorage, ProbeOptions, Probes};
 use sink::queue::SinkQueue;
+use sink::syslog::{LocalSyslog, RemoteSyslog};
 use sink::Sink;
 use track::process::{read_proc, ProcessTable};
 use track::tcp::TcpTracker;
@@ -45,6 +46,8 @@ const POLL: Duration = Duration::from_millis(100);
 const TICK_NS: u64 = 1_000_000_000;
 const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
 const TAPS_REFRESH_NS: u64 = 250_000_000;
+/// Messages held for a slow local syslog receiver (its socket queue is short).
+const LOCAL_SYSLOG_BACKLOG: usize = 4096;
 
 /// Ages the kernel's UDP flow table and makes room in it (policy in track::udp).
 fn sweep_udp_flows(probes: &Probes<'_>, p: &mut Pipeline, now: u64) {
@@ -109,7 +112,7 @@ fn register_signals() -> Result<Signals> {
 
 /// What comes from the user's files: read and checked up front (exit 2).
 struct StartupInputs {
-    sink: Sink,
+    sinks: Vec<Sink>,
     rules: RuleSet,
     formatter: Formatter,
     services: Option<Services>,
@@ -117,10 +120,7 @@ struct StartupInputs {
 
 impl StartupInputs {
     fn read(cli: &Cli) -> Result<Self> {
-        let sink = match &cli.output {
-            None => Sink::stdout(),
-            Some(path) => Sink::file(path)?,
-        };
+        let sinks = open_sinks(cli)?;
         let rules = load_rules(cli.config.as_deref())?;
         let formatter = Formatter::new(cli.format, &cli.state_dir)?;
         let services = if cli.port_names {
@@ -133,8 +133,38 @@ impl StartupInputs {
         } else {
             None
         };
-        Ok(Self { sink, rules, formatter, services })
+        Ok(Self { sinks, rules, formatter, services })
     }
+}
+
+/// The outputs asked for; stdout when none is.
+fn open_sinks(cli: &Cli) -> Result<Vec<Sink>> {
+    let mut sinks = Vec::new();
+    if let Some(path) = &cli.output {
+        sinks.push(Sink::file(path)?);
+    }
+    if cli.syslog {
+        let local = LocalSyslog::new(&cli.syslog_socket, &cli.syslog_ident)
+            .with_context(|| format!("local syslog {}", cli.syslog_socket.display()))?
+            .with_pid(cli.syslog_pid)
+            .with_backlog(LOCAL_SYSLOG_BACKLOG);
+        match local.socket_kind() {
+            Some(kind) => tracing::info!("local syslog: {} ({kind:?})", local.path().display()),
+            None => tracing::warn!("local syslog: {} not reachable yet; retrying", local.path().display()),
+        }
+        sinks.push(Sink::LocalSyslog(Box::new(local)));
+    }
+    if let Some(target) = &cli.syslog_remote {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let remote = RemoteSyslog::start(*target, &cli.syslog_ident, host.trim(), 65_536)
+            .with_context(|| format!("remote syslog {target}"))?;
+        tracing::info!("remote syslog: {}", remote.target());
+        sinks.push(Sink::RemoteSyslog(remote));
+    }
+    if sinks.is_empty() {
+        sinks.push(Sink::stdout());
+    }
+    Ok(sinks)
 }
 
 fn load_rules(path: Option<&std::path::Path>) -> Result<RuleSet> {
@@ -152,7 +182,7 @@ fn load_rules(path: Option<&std::path::Path>) -> Result<RuleSet> {
 }
 
 fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
-    let StartupInputs { sink, rules, formatter, services } = inputs;
+    let StartupInputs { sinks, rules, formatter, services } = inputs;
     probes::check_privileges()?;
     probes::ensure_tracefs()?;
     probes::route_libbpf_log();
@@ -178,7 +208,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let tcp = TcpTracker::new(usize::try_from(cli.pending_capacity)?, cli.pending_timeout * 1_000_000_000);
     let udp = UdpTracker::new(cli.udp_window * 1_000_000_000, cli.udp_flow_capacity as usize);
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
-    let queue = SinkQueue::start(sink, usize::try_from(cli.queue_capacity)?)?;
+    let queue = SinkQueue::start(sinks, usize::try_from(cli.queue_capacity)?)?;
     let health = Health::new(cli.stats_interval * 1_000_000_000, boot_now_ns());
     let pipeline = RefCell::new(Pipeline::new(Trackers { procs, tcp, udp }, enrich, rules, formatter, queue, health));
     let mut taps = probes.udp_packet_mode().then(NetnsTaps::new);

@@ -185,6 +185,7 @@ impl Pipeline {
             udp_shed_in_kernel: udp_kernel[3],
             udp_shed_in_queue: q.udp_shed,
             queue_dropped: q.dropped,
+            sink_dropped: q.sink_dropped,
         }
     }
 
@@ -200,13 +201,15 @@ impl Pipeline {
                 udp_shed_in_kernel: new.udp_shed_in_kernel,
                 udp_shed_in_queue: new.udp_shed_in_queue,
                 queue_dropped: new.queue_dropped,
+                output_dropped: new.sink_dropped,
             };
             tracing::warn!(
-                "events lost: ring buffer {}, UDP shed in kernel {}, UDP shed in queue {}, queue full {}",
+                "events lost: ring buffer {}, UDP shed in kernel {}, UDP shed in queue {}, queue full {}, output {}",
                 new.ring_buffer_drops,
                 new.udp_shed_in_kernel,
                 new.udp_shed_in_queue,
-                new.queue_dropped
+                new.queue_dropped,
+                new.sink_dropped
             );
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;

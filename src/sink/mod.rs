@@ -1,6 +1,13 @@
 //! Sink: where formatted lines go, written by the writer thread (queue.rs),
 //! buffered and flushed whenever the queue runs empty (at least every 100 ms).
 pub mod queue;
+pub mod syslog;
+
+/// A formatted line as syslog message text: no newline (events are valid
+/// UTF-8: every field went through text.rs escaping).
+fn syslog_text(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line))
+}
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -10,8 +17,18 @@ use anyhow::{Context, Result};
 
 pub enum Sink {
     Stdout(BufWriter<io::Stdout>),
-    File { path: PathBuf, out: BufWriter<File> },
+    File {
+        path: PathBuf,
+        out: BufWriter<File>,
+    },
+    /// RFC 3164 to the local log socket, as Sysmon for Linux writes.
+    LocalSyslog(Box<syslog::LocalSyslog>),
+    /// RFC 5424 over UDP or TCP, from its own sender thread.
+    RemoteSyslog(syslog::RemoteSyslog),
 }
+
+/// How long shutdown waits for a syslog receiver to take what is queued.
+const SYSLOG_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_append(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -33,20 +50,57 @@ impl Sink {
         Ok(Sink::File { path: path.to_path_buf(), out: BufWriter::new(open_append(path)?) })
     }
 
-    pub fn writer(&mut self) -> &mut dyn Write {
+    /// One formatted event (it ends with its newline).
+    pub fn write_line(&mut self, line: &[u8]) -> Result<()> {
         match self {
-            Sink::Stdout(w) => w,
-            Sink::File { out, .. } => out,
+            Sink::Stdout(w) => w.write_all(line).context("writing event"),
+            Sink::File { out, .. } => out.write_all(line).context("writing event"),
+            Sink::LocalSyslog(s) => {
+                s.send(&syslog_text(line));
+                Ok(())
+            }
+            Sink::RemoteSyslog(s) => {
+                s.send(&syslog_text(line));
+                Ok(())
+            }
         }
     }
 
-    /// One formatted event (it ends with its newline).
-    pub fn write_line(&mut self, line: &[u8]) -> Result<()> {
-        self.writer().write_all(line).context("writing event")
+    /// Pushes out what is buffered; syslog sinks only try, without waiting.
+    pub fn flush(&mut self) -> Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush().context("flushing output"),
+            Sink::File { out, .. } => out.flush().context("flushing output"),
+            Sink::LocalSyslog(s) => {
+                s.flush(std::time::Duration::ZERO);
+                Ok(())
+            }
+            Sink::RemoteSyslog(_) => Ok(()),
+        }
     }
 
-    pub fn flush(&mut self) -> Result<()> {
-        self.writer().flush().context("flushing output")
+    /// Final flush at shutdown: syslog sinks get a bounded wait.
+    pub fn close(&mut self) -> Result<()> {
+        match self {
+            Sink::LocalSyslog(s) => {
+                s.flush(SYSLOG_CLOSE_WAIT);
+                Ok(())
+            }
+            Sink::RemoteSyslog(s) => {
+                s.flush(SYSLOG_CLOSE_WAIT);
+                Ok(())
+            }
+            other => other.flush(),
+        }
+    }
+
+    /// Messages this sink gave up on (syslog receivers gone or slow).
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Sink::LocalSyslog(s) => s.stats().dropped,
+            Sink::RemoteSyslog(s) => s.stats().dropped,
+            _ => 0,
+        }
     }
 
     /// After logrotate moved the file away (SIGHUP): flush to the old one,

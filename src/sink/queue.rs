@@ -34,6 +34,8 @@ pub struct QueueCounters {
     pub udp_shed: AtomicU64,
     /// Lines dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Lines a sink gave up on (a syslog receiver gone or too slow).
+    pub sink_dropped: AtomicU64,
 }
 
 /// Counters as plain numbers.
@@ -42,6 +44,7 @@ pub struct QueueStats {
     pub written: u64,
     pub udp_shed: u64,
     pub dropped: u64,
+    pub sink_dropped: u64,
 }
 
 pub struct SinkQueue {
@@ -57,7 +60,8 @@ pub struct SinkQueue {
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 impl SinkQueue {
-    pub fn start(mut sink: Sink, capacity: usize) -> Result<Self> {
+    /// Every line goes to each of `sinks`.
+    pub fn start(mut sinks: Vec<Sink>, capacity: usize) -> Result<Self> {
         let capacity = capacity.max(16);
         let (tx, rx) = sync_channel::<Msg>(capacity);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -67,7 +71,7 @@ impl SinkQueue {
         let writer = std::thread::Builder::new()
             .name("sockscope-sink".into())
             .spawn(move || {
-                if let Err(err) = write_loop(&mut sink, &rx, &q, &c) {
+                if let Err(err) = write_loop(&mut sinks, &rx, &q, &c) {
                     if let Ok(mut slot) = e.lock() {
                         *slot = Some(format!("{err:#}"));
                     }
@@ -111,6 +115,7 @@ impl SinkQueue {
             written: self.counters.written.load(Ordering::Relaxed),
             udp_shed: self.counters.udp_shed.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
+            sink_dropped: self.counters.sink_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -142,29 +147,49 @@ impl Drop for SinkQueue {
     }
 }
 
-fn write_loop(sink: &mut Sink, rx: &Receiver<Msg>, queued: &AtomicUsize, counters: &QueueCounters) -> Result<()> {
+fn write_loop(sinks: &mut [Sink], rx: &Receiver<Msg>, queued: &AtomicUsize, counters: &QueueCounters) -> Result<()> {
+    let handle = |sinks: &mut [Sink], msg: Msg| -> Result<()> {
+        match msg {
+            Msg::Line(line) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                for sink in sinks.iter_mut() {
+                    sink.write_line(&line)?;
+                }
+                counters.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Msg::Reopen => {
+                for sink in sinks.iter_mut() {
+                    sink.reopen()?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let flush = |sinks: &mut [Sink]| -> Result<()> {
+        for sink in sinks.iter_mut() {
+            sink.flush()?;
+        }
+        counters.sink_dropped.store(sinks.iter().map(Sink::dropped).sum(), Ordering::Relaxed);
+        Ok(())
+    };
     loop {
         match rx.recv_timeout(FLUSH_EVERY) {
-            Ok(Msg::Line(line)) => {
-                queued.fetch_sub(1, Ordering::Relaxed);
-                sink.write_line(&line)?;
-                counters.written.fetch_add(1, Ordering::Relaxed);
+            Ok(msg) => {
+                handle(sinks, msg)?;
                 // Drain what is there, then flush once.
                 while let Ok(msg) = rx.try_recv() {
-                    match msg {
-                        Msg::Line(line) => {
-                            queued.fetch_sub(1, Ordering::Relaxed);
-                            sink.write_line(&line)?;
-                            counters.written.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Msg::Reopen => sink.reopen()?,
-                    }
+                    handle(sinks, msg)?;
                 }
-                sink.flush()?;
+                flush(sinks)?;
             }
-            Ok(Msg::Reopen) => sink.reopen()?,
-            Err(RecvTimeoutError::Timeout) => sink.flush()?,
-            Err(RecvTimeoutError::Disconnected) => return sink.flush(),
+            Err(RecvTimeoutError::Timeout) => flush(sinks)?,
+            Err(RecvTimeoutError::Disconnected) => {
+                for sink in sinks.iter_mut() {
+                    sink.close()?;
+                }
+                counters.sink_dropped.store(sinks.iter().map(Sink::dropped).sum(), Ordering::Relaxed);
+                return Ok(());
+            }
         }
     }
 }
@@ -183,7 +208,7 @@ mod tests {
     #[test]
     fn lines_arrive_in_order_and_are_flushed_on_close() {
         let (_d, path, sink) = file_sink();
-        let q = SinkQueue::start(sink, 1024).expect("start");
+        let q = SinkQueue::start(vec![sink], 1024).expect("start");
         for i in 0..500 {
             assert!(q.send(LineKind::Tcp, format!("{i}\n").into_bytes()));
         }
