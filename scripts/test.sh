@@ -7,3 +7,5 @@ source scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+# The benchmark is a tool, not a timed test: build it and smoke-run it once.
+make bench-quick

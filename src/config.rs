@@ -101,6 +101,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub queue_capacity: u64,
 
+    /// Apply config exclusions on protocol and ports only in userspace (by
+    /// default the kernel applies them too, so excluded traffic costs nothing).
+    #[arg(long)]
+    pub no_kernel_filter: bool,
+
     /// Testing aid: attribute accepted connections by peer address only.
     #[arg(long, hide = true)]
     pub force_address_match: bool,

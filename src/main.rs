@@ -199,6 +199,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 2,
     };
     let probes = Probes::load(&mut storage, &opts)?;
+    push_exclusions(cli, &probes, &rules)?;
 
     let mut procs =
         ProcessTable::new(usize::try_from(cli.process_capacity)?, cli.exit_grace * 1_000_000_000, read_proc);
@@ -266,10 +267,13 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
             }
         }
         if signals.reload.swap(false, Ordering::Relaxed) {
-            reload(cli, &mut p)?;
+            reload(cli, &probes, &mut p)?;
         }
         if signals.stats.swap(false, Ordering::Relaxed) {
-            tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
+            tracing::info!(
+                "{}",
+                p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
+            );
         }
     }
 
@@ -280,7 +284,10 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let totals = p.loss_totals(probes.ringbuf_drops().unwrap_or(0), udp_kernel);
     p.report_health(boot_now_ns(), totals, udp_kernel)?;
     p.service_state(ServiceState::Stopped)?;
-    tracing::info!("{}", p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters()));
+    tracing::info!(
+        "{}",
+        p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
+    );
     tracing::info!("stopping: detaching probes");
     drop(taps);
     drop(p);
@@ -289,13 +296,24 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     pipeline.into_inner().close()
 }
 
+/// Gives the kernel the part of the rules it can apply with the same answer.
+fn push_exclusions(cli: &Cli, probes: &Probes<'_>, rules: &RuleSet) -> Result<()> {
+    let exclusions = if cli.no_kernel_filter { Default::default() } else { rules.kernel_exclusions() };
+    probes.set_exclusions(&exclusions)?;
+    if !exclusions.is_empty() {
+        tracing::info!("{} config exclusions applied in the kernel", exclusions.len());
+    }
+    Ok(())
+}
+
 /// SIGHUP: reopen the output file (logrotate) and reload the config; a bad
 /// new config keeps the old rules running.
-fn reload(cli: &Cli, p: &mut Pipeline) -> Result<()> {
+fn reload(cli: &Cli, probes: &Probes<'_>, p: &mut Pipeline) -> Result<()> {
     p.sink.reopen();
     if cli.config.is_some() {
         match load_rules(cli.config.as_deref()) {
             Ok(rules) => {
+                push_exclusions(cli, probes, &rules)?;
                 p.rules = rules;
                 tracing::info!("config reloaded");
                 p.config_change()?;

@@ -250,13 +250,13 @@ impl Pipeline {
         self.enrich.clock.maybe_resync(now_boot_ns);
     }
 
-    pub fn stats_line(&self, ringbuf_drops: u64, udp_kernel: [u64; 4]) -> String {
+    pub fn stats_line(&self, ringbuf_drops: u64, udp_kernel: [u64; 4], excluded_in_kernel: u64) -> String {
         let t = &self.tcp.stats;
         let u = &self.udp.stats;
         let q = self.sink.stats();
         let (connecting, unaccepted, early_accepts) = self.tcp.pending();
         format!(
-            "stats: events_written={} events_filtered={} facts={} decode_errors={} ringbuf_drops={} \
+            "stats: events_written={} events_filtered={} excluded_in_kernel={} facts={} decode_errors={} ringbuf_drops={} \
              tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
              tcp_inbound_never_accepted={} tcp_pending_connects_expired={} tcp_accepts_unmatched={} \
              pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
@@ -266,6 +266,7 @@ impl Pipeline {
              queue_written={} queue_udp_shed={} queue_dropped={}",
             self.stats.events_written,
             self.stats.events_filtered,
+            excluded_in_kernel,
             self.stats.facts,
             self.stats.decode_errors,
             ringbuf_drops,

@@ -225,3 +225,71 @@ fn sighup_reopens_the_output_file_for_logrotate() {
     let old = std::fs::read_to_string(&rotated).expect("old file");
     assert!(!old.contains(&format!("\"DestinationPort\":{port}")));
 }
+
+/// The kernel applies the protocol/port part of exclude rules itself; the
+/// answers must be the userspace engine's, on the same traffic.
+#[test]
+fn kernel_and_userspace_filtering_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sysmon.xml");
+    std::fs::write(
+        &config,
+        "<Sysmon schemaversion=\"4.90\"><EventFiltering>\
+         <RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"include\">\
+           <Protocol name=\"all\" condition=\"is any\">tcp;udp</Protocol></NetworkConnect></RuleGroup>\
+         <RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"exclude\">\
+           <DestinationPort condition=\"is any\">47301;47302</DestinationPort></NetworkConnect></RuleGroup>\
+         <RuleGroup groupRelation=\"and\"><NetworkConnect onmatch=\"exclude\">\
+           <Protocol condition=\"is\">udp</Protocol><DestinationPort condition=\"is\">47303</DestinationPort>\
+         </NetworkConnect></RuleGroup></EventFiltering></Sysmon>\n",
+    )
+    .expect("write config");
+    let ours = |e: &Value| (47301..=47304).contains(&u(e, "DestinationPort"));
+    let mut answers = Vec::new();
+    for kernel in [true, false] {
+        let mut args = vec!["-c", config.to_str().expect("utf8")];
+        if !kernel {
+            args.push("--no-kernel-filter");
+        }
+        let sensor = Sensor::start(&args);
+        for port in ["47301", "47303", "47304"] {
+            connect_once(&format!("127.0.0.1:{port}"));
+        }
+        for port in [47302, 47303, 47304] {
+            let to = format!("127.0.0.1:{port}");
+            Peer::spawn(None, &["udp-send", "--to", &to, "--count", "3"]).wait_ok();
+        }
+        let got = sensor.wait_for(5, WAIT, ours);
+        std::thread::sleep(Duration::from_millis(500));
+        let got = sensor.wait_for(got.len(), Duration::ZERO, ours);
+        let mut seen: Vec<(String, u64, bool)> =
+            got.iter().map(|e| (s(e, "Protocol"), u(e, "DestinationPort"), e["Initiated"] == true)).collect();
+        seen.sort();
+        assert!(got.iter().all(|e| s(e, "RuleName") == "all"));
+        let (status, stderr) = sensor.stop();
+        assert!(status.success());
+        let count = |name: &str| -> u64 {
+            stderr
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .expect("stats line")
+        };
+        if kernel {
+            assert!(count("excluded_in_kernel") >= 4, "the kernel dropped them: {stderr}");
+        } else {
+            assert_eq!(count("excluded_in_kernel"), 0);
+            assert!(count("events_filtered") >= 4, "userspace dropped them: {stderr}");
+        }
+        answers.push(seen);
+    }
+    let expected = vec![
+        ("tcp".to_string(), 47303, false),
+        ("tcp".to_string(), 47303, true),
+        ("tcp".to_string(), 47304, false),
+        ("tcp".to_string(), 47304, true),
+        ("udp".to_string(), 47304, true),
+    ];
+    assert_eq!(answers[0], expected, "kernel + userspace");
+    assert_eq!(answers[1], expected, "userspace only");
+}

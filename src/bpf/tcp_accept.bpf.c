@@ -14,6 +14,7 @@
 #include "facts.h"
 #include "ringbuf.bpf.h"
 #include "sock_endpoints.bpf.h"
+#include "kernel_filter.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -107,6 +108,10 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		if ((family != AF_INET && family != AF_INET6) ||
 		    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return 0;
+		/* Accepted: Destination is our (local) port. */
+		if (excluded_by_config(IPPROTO_TCP, BPF_CORE_READ(sk, __sk_common.skc_num),
+				       bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
 			return 0;
 	}
 	if (force_address_match)

@@ -13,6 +13,7 @@
 #include "facts.h"
 #include "ringbuf.bpf.h"
 #include "sock_endpoints.bpf.h"
+#include "kernel_filter.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -23,6 +24,9 @@ struct tcp_aborted_fact _tcp_aborted_fact = {};
 
 static __always_inline int on_connect(const struct sock *sk)
 {
+	if (excluded_by_config(IPPROTO_TCP, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
+			       BPF_CORE_READ(sk, __sk_common.skc_num)))
+		return 0;
 	struct tcp_connect_fact *f = reserve_fact(sizeof(*f), FACT_TCP_CONNECT);
 	if (!f)
 		return 0;
@@ -34,6 +38,11 @@ static __always_inline int on_connect(const struct sock *sk)
 
 static __always_inline int on_established(const struct sock *sk, int oldstate)
 {
+	__u16 remote = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u16 local = BPF_CORE_READ(sk, __sk_common.skc_num);
+	int outbound = oldstate == TCP_SYN_SENT;
+	if (excluded_by_config(IPPROTO_TCP, outbound ? remote : local, outbound ? local : remote))
+		return 0;
 	struct tcp_established_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ESTABLISHED);
 	if (!f)
 		return 0;

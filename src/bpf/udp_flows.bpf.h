@@ -5,6 +5,8 @@
 #define SOCKSCOPE_UDP_FLOWS_H
 
 #define IPPROTO_UDP 17
+
+#include "kernel_filter.bpf.h"
 #define NS_PER_SEC 1000000000ULL
 #define EEXIST 17
 
@@ -62,6 +64,13 @@ static __always_inline void report_udp_flow(struct udp_flow_key *key, __u32 seen
 		if (now - *last > NS_PER_SEC)
 			*last = now;
 		udp_count(UDP_SUPPRESSED);
+		return;
+	}
+	__u16 dport = key->outbound ? key->remote_port : key->local_port;
+	__u16 sport = key->outbound ? key->local_port : key->remote_port;
+	if (excluded_by_config(IPPROTO_UDP, dport, sport)) {
+		/* Known from now on: its next packets stop at the lookup above. */
+		bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
 		return;
 	}
 	if (udp_shed_above && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > udp_shed_above) {

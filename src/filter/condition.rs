@@ -132,6 +132,16 @@ impl Condition {
         Ok(Condition { field, operator, name, folded, items, number })
     }
 
+    /// The exact (folded) values this condition accepts, when it is `is` or
+    /// `is any`: the event matches iff its value is one of them.
+    pub fn exact_values(&self) -> Option<Vec<&str>> {
+        match self.operator {
+            Operator::Is => Some(vec![self.folded.as_str()]),
+            Operator::IsAny => Some(self.items.iter().map(String::as_str).collect()),
+            _ => None,
+        }
+    }
+
     /// Whether `value` (the field's value, ASCII-lowercased) satisfies the condition.
     pub fn matches(&self, value: &str) -> bool {
         let pattern = self.folded.as_str();

@@ -8,6 +8,7 @@ pub mod condition;
 pub mod config;
 mod dom;
 pub mod field;
+pub mod kernel;
 mod rules;
 
 use std::path::Path;
@@ -121,6 +122,14 @@ impl RuleSet {
             Verdict::Report { rule_name: None }
         } else {
             Verdict::Drop
+        }
+    }
+
+    /// What the kernel can drop by itself with the same answer (see kernel.rs).
+    pub fn kernel_exclusions(&self) -> std::collections::BTreeSet<kernel::Exclusion> {
+        match &self.policy {
+            Policy::ReportAll => Default::default(),
+            Policy::Filters { excludes, .. } => kernel::kernel_exclusions(excludes),
         }
     }
 

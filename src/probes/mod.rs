@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut};
 
+use crate::filter::kernel::Exclusion;
+
 use skel::process::{ProcessSkel, ProcessSkelBuilder};
 use skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
 use skel::tcp_state::{TcpStateSkel, TcpStateSkelBuilder};
@@ -126,11 +128,15 @@ impl<'obj> Probes<'obj> {
 
         let events = tcp_state.maps.events.as_fd();
         let drops = tcp_state.maps.ringbuf_drops.as_fd();
+        let exclusions = tcp_state.maps.config_exclusions.as_fd();
+        let excluded = tcp_state.maps.excluded_in_kernel.as_fd();
 
         let mut open =
             TcpAcceptSkelBuilder::default().open(&mut storage.tcp_accept).context("opening eBPF object tcp_accept")?;
         open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
         open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
+        open.maps.config_exclusions.reuse_fd(exclusions).context("sharing the config exclusions")?;
+        open.maps.excluded_in_kernel.reuse_fd(excluded).context("sharing the exclusion counter")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.force_address_match = opts.force_address_match;
         }
@@ -153,6 +159,8 @@ impl<'obj> Probes<'obj> {
             UdpRecvSkelBuilder::default().open(&mut storage.udp_recv).context("opening eBPF object udp_recv")?;
         open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
         open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
+        open.maps.config_exclusions.reuse_fd(exclusions).context("sharing the config exclusions")?;
+        open.maps.excluded_in_kernel.reuse_fd(excluded).context("sharing the exclusion counter")?;
         open.maps.udp_flows.set_max_entries(opts.udp_flow_capacity).context("sizing the UDP flow table")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.udp_shed_above = opts.udp_shed_above;
@@ -171,6 +179,8 @@ impl<'obj> Probes<'obj> {
         attach(&udp_recv.progs.udp_recv_done, &mut links)?;
 
         let shared = SharedUdpMaps {
+            exclusions,
+            excluded,
             shed_above: opts.udp_shed_above,
             events,
             drops,
@@ -212,6 +222,36 @@ impl<'obj> Probes<'obj> {
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
         Ok(Self { tcp_state, _others: (tcp_accept, process), udp_recv, udp_send, links })
+    }
+
+    /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
+    pub fn set_exclusions(&self, exclusions: &std::collections::BTreeSet<Exclusion>) -> Result<()> {
+        let map = &self.tcp_state.maps.config_exclusions;
+        for key in map.keys().collect::<Vec<_>>() {
+            map.delete(&key).context("clearing kernel exclusions")?;
+        }
+        for e in exclusions {
+            let mut key = [0u8; 4];
+            key[0] = e.protocol;
+            key[1] = e.side as u8;
+            key[2..].copy_from_slice(&e.port.to_ne_bytes());
+            map.update(&key, &[1u8], MapFlags::ANY).context("loading kernel exclusions")?;
+        }
+        Ok(())
+    }
+
+    /// Events the kernel dropped because of config exclusions.
+    pub fn excluded_in_kernel(&self) -> u64 {
+        self.tcp_state
+            .maps
+            .excluded_in_kernel
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+            .sum()
     }
 
     pub fn udp_packet_mode(&self) -> bool {
@@ -280,6 +320,8 @@ impl<'obj> Probes<'obj> {
 }
 
 struct SharedUdpMaps<'a> {
+    exclusions: std::os::fd::BorrowedFd<'a>,
+    excluded: std::os::fd::BorrowedFd<'a>,
     shed_above: u64,
     events: std::os::fd::BorrowedFd<'a>,
     drops: std::os::fd::BorrowedFd<'a>,
@@ -301,6 +343,8 @@ fn load_udp_send<'obj>(
     open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
     open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
     open.maps.udp_counters.reuse_fd(shared.counters).context("sharing the UDP counters")?;
+    open.maps.config_exclusions.reuse_fd(shared.exclusions).context("sharing the config exclusions")?;
+    open.maps.excluded_in_kernel.reuse_fd(shared.excluded).context("sharing the exclusion counter")?;
     let skel = open
         .load()
         .context("the kernel refused eBPF object udp_send (sock_send_length, cgroup_skb/egress, cgroup sendmsg4/6)")?;
@@ -326,6 +370,8 @@ fn load_udp_packet<'obj>(
     open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
     open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
     open.maps.udp_counters.reuse_fd(shared.counters).context("sharing the UDP counters")?;
+    open.maps.config_exclusions.reuse_fd(shared.exclusions).context("sharing the config exclusions")?;
+    open.maps.excluded_in_kernel.reuse_fd(shared.excluded).context("sharing the exclusion counter")?;
     let skel = open.load().context("the kernel refused eBPF object udp_packet (tp_btf/consume_skb)")?;
     attach(&skel.progs.udp_packet_out, links)?;
     Ok(skel)
