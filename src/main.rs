@@ -232,6 +232,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         let mut p = pipeline.borrow_mut();
         p.service_state(ServiceState::Started)?;
         p.config_change()?;
+        p.sink.commit();
     }
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
@@ -244,6 +245,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
                 return Err(e).context("polling the ring buffer");
             }
         }
+        pipeline.borrow_mut().sink.commit();
         let mut p = pipeline.borrow_mut();
         if let Some(e) = p.fatal.take().or_else(|| p.sink.failed()) {
             return Err(e);

@@ -54,8 +54,10 @@ static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr_be)
 	__builtin_memcpy(&out[12], &addr_be, 4);
 }
 
-/* Reports `key` unless it was reported within the window. */
-static __always_inline void report_udp_flow(struct udp_flow_key *key, __u32 seen_by)
+/* Reports `key` unless it was reported within the window. Returns 1 when the
+ * flow is known afterwards (reported now or before), 0 when it is not (shed,
+ * ring buffer full): then the next packet must try again. */
+static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_by)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u64 *last = bpf_map_lookup_elem(&udp_flows, key);
@@ -64,30 +66,30 @@ static __always_inline void report_udp_flow(struct udp_flow_key *key, __u32 seen
 		if (now - *last > NS_PER_SEC)
 			*last = now;
 		udp_count(UDP_SUPPRESSED);
-		return;
+		return 1;
 	}
 	__u16 dport = key->outbound ? key->remote_port : key->local_port;
 	__u16 sport = key->outbound ? key->local_port : key->remote_port;
 	if (excluded_by_config(IPPROTO_UDP, dport, sport)) {
 		/* Known from now on: its next packets stop at the lookup above. */
 		bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
-		return;
+		return 1;
 	}
 	if (udp_shed_above && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > udp_shed_above) {
 		udp_count(UDP_SHED);
-		return;
+		return 0;
 	}
 	long err = bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
 	if (err == -EEXIST) { /* another CPU reported it just now */
 		udp_count(UDP_SUPPRESSED);
-		return;
+		return 1;
 	}
 	struct udp_flow_fact *f = reserve_fact(sizeof(*f), FACT_UDP_FLOW);
 	if (!f) {
 		/* Not reported: forget it so the next packet tries again. */
 		if (!err)
 			bpf_map_delete_elem(&udp_flows, key);
-		return;
+		return 0;
 	}
 	if (err)
 		udp_count(UDP_TABLE_FULL);
@@ -98,6 +100,13 @@ static __always_inline void report_udp_flow(struct udp_flow_key *key, __u32 seen
 	f->recorded = err == 0;
 	f->seen_by = seen_by;
 	bpf_ringbuf_submit(f, 0);
+	return 1;
+}
+
+static __always_inline int same_flow(const struct udp_flow_key *a, const struct udp_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
 }
 
 static __always_inline __u32 current_netns(void)

@@ -26,23 +26,25 @@ struct datagram {
 	__u8 remote_addr[16];
 	__u16 local_port;
 	__u16 remote_port;
-	__u32 pending; /* set by egress, cleared when reported */
+	__u32 pending; /* set when filled, cleared when used */
+};
+
+/* Per socket: what the current send call is doing, and the flow it last
+ * reported, so a socket that keeps sending on one flow costs one compare per
+ * datagram instead of a hash lookup (rechecked against the table each second). */
+struct send_state {
+	struct datagram wire; /* from cgroup_skb/egress */
+	struct datagram dest; /* from cgroup/sendmsg4|6 */
+	struct udp_flow_key last;
+	__u64 last_ns;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct datagram);
-} udp_sent SEC(".maps");
-
-/* Destination named by the send call, per thread, until sock_send_length. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct datagram);
-} send_dest SEC(".maps");
+	__type(value, struct send_state);
+} udp_send_state SEC(".maps");
 
 SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
@@ -55,54 +57,55 @@ int udp_egress(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk || sk->protocol != IPPROTO_UDP)
 		return 1;
-	struct datagram d = {};
+	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 1;
+	struct datagram *d = &st->wire;
 	__u32 udp_off;
 	/* skb data starts at the network header here. */
 	if (skb->protocol == bpf_htons(0x0800)) {
 		struct iphdr ip;
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
 			return 1;
-		ipv4_mapped(d.local_addr, ip.saddr);
-		ipv4_mapped(d.remote_addr, ip.daddr);
+		ipv4_mapped(d->local_addr, ip.saddr);
+		ipv4_mapped(d->remote_addr, ip.daddr);
 		udp_off = ip.ihl * 4;
 	} else {
 		struct ipv6hdr ip6;
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
 			return 1;
-		__builtin_memcpy(d.local_addr, &ip6.saddr, 16);
-		__builtin_memcpy(d.remote_addr, &ip6.daddr, 16);
+		__builtin_memcpy(d->local_addr, &ip6.saddr, 16);
+		__builtin_memcpy(d->remote_addr, &ip6.daddr, 16);
 		udp_off = sizeof(ip6);
 	}
 	struct udphdr udp;
 	if (bpf_skb_load_bytes(skb, udp_off & 0x3ff, &udp, sizeof(udp)))
 		return 1;
-	d.local_port = bpf_ntohs(udp.source);
-	d.remote_port = bpf_ntohs(udp.dest);
-	d.pending = 1;
-	struct datagram *slot = bpf_sk_storage_get(&udp_sent, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (slot)
-		*slot = d;
+	d->local_port = bpf_ntohs(udp.source);
+	d->remote_port = bpf_ntohs(udp.dest);
+	d->pending = 1;
 	return 1; /* observe only: always allow */
 }
 
 static __always_inline int remember_dest(struct bpf_sock_addr *ctx, int v6)
 {
-	if (ctx->protocol != IPPROTO_UDP)
+	if (ctx->protocol != IPPROTO_UDP || !ctx->sk)
 		return 1;
-	struct datagram d = {};
+	struct send_state *st = bpf_sk_storage_get(&udp_send_state, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 1;
+	struct datagram *d = &st->dest;
 	if (v6) {
-		__u32 *r = (__u32 *)d.remote_addr;
+		__u32 *r = (__u32 *)d->remote_addr;
 		r[0] = ctx->user_ip6[0];
 		r[1] = ctx->user_ip6[1];
 		r[2] = ctx->user_ip6[2];
 		r[3] = ctx->user_ip6[3];
 	} else {
-		ipv4_mapped(d.remote_addr, ctx->user_ip4);
+		ipv4_mapped(d->remote_addr, ctx->user_ip4);
 	}
-	d.remote_port = bpf_ntohs((__u16)ctx->user_port);
-	d.pending = 1;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&send_dest, &tid, &d, BPF_ANY);
+	d->remote_port = bpf_ntohs((__u16)ctx->user_port);
+	d->pending = 1;
 	return 1;
 }
 
@@ -123,33 +126,43 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 {
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct datagram *named = bpf_map_lookup_elem(&send_dest, &tid);
-	struct datagram dest = {};
-	if (named) {
-		dest = *named;
-		bpf_map_delete_elem(&send_dest, &tid);
-	}
-	if (ret < 0)
+	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, 0);
+	if (ret < 0) {
+		if (st) {
+			st->wire.pending = 0;
+			st->dest.pending = 0;
+		}
 		return 0;
-
+	}
 	struct udp_flow_key key = {};
 	sock_endpoints_key(sk, &key);
 	key.tgid = bpf_get_current_pid_tgid() >> 32;
 	key.outbound = 1;
-	struct datagram *wire = bpf_sk_storage_get(&udp_sent, sk, 0, 0);
-	if (wire && wire->pending) {
-		wire->pending = 0;
-		__builtin_memcpy(key.local_addr, wire->local_addr, 16);
-		__builtin_memcpy(key.remote_addr, wire->remote_addr, 16);
-		key.local_port = wire->local_port;
-		key.remote_port = wire->remote_port;
-	} else if (dest.pending) {
-		__builtin_memcpy(key.remote_addr, dest.remote_addr, 16);
-		key.remote_port = dest.remote_port;
+	if (st && st->wire.pending) {
+		__builtin_memcpy(key.local_addr, st->wire.local_addr, 16);
+		__builtin_memcpy(key.remote_addr, st->wire.remote_addr, 16);
+		key.local_port = st->wire.local_port;
+		key.remote_port = st->wire.remote_port;
+	} else if (st && st->dest.pending) {
+		__builtin_memcpy(key.remote_addr, st->dest.remote_addr, 16);
+		key.remote_port = st->dest.remote_port;
 	} else if (!key.remote_port) {
 		return 0; /* nothing was sent and no destination is known */
 	}
-	report_udp_flow(&key, UDP_SEEN_SEND);
+	if (!st) {
+		report_udp_flow(&key, UDP_SEEN_SEND);
+		return 0;
+	}
+	st->wire.pending = 0;
+	st->dest.pending = 0;
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (now - st->last_ns < NS_PER_SEC && same_flow(&st->last, &key)) {
+		udp_count(UDP_SUPPRESSED);
+		return 0;
+	}
+	if (report_udp_flow(&key, UDP_SEEN_SEND)) {
+		st->last = key;
+		st->last_ns = now;
+	}
 	return 0;
 }

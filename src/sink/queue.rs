@@ -23,7 +23,8 @@ pub enum LineKind {
 }
 
 enum Msg {
-    Line(Vec<u8>),
+    /// The lines of one ring-buffer poll: one hand-off per batch, not per line.
+    Lines(Vec<Vec<u8>>),
     Reopen,
 }
 
@@ -49,12 +50,17 @@ pub struct QueueStats {
 
 pub struct SinkQueue {
     tx: Option<SyncSender<Msg>>,
+    /// Lines accepted since the last `commit`.
+    batch: Vec<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     counters: Arc<QueueCounters>,
     error: Arc<Mutex<Option<String>>>,
     writer: Option<JoinHandle<()>>,
 }
+
+/// Lines per hand-off at most: a long poll still feeds the writer as it goes.
+const BATCH_MAX: usize = 256;
 
 /// The writer flushes at least this often, so a line is out within it.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -78,27 +84,48 @@ impl SinkQueue {
                 }
             })
             .context("starting the writer thread")?;
-        Ok(Self { tx: Some(tx), queued, capacity, counters, error, writer: Some(writer) })
+        Ok(Self { tx: Some(tx), batch: Vec::new(), queued, capacity, counters, error, writer: Some(writer) })
     }
 
-    /// Never blocks. Returns false if the line was dropped (counted).
-    pub fn send(&self, kind: LineKind, line: Vec<u8>) -> bool {
-        let Some(tx) = self.tx.as_ref() else {
+    /// Takes a line for the next `commit`. Never blocks. Returns false if the
+    /// line was dropped (counted): the queue counts lines, batches or not.
+    pub fn send(&mut self, kind: LineKind, line: Vec<u8>) -> bool {
+        if self.tx.is_none() {
             return false;
-        };
+        }
+        let queued = self.queued.load(Ordering::Relaxed) + self.batch.len();
         // Past three quarters full, UDP gives way to TCP and the sensor's own.
-        if kind == LineKind::Udp && self.queued.load(Ordering::Relaxed) >= self.capacity * 3 / 4 {
+        if kind == LineKind::Udp && queued >= self.capacity * 3 / 4 {
             self.counters.udp_shed.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(Msg::Line(line)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        if queued >= self.capacity {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.batch.push(line);
+        if self.batch.len() >= BATCH_MAX {
+            self.commit();
+        }
+        true
+    }
+
+    /// Hands the batch to the writer (after each ring-buffer poll).
+    pub fn commit(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return;
+        };
+        let lines = std::mem::take(&mut self.batch);
+        let n = lines.len();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        // The line count above bounds the queue; the channel's own bound is
+        // in batches, so a full channel means the writer is far behind.
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Lines(lines)) {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -126,6 +153,7 @@ impl SinkQueue {
 
     /// Writes out everything queued, then stops the writer.
     pub fn close(mut self) -> Result<()> {
+        self.commit();
         self.shutdown();
         match self.failed() {
             Some(e) => Err(e),
@@ -150,12 +178,14 @@ impl Drop for SinkQueue {
 fn write_loop(sinks: &mut [Sink], rx: &Receiver<Msg>, queued: &AtomicUsize, counters: &QueueCounters) -> Result<()> {
     let handle = |sinks: &mut [Sink], msg: Msg| -> Result<()> {
         match msg {
-            Msg::Line(line) => {
-                queued.fetch_sub(1, Ordering::Relaxed);
-                for sink in sinks.iter_mut() {
-                    sink.write_line(&line)?;
+            Msg::Lines(lines) => {
+                for line in &lines {
+                    for sink in sinks.iter_mut() {
+                        sink.write_line(line)?;
+                    }
                 }
-                counters.written.fetch_add(1, Ordering::Relaxed);
+                queued.fetch_sub(lines.len(), Ordering::Relaxed);
+                counters.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
             }
             Msg::Reopen => {
                 for sink in sinks.iter_mut() {
@@ -205,12 +235,30 @@ mod tests {
         (dir, path, sink)
     }
 
+    fn stalled(capacity: usize) -> (SinkQueue, Receiver<Msg>) {
+        // A writer that cannot keep up: nothing is consumed while we fill.
+        let (tx, rx) = sync_channel::<Msg>(capacity);
+        let q = SinkQueue {
+            tx: Some(tx),
+            batch: Vec::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity,
+            counters: Arc::new(QueueCounters::default()),
+            error: Arc::new(Mutex::new(None)),
+            writer: None,
+        };
+        (q, rx)
+    }
+
     #[test]
     fn lines_arrive_in_order_and_are_flushed_on_close() {
         let (_d, path, sink) = file_sink();
-        let q = SinkQueue::start(vec![sink], 1024).expect("start");
+        let mut q = SinkQueue::start(vec![sink], 1024).expect("start");
         for i in 0..500 {
             assert!(q.send(LineKind::Tcp, format!("{i}\n").into_bytes()));
+            if i % 7 == 0 {
+                q.commit();
+            }
         }
         q.close().expect("close");
         let text = std::fs::read_to_string(&path).expect("read");
@@ -220,45 +268,30 @@ mod tests {
 
     #[test]
     fn udp_is_shed_first_and_everything_dropped_is_counted() {
-        // A writer that cannot keep up: nothing is consumed while we fill.
-        let (tx, rx) = sync_channel::<Msg>(16);
-        let q = SinkQueue {
-            tx: Some(tx),
-            queued: Arc::new(AtomicUsize::new(0)),
-            capacity: 16,
-            counters: Arc::new(QueueCounters::default()),
-            error: Arc::new(Mutex::new(None)),
-            writer: None,
-        };
+        let (mut q, _rx) = stalled(16);
         let mut sent_udp = 0;
         for _ in 0..20 {
             sent_udp += usize::from(q.send(LineKind::Udp, b"u\n".to_vec()));
         }
+        q.commit();
         assert_eq!(sent_udp, 12, "UDP stops at three quarters");
         let mut sent_tcp = 0;
         for _ in 0..10 {
             sent_tcp += usize::from(q.send(LineKind::Tcp, b"t\n".to_vec()));
         }
+        q.commit();
         assert_eq!(sent_tcp, 4, "TCP gets the rest");
         let s = q.stats();
         assert_eq!((s.udp_shed, s.dropped), (8, 6));
-        drop(rx);
     }
 
     #[test]
     fn send_never_blocks_on_a_stalled_writer() {
-        let (tx, _rx) = sync_channel::<Msg>(16);
-        let q = SinkQueue {
-            tx: Some(tx),
-            queued: Arc::new(AtomicUsize::new(0)),
-            capacity: 16,
-            counters: Arc::new(QueueCounters::default()),
-            error: Arc::new(Mutex::new(None)),
-            writer: None,
-        };
+        let (mut q, _rx) = stalled(16);
         let start = std::time::Instant::now();
         for _ in 0..10_000 {
             q.send(LineKind::Tcp, b"t\n".to_vec());
+            q.commit();
         }
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(q.stats().dropped, 10_000 - 16);
