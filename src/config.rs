@@ -106,6 +106,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_kernel_filter: bool,
 
+    /// Testing aid: try to load even without the capabilities (to see what the kernel says).
+    #[arg(long, hide = true)]
+    pub skip_privilege_check: bool,
+
     /// Testing aid: attribute accepted connections by peer address only.
     #[arg(long, hide = true)]
     pub force_address_match: bool,

@@ -183,7 +183,9 @@ fn load_rules(path: Option<&std::path::Path>) -> Result<RuleSet> {
 
 fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let StartupInputs { sinks, rules, formatter, services } = inputs;
-    probes::check_privileges()?;
+    if !cli.skip_privilege_check {
+        probes::check_privileges()?;
+    }
     probes::ensure_tracefs()?;
     probes::route_libbpf_log();
     let signals = register_signals()?;

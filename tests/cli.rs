@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+const WAIT: Duration = Duration::from_secs(10);
+
 use common::{require_root, Sensor, SENSOR};
 use nix::sys::signal::Signal;
 
@@ -45,7 +47,45 @@ fn without_privileges_names_what_is_missing() {
         .expect("setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must fail without privileges: {err}");
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "names the capabilities: {err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && err.contains("CAP_NET_ADMIN"),
+        "names the capabilities: {err}"
+    );
+}
+
+#[test]
+fn a_probe_the_kernel_refuses_is_named_with_the_reason() {
+    require_root();
+    // Tracepoints need tracefs; mount it as the sensor would (it cannot here).
+    if !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        let status = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).status();
+        assert!(status.is_ok_and(|s| s.success()), "mounting tracefs");
+    }
+    // Root, but only CAP_BPF and CAP_PERFMON: the kernel refuses the cgroup
+    // socket programs' attachment (it needs CAP_NET_ADMIN).
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-all,+bpf,+perfmon", "--inh-caps=-all", SENSOR, "--skip-privilege-check"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("udp_ingress") && err.contains("cgroup_skb/ingress"), "names the probe: {err}");
+    assert!(err.contains("Operation not permitted") || err.contains("EPERM"), "the kernel's reason: {err}");
+}
+
+#[test]
+fn sigusr1_prints_the_stats_line() {
+    let _turn = one_sensor();
+    let sensor = Sensor::start(&[]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sensor.pid() as i32), Signal::SIGUSR1).expect("usr1");
+    assert!(
+        sensor.wait_log(&["stats:", "udp_flows_reported=", "udp_packets_suppressed=", "udp_flows_evicted="], WAIT),
+        "{}",
+        sensor.stderr_text()
+    );
+    let (status, _) = sensor.stop();
+    assert!(status.success(), "still running after SIGUSR1, and stops cleanly");
 }
 
 #[test]

@@ -57,10 +57,16 @@ fn send_variants(mechanism: &str) {
     let sensor = start(mechanism, &[]);
     let net = TestNet::new();
     covered(&sensor, mechanism, &net.a);
-    let cases: &[(&str, &str)] =
-        &[("sendto", "v4"), ("sendmsg", "v6"), ("sendmmsg", "mapped"), ("send", "v4"), ("write", "v6")];
-    for (via, family) in cases {
-        let (bind, to_host, sender_ip, receiver_ip) = match *family {
+    for via in ["sendto", "sendmsg", "sendmmsg", "send", "write"] {
+        for family in ["v4", "v6", "mapped"] {
+            send_case(&sensor, &net, mechanism, via, family);
+        }
+    }
+}
+
+fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family: &str) {
+    {
+        let (bind, to_host, sender_ip, receiver_ip) = match family {
             "v4" => ("0.0.0.0:0".to_string(), net.ip4(2), net.ip4(1), net.ip4(2)),
             "v6" => ("[::]:0".to_string(), net.ip6(2), net.ip6(1), net.ip6(2)),
             _ => ("[::]:0".to_string(), format!("::ffff:{}", net.ip4(2)), net.ip4(1), net.ip4(2)),
@@ -69,7 +75,7 @@ fn send_variants(mechanism: &str) {
         let port: u16 = r.expect("listening").parse().expect("port");
         let to = SocketAddr::new(to_host.parse().expect("ip"), port).to_string();
         let mut args = vec!["udp-send", "--to", &to, "--count", "3", "--via", via];
-        if *family == "mapped" {
+        if family == "mapped" {
             args.push("--v6-socket");
         }
         let mut sender = Peer::spawn(Some(&net.a), &args);
@@ -78,9 +84,8 @@ fn send_variants(mechanism: &str) {
         r.wait_ok();
         let sender_pid = u64::from(sender.pid());
         let (ns_a, ns_b) = (TestNet::inode(&net.a), TestNet::inode(&net.b));
-        let out = udp_events(&sensor, 1, |e| {
-            e["Initiated"] == true && u(e, "NetNs") == ns_a && to_port(e) == u64::from(port)
-        });
+        let out =
+            udp_events(sensor, 1, |e| e["Initiated"] == true && u(e, "NetNs") == ns_a && to_port(e) == u64::from(port));
         assert_eq!(out.len(), 1, "{mechanism} {via} {family}: one outbound event: {out:?}\n{}", sensor.stderr_text());
         let e = &out[0];
         assert_eq!(u(e, "ProcessId"), sender_pid, "{e}");
@@ -93,7 +98,7 @@ fn send_variants(mechanism: &str) {
         let expected = if mechanism == "packet" { "packet" } else { "send" };
         assert_eq!(s(e, "Attribution"), expected);
 
-        let inn = udp_events(&sensor, 1, |e| {
+        let inn = udp_events(sensor, 1, |e| {
             e["Initiated"] == false && u(e, "NetNs") == ns_b && to_port(e) == u64::from(port)
         });
         assert_eq!(inn.len(), 1, "{via} {family}: one inbound event: {inn:?}");
@@ -120,23 +125,17 @@ fn send_variants_packet_socket() {
 fn receive_variants_report_the_real_sender() {
     let sensor = start("auto", &[]);
     let net = TestNet::new();
-    let cases: &[(&str, &str)] = &[
-        ("recvfrom", "v4"),
-        ("recvfrom-null", "v6"),
-        ("recvmsg", "mapped"),
-        ("recvmsg-null", "v4"),
-        ("recvmmsg", "v6"),
-        ("recv", "v4"),
-        ("read", "v6"),
-    ];
+    let vias = ["recvfrom", "recvfrom-null", "recvmsg", "recvmsg-null", "recvmmsg", "recv", "read"];
+    let cases: Vec<(&str, &str)> =
+        vias.iter().flat_map(|via| ["v4", "v6", "mapped"].map(move |family| (*via, family))).collect();
     for (via, family) in cases {
-        let (bind, recv_ip, send_ip, connect_to) = match *family {
+        let (bind, recv_ip, send_ip, connect_to) = match family {
             "v4" => (format!("{}:0", net.ip4(2)), net.ip4(2), net.ip4(1), format!("{}:40000", net.ip4(1))),
             "v6" => (format!("[{}]:0", net.ip6(2)), net.ip6(2), net.ip6(1), format!("[{}]:40000", net.ip6(1))),
             _ => ("[::]:0".to_string(), net.ip4(2), net.ip4(1), format!("[::ffff:{}]:40000", net.ip4(1))),
         };
         let mut args = vec!["udp-recv", "--bind", &bind, "--count", "2", "--via", via];
-        if matches!(*via, "recv" | "read") {
+        if matches!(via, "recv" | "read") {
             args.extend_from_slice(&["--connect", &connect_to]);
         }
         let mut r = Peer::spawn(Some(&net.b), &args);

@@ -46,6 +46,14 @@ struct {
 	__type(value, struct send_state);
 } udp_send_state SEC(".maps");
 
+static __always_inline int continues_last_flow(struct send_state *st, __u16 local_port)
+{
+	const __u64 *a = (const __u64 *)st->dest.remote_addr, *b = (const __u64 *)st->last.remote_addr;
+	return st->dest.pending && st->last_ns && bpf_ktime_get_boot_ns() - st->last_ns < NS_PER_SEC &&
+	       st->dest.remote_port == st->last.remote_port && local_port == st->last.local_port && a[0] == b[0] &&
+	       a[1] == b[1];
+}
+
 SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
 {
@@ -59,6 +67,10 @@ int udp_egress(struct __sk_buff *skb)
 		return 1;
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
+		return 1;
+	/* Same destination as the flow this socket reported within the second:
+	 * same flow (same socket and port, same route); skip reading the packet. */
+	if (continues_last_flow(st, sk->src_port))
 		return 1;
 	struct datagram *d = &st->wire;
 	__u32 udp_off;
@@ -151,6 +163,11 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 	}
 	if (!st) {
 		report_udp_flow(&key, UDP_SEEN_SEND);
+		return 0;
+	}
+	if (!st->wire.pending && continues_last_flow(st, key.local_port) && st->last.tgid == key.tgid) {
+		st->dest.pending = 0;
+		udp_count(UDP_SUPPRESSED);
 		return 0;
 	}
 	st->wire.pending = 0;

@@ -408,8 +408,11 @@ pub fn route_libbpf_log() {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, print)));
 }
 
-/// Root, or the capabilities loading and attaching need.
+/// Root, or the capabilities loading and attaching need: CAP_BPF (maps,
+/// programs), CAP_PERFMON (tracing programs), CAP_NET_ADMIN (cgroup socket
+/// hooks); CAP_SYS_ADMIN stands for all three.
 pub fn check_privileges() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -420,16 +423,16 @@ pub fn check_privileges() -> Result<()> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .context("no CapEff in /proc/self/status")?;
     let has = |cap: u32| eff & (1u64 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN)) {
         return Ok(());
     }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")]
         .iter()
         .filter(|(c, _)| !has(*c))
         .map(|(_, n)| *n)
         .collect();
     bail!(
-        "sockscope must run as root or with the capabilities CAP_BPF and CAP_PERFMON (missing: {})",
+        "sockscope must run as root or with the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {})",
         missing.join(", ")
     )
 }
