@@ -70,7 +70,7 @@ static __always_inline int on_aborted(const struct sock *sk, int oldstate)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp_state_change, const struct sock *sk, const int oldstate, const int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)

@@ -19,6 +19,7 @@
 #include "ringbuf.bpf.h"
 #include "sock_endpoints.bpf.h"
 #include "udp_flows.bpf.h"
+#include "skb_udp.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -63,39 +64,12 @@ static __always_inline int same_peer(struct peer *a, struct peer *b)
 SEC("cgroup_skb/ingress")
 int udp_ingress(struct __sk_buff *skb)
 {
-	if (skb->protocol != bpf_htons(0x0800) && skb->protocol != bpf_htons(0x86DD))
-		return 1;
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = udp_sock_of(skb);
 	if (!sk)
 		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_UDP)
-		return 1;
-
-	/* skb data starts at the network header here. */
 	struct peer p = {};
-	__u32 udp_off;
-	if (skb->protocol == bpf_htons(0x0800)) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
-			return 1;
-		ipv4_mapped(p.remote_addr, ip.saddr);
-		ipv4_mapped(p.local_addr, ip.daddr);
-		udp_off = ip.ihl * 4;
-	} else {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
-			return 1;
-		__builtin_memcpy(p.remote_addr, &ip6.saddr, 16);
-		__builtin_memcpy(p.local_addr, &ip6.daddr, 16);
-		udp_off = sizeof(ip6);
-	}
-	struct udphdr udp;
-	if (bpf_skb_load_bytes(skb, udp_off & 0x3ff, &udp, sizeof(udp)))
+	if (skb_udp_endpoints(skb, p.remote_addr, &p.remote_port, p.local_addr, &p.local_port))
 		return 1;
-	p.remote_port = bpf_ntohs(udp.source);
-	p.local_port = bpf_ntohs(udp.dest);
-
 	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!rp)
 		return 1;
@@ -123,14 +97,15 @@ int udp_ingress(struct __sk_buff *skb)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(udp_recv_done, struct sock *sk, int ret, int flags)
 {
-	if (ret < 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	if (ret < 0 || sk->sk_protocol != IPPROTO_UDP)
 		return 0;
+	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, 0);
+	if (rp && !rp->fresh)
+		return 0; /* the common case: no new sender since the last receive */
 	struct udp_flow_key key = {};
 	sock_endpoints_key(sk, &key);
 	key.tgid = bpf_get_current_pid_tgid() >> 32;
 	key.outbound = 0;
-
-	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, 0);
 	if (!rp) {
 		/* Nothing came through ingress (e.g. the socket predates the
 		 * sensor's hook): a connected socket still names its peer. */

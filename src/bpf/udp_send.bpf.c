@@ -18,6 +18,7 @@
 #include "ringbuf.bpf.h"
 #include "sock_endpoints.bpf.h"
 #include "udp_flows.bpf.h"
+#include "skb_udp.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -57,13 +58,8 @@ static __always_inline int continues_last_flow(struct send_state *st, __u16 loca
 SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
 {
-	if (skb->protocol != bpf_htons(0x0800) && skb->protocol != bpf_htons(0x86DD))
-		return 1;
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = udp_sock_of(skb);
 	if (!sk)
-		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_UDP)
 		return 1;
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
@@ -73,28 +69,8 @@ int udp_egress(struct __sk_buff *skb)
 	if (continues_last_flow(st, sk->src_port))
 		return 1;
 	struct datagram *d = &st->wire;
-	__u32 udp_off;
-	/* skb data starts at the network header here. */
-	if (skb->protocol == bpf_htons(0x0800)) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
-			return 1;
-		ipv4_mapped(d->local_addr, ip.saddr);
-		ipv4_mapped(d->remote_addr, ip.daddr);
-		udp_off = ip.ihl * 4;
-	} else {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
-			return 1;
-		__builtin_memcpy(d->local_addr, &ip6.saddr, 16);
-		__builtin_memcpy(d->remote_addr, &ip6.daddr, 16);
-		udp_off = sizeof(ip6);
-	}
-	struct udphdr udp;
-	if (bpf_skb_load_bytes(skb, udp_off & 0x3ff, &udp, sizeof(udp)))
+	if (skb_udp_endpoints(skb, d->local_addr, &d->local_port, d->remote_addr, &d->remote_port))
 		return 1;
-	d->local_port = bpf_ntohs(udp.source);
-	d->remote_port = bpf_ntohs(udp.dest);
 	d->pending = 1;
 	return 1; /* observe only: always allow */
 }
@@ -136,7 +112,7 @@ int udp_sendmsg6(struct bpf_sock_addr *ctx)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, 0);
 	if (ret < 0) {
@@ -146,9 +122,16 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 		}
 		return 0;
 	}
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	/* The common case first: the socket's last flow again. */
+	if (st && !st->wire.pending && continues_last_flow(st, sk->__sk_common.skc_num) && st->last.tgid == tgid) {
+		st->dest.pending = 0;
+		udp_count(UDP_SUPPRESSED);
+		return 0;
+	}
 	struct udp_flow_key key = {};
 	sock_endpoints_key(sk, &key);
-	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	key.tgid = tgid;
 	key.outbound = 1;
 	if (st && st->wire.pending) {
 		__builtin_memcpy(key.local_addr, st->wire.local_addr, 16);
@@ -163,11 +146,6 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 	}
 	if (!st) {
 		report_udp_flow(&key, UDP_SEEN_SEND);
-		return 0;
-	}
-	if (!st->wire.pending && continues_last_flow(st, key.local_port) && st->last.tgid == key.tgid) {
-		st->dest.pending = 0;
-		udp_count(UDP_SUPPRESSED);
 		return 0;
 	}
 	st->wire.pending = 0;
