@@ -73,8 +73,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     pub process_capacity: u64,
 
-    /// Ring-buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ringbuf_mib)]
+    /// Ring-buffer size in MiB (a power of two; counted twice in RSS, as the kernel maps it twice).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ringbuf_mib)]
     pub ringbuf_mib: u32,
 
     /// Bytes of a command line captured at exec (at most 4096).
@@ -98,7 +98,7 @@ pub struct Cli {
     pub stats_interval: u64,
 
     /// Most formatted events waiting for the output (UDP is shed from 3/4 full).
-    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub queue_capacity: u64,
 
     /// Apply config exclusions on protocol and ports only in userspace (by

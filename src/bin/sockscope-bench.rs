@@ -205,7 +205,7 @@ struct Run {
 }
 
 /// Stats-line counters that mean an event was, or may have been, not written.
-const LOSS_COUNTERS: [&str; 2] = ["ringbuf_drops", "decode_errors"];
+const LOSS_COUNTERS: [&str; 5] = ["ringbuf_drops", "decode_errors", "udp_shed", "queue_udp_shed", "queue_dropped"];
 /// Counters that explain a missing or unattributed event without being ring-buffer loss.
 const OTHER_MISS_COUNTERS: [&str; 6] = [
     "tcp_inbound_never_accepted",
