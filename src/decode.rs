@@ -131,6 +131,8 @@ pub enum Fact {
         task: TaskIds,
         /// From the caller's sockaddr, only read when `sk` is None.
         peer: Option<SocketAddr>,
+        /// The accepted socket's endpoints, when `sk` is known.
+        endpoints: Option<Endpoints>,
     },
     ProcExec {
         ts_ns: u64,
@@ -215,7 +217,15 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
                 family => Some(SocketAddr::new(ip(family, &f.peer_addr)?, f.peer_port)),
             };
             let task = TaskIds { tgid: f.task.tgid, tid: f.task.tid, uid: f.task.uid };
-            Ok(Fact::TcpAccept { ts_ns, sk: (f.sk != 0).then_some(f.sk), task, peer })
+            let endpoints = match f.sk {
+                0 => None,
+                _ => Some(Endpoints {
+                    netns: f.ep.netns,
+                    local: SocketAddr::new(ip(f.ep.family, &f.ep.local_addr)?, f.ep.local_port),
+                    remote: SocketAddr::new(ip(f.ep.family, &f.ep.remote_addr)?, f.ep.remote_port),
+                }),
+            };
+            Ok(Fact::TcpAccept { ts_ns, sk: (f.sk != 0).then_some(f.sk), task, peer, endpoints })
         }
         FACT_PROC_EXEC => decode_exec(data, ts_ns),
         FACT_PROC_FORK => {

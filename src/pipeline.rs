@@ -86,10 +86,14 @@ impl Pipeline {
                     self.emit(&conn);
                 }
             }
-            Fact::TcpAborted { sk, .. } => self.tcp.on_aborted(sk),
-            Fact::TcpAccept { ts_ns, sk, task, peer } => {
+            Fact::TcpAborted { sk, .. } => {
+                if let Some(conn) = self.tcp.on_aborted(sk) {
+                    self.emit(&conn);
+                }
+            }
+            Fact::TcpAccept { ts_ns, sk, task, peer, endpoints } => {
                 let owner = self.owner(task);
-                if let Some(conn) = self.tcp.on_accept(sk, peer, owner, ts_ns) {
+                if let Some(conn) = self.tcp.on_accept(sk, peer, endpoints, owner, ts_ns) {
                     self.emit(&conn);
                 }
             }
@@ -245,7 +249,9 @@ impl Pipeline {
 
     /// Periodic work: age off what waited too long, keep the clock in sync.
     pub fn tick(&mut self, now_boot_ns: u64) {
-        self.tcp.expire(now_boot_ns);
+        for conn in self.tcp.expire(now_boot_ns) {
+            self.emit(&conn);
+        }
         self.procs.expire(now_boot_ns);
         self.enrich.clock.maybe_resync(now_boot_ns);
     }

@@ -66,6 +66,9 @@ struct tcp_accept_fact {
 	__u16 peer_family; /* from the caller's sockaddr; fallback only */
 	__u16 peer_port;
 	__u8 peer_addr[16];
+	/* The socket's endpoints when sk is set: a TCP Fast Open child is accepted
+	 * before it is ESTABLISHED, and may be closed before it ever is. */
+	struct tcp_endpoints ep;
 };
 
 #define EXEC_PATH_BUF 2048 /* reversed path components, NUL separated */

@@ -128,7 +128,10 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	f->peer_family = 0;
 	f->peer_port = 0;
 	__builtin_memset(f->peer_addr, 0, sizeof(f->peer_addr));
-	if (!sk)
+	__builtin_memset(&f->ep, 0, sizeof(f->ep));
+	if (sk)
+		read_endpoints(sk, &f->ep);
+	else
 		read_peer_sockaddr(f, peer_ptr);
 	bpf_ringbuf_submit(f, 0);
 	return 0;

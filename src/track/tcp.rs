@@ -104,10 +104,17 @@ struct PendingInbound {
     endpoints: Endpoints,
 }
 
+/// accept() returned it before it was ESTABLISHED (a TCP Fast Open child).
+struct EarlyAccept {
+    owner: Owner,
+    accepted_ns: u64,
+    endpoints: Option<Endpoints>,
+}
+
 pub struct TcpTracker {
     connecting: AgeingTable<u64, Owner>,
     established_inbound: AgeingTable<u64, PendingInbound>,
-    accepted_early: AgeingTable<u64, Owner>,
+    accepted_early: AgeingTable<u64, EarlyAccept>,
     max_age_ns: u64,
     pub stats: TcpStats,
 }
@@ -133,11 +140,28 @@ impl TcpTracker {
         self.stats.pending_connects_expired += u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
     }
 
-    pub fn on_aborted(&mut self, sk: u64) {
+    /// The handshake ended without ESTABLISHED. A socket the process had
+    /// already accepted (TCP Fast Open: data may have been exchanged) is still
+    /// a connection it took, and is reported.
+    pub fn on_aborted(&mut self, sk: u64) -> Option<Connection> {
         if self.connecting.remove(&sk).is_some() {
             self.stats.handshakes_failed += 1;
         }
-        self.accepted_early.remove(&sk);
+        let early = self.accepted_early.remove(&sk)?;
+        self.report_early(early)
+    }
+
+    fn report_early(&mut self, early: EarlyAccept) -> Option<Connection> {
+        match early.endpoints {
+            Some(endpoints) => {
+                self.stats.inbound_reported += 1;
+                Some(inbound(early.accepted_ns, endpoints, early.owner, Attribution::Accept))
+            }
+            None => {
+                self.stats.accepts_unmatched += 1;
+                None
+            }
+        }
     }
 
     pub fn on_established(&mut self, ts_ns: u64, sk: u64, outbound: bool, endpoints: Endpoints) -> Option<Connection> {
@@ -157,9 +181,9 @@ impl TcpTracker {
                 attribution,
             });
         }
-        if let Some(owner) = self.accepted_early.remove(&sk) {
+        if let Some(early) = self.accepted_early.remove(&sk) {
             self.stats.inbound_reported += 1;
-            return Some(inbound(ts_ns, endpoints, owner, Attribution::Accept));
+            return Some(inbound(ts_ns, endpoints, early.owner, Attribution::Accept));
         }
         let d = self.established_inbound.insert(sk, PendingInbound { established_ns: ts_ns, endpoints }, ts_ns);
         self.stats.inbound_never_accepted += u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
@@ -172,6 +196,7 @@ impl TcpTracker {
         &mut self,
         sk: Option<u64>,
         peer: Option<SocketAddr>,
+        endpoints: Option<Endpoints>,
         owner: Owner,
         now_ns: u64,
     ) -> Option<Connection> {
@@ -189,8 +214,9 @@ impl TcpTracker {
         }
         match sk {
             Some(sk) => {
-                if self.accepted_early.insert(sk, owner, now_ns).evicted.is_some() {
-                    self.stats.accepts_unmatched += 1;
+                let early = EarlyAccept { owner, accepted_ns: now_ns, endpoints };
+                if let Some((_, evicted)) = self.accepted_early.insert(sk, early, now_ns).evicted {
+                    return self.report_early(evicted);
                 }
             }
             None => self.stats.accepts_unmatched += 1,
@@ -198,11 +224,13 @@ impl TcpTracker {
         None
     }
 
-    /// Ages off entries whose other half never came.
-    pub fn expire(&mut self, now_ns: u64) {
+    /// Ages off entries whose other half never came; accepted sockets that
+    /// never became ESTABLISHED are reported (returned) rather than lost.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Connection> {
         self.stats.pending_connects_expired += self.connecting.expire(now_ns, self.max_age_ns).len() as u64;
         self.stats.inbound_never_accepted += self.established_inbound.expire(now_ns, self.max_age_ns).len() as u64;
-        self.stats.accepts_unmatched += self.accepted_early.expire(now_ns, self.max_age_ns).len() as u64;
+        let early = self.accepted_early.expire(now_ns, self.max_age_ns);
+        early.into_iter().filter_map(|(_, e)| self.report_early(e)).collect()
     }
 }
 
@@ -246,7 +274,7 @@ mod tests {
     fn refused_connect_is_dropped_and_counted() {
         let mut t = TcpTracker::new(16, AGE);
         t.on_connect(0xa, owner(10), 1);
-        t.on_aborted(0xa);
+        assert!(t.on_aborted(0xa).is_none());
         assert_eq!(t.stats.handshakes_failed, 1);
         assert_eq!(t.pending(), (0, 0, 0));
     }
@@ -286,21 +314,33 @@ mod tests {
     fn inbound_matches_accept_by_socket_either_order() {
         let mut t = TcpTracker::new(16, AGE);
         assert!(t.on_established(5, 0xa, false, ep("10.0.0.1:999")).is_none());
-        let c = t.on_accept(Some(0xa), None, owner(20), 6).expect("matched");
+        let c = t.on_accept(Some(0xa), None, None, owner(20), 6).expect("matched");
         assert!(!c.initiated);
         assert_eq!((c.established_ns, c.attribution), (5, Attribution::Accept));
 
-        assert!(t.on_accept(Some(0xb), None, owner(21), 7).is_none());
+        assert!(t.on_accept(Some(0xb), None, None, owner(21), 7).is_none());
         let c = t.on_established(8, 0xb, false, ep("10.0.0.2:999")).expect("matched late");
         assert_eq!(c.owner.map(|o| o.task.tgid), Some(21));
         assert_eq!(t.pending(), (0, 0, 0));
     }
 
     #[test]
+    fn accepted_before_established_is_reported_even_if_it_never_is() {
+        let mut t = TcpTracker::new(16, AGE);
+        assert!(t.on_accept(Some(0xa), None, Some(ep("10.0.0.1:999")), owner(20), 5).is_none());
+        let c = t.on_aborted(0xa).expect("an accepted TFO child that closed in SYN_RECV");
+        assert_eq!((c.established_ns, c.owner.map(|o| o.task.tgid)), (5, Some(20)));
+        t.on_accept(Some(0xb), None, Some(ep("10.0.0.2:999")), owner(21), 6);
+        let aged = t.expire(6 + AGE + 1);
+        assert_eq!(aged.len(), 1, "reported when it ages off, not lost");
+        assert_eq!(t.stats.inbound_reported, 2);
+    }
+
+    #[test]
     fn never_accepted_is_counted_not_reported() {
         let mut t = TcpTracker::new(16, AGE);
         assert!(t.on_established(5, 0xa, false, ep("10.0.0.1:999")).is_none());
-        t.expire(5 + AGE + 1);
+        assert!(t.expire(5 + AGE + 1).is_empty());
         assert_eq!(t.stats.inbound_never_accepted, 1);
         assert_eq!(t.stats.inbound_reported, 0);
     }
@@ -310,10 +350,11 @@ mod tests {
         let mut t = TcpTracker::new(16, AGE);
         t.on_established(5, 0xa, false, ep("[::ffff:169.254.1.2]:4000"));
         t.on_established(6, 0xb, false, ep("169.254.1.3:4000"));
-        let c = t.on_accept(None, Some("169.254.1.2:4000".parse().expect("addr")), owner(30), 7).expect("matched");
+        let c =
+            t.on_accept(None, Some("169.254.1.2:4000".parse().expect("addr")), None, owner(30), 7).expect("matched");
         assert_eq!(c.attribution, Attribution::AddressMatch);
         assert_eq!(c.established_ns, 5);
-        assert!(t.on_accept(None, Some("169.254.1.9:4000".parse().expect("addr")), owner(30), 8).is_none());
+        assert!(t.on_accept(None, Some("169.254.1.9:4000".parse().expect("addr")), None, owner(30), 8).is_none());
         assert_eq!(t.stats.accepts_unmatched, 1);
     }
 }
