@@ -5,7 +5,7 @@ pub mod netns;
 pub mod skel;
 
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -126,17 +126,17 @@ impl<'obj> Probes<'obj> {
             "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
         )?;
 
-        let events = tcp_state.maps.events.as_fd();
-        let drops = tcp_state.maps.ringbuf_drops.as_fd();
-        let exclusions = tcp_state.maps.config_exclusions.as_fd();
-        let excluded = tcp_state.maps.excluded_in_kernel.as_fd();
+        // Maps every object declares (facts.h headers) but that must be one.
+        let common = [
+            ("events", tcp_state.maps.events.as_fd()),
+            ("ringbuf_drops", tcp_state.maps.ringbuf_drops.as_fd()),
+            ("config_exclusions", tcp_state.maps.config_exclusions.as_fd()),
+            ("excluded_in_kernel", tcp_state.maps.excluded_in_kernel.as_fd()),
+        ];
 
         let mut open =
             TcpAcceptSkelBuilder::default().open(&mut storage.tcp_accept).context("opening eBPF object tcp_accept")?;
-        open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
-        open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
-        open.maps.config_exclusions.reuse_fd(exclusions).context("sharing the config exclusions")?;
-        open.maps.excluded_in_kernel.reuse_fd(excluded).context("sharing the exclusion counter")?;
+        share_maps(open.open_object_mut(), &common)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.force_address_match = opts.force_address_match;
         }
@@ -146,8 +146,7 @@ impl<'obj> Probes<'obj> {
 
         let mut open =
             ProcessSkelBuilder::default().open(&mut storage.process).context("opening eBPF object process")?;
-        open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
-        open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
+        share_maps(open.open_object_mut(), &common)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.args_limit = opts.argv_limit;
         }
@@ -157,10 +156,7 @@ impl<'obj> Probes<'obj> {
 
         let mut open =
             UdpRecvSkelBuilder::default().open(&mut storage.udp_recv).context("opening eBPF object udp_recv")?;
-        open.maps.events.reuse_fd(events).context("sharing the ring buffer")?;
-        open.maps.ringbuf_drops.reuse_fd(drops).context("sharing the drop counters")?;
-        open.maps.config_exclusions.reuse_fd(exclusions).context("sharing the config exclusions")?;
-        open.maps.excluded_in_kernel.reuse_fd(excluded).context("sharing the exclusion counter")?;
+        share_maps(open.open_object_mut(), &common)?;
         open.maps.udp_flows.set_max_entries(opts.udp_flow_capacity).context("sizing the UDP flow table")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.udp_shed_above = opts.udp_shed_above;
@@ -178,15 +174,10 @@ impl<'obj> Probes<'obj> {
         attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
         attach(&udp_recv.progs.udp_recv_done, &mut links)?;
 
-        let shared = SharedUdpMaps {
-            exclusions,
-            excluded,
-            shed_above: opts.udp_shed_above,
-            events,
-            drops,
-            flows: udp_recv.maps.udp_flows.as_fd(),
-            counters: udp_recv.maps.udp_counters.as_fd(),
-        };
+        let mut maps = common.to_vec();
+        maps.push(("udp_flows", udp_recv.maps.udp_flows.as_fd()));
+        maps.push(("udp_counters", udp_recv.maps.udp_counters.as_fd()));
+        let shared = SharedUdpMaps { shed_above: opts.udp_shed_above, maps };
         let udp_send = match opts.udp {
             UdpMechanism::Packet => {
                 UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
@@ -320,13 +311,19 @@ impl<'obj> Probes<'obj> {
 }
 
 struct SharedUdpMaps<'a> {
-    exclusions: std::os::fd::BorrowedFd<'a>,
-    excluded: std::os::fd::BorrowedFd<'a>,
     shed_above: u64,
-    events: std::os::fd::BorrowedFd<'a>,
-    drops: std::os::fd::BorrowedFd<'a>,
-    flows: std::os::fd::BorrowedFd<'a>,
-    counters: std::os::fd::BorrowedFd<'a>,
+    maps: Vec<(&'static str, BorrowedFd<'a>)>,
+}
+
+/// Makes the maps of `open` named in `shared` use those existing maps.
+fn share_maps(open: &mut OpenObject, shared: &[(&str, BorrowedFd<'_>)]) -> Result<()> {
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if let Some((_, fd)) = shared.iter().find(|(n, _)| *n == name) {
+            map.reuse_fd(*fd).with_context(|| format!("sharing map {name}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn load_udp_send<'obj>(
@@ -339,12 +336,7 @@ fn load_udp_send<'obj>(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.udp_shed_above = shared.shed_above;
     }
-    open.maps.events.reuse_fd(shared.events).context("sharing the ring buffer")?;
-    open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
-    open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
-    open.maps.udp_counters.reuse_fd(shared.counters).context("sharing the UDP counters")?;
-    open.maps.config_exclusions.reuse_fd(shared.exclusions).context("sharing the config exclusions")?;
-    open.maps.excluded_in_kernel.reuse_fd(shared.excluded).context("sharing the exclusion counter")?;
+    share_maps(open.open_object_mut(), &shared.maps)?;
     let skel = open
         .load()
         .context("the kernel refused eBPF object udp_send (sock_send_length, cgroup_skb/egress, cgroup sendmsg4/6)")?;
@@ -366,12 +358,7 @@ fn load_udp_packet<'obj>(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.udp_shed_above = shared.shed_above;
     }
-    open.maps.events.reuse_fd(shared.events).context("sharing the ring buffer")?;
-    open.maps.ringbuf_drops.reuse_fd(shared.drops).context("sharing the drop counters")?;
-    open.maps.udp_flows.reuse_fd(shared.flows).context("sharing the UDP flow table")?;
-    open.maps.udp_counters.reuse_fd(shared.counters).context("sharing the UDP counters")?;
-    open.maps.config_exclusions.reuse_fd(shared.exclusions).context("sharing the config exclusions")?;
-    open.maps.excluded_in_kernel.reuse_fd(shared.excluded).context("sharing the exclusion counter")?;
+    share_maps(open.open_object_mut(), &shared.maps)?;
     let skel = open.load().context("the kernel refused eBPF object udp_packet (tp_btf/consume_skb)")?;
     attach(&skel.progs.udp_packet_out, links)?;
     Ok(skel)
