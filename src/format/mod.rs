@@ -153,38 +153,7 @@ mod tests {
     use super::*;
 
     fn sample() -> NetworkConnect {
-        NetworkConnect {
-            event_id: 3,
-            rule_name: "-".into(),
-            utc_time: "2026-11-29 16:37:54.640".into(),
-            process_guid: "{3d1219c7-54e2-6b0c-5541-147800560000}".into(),
-            process_id: 30533,
-            image: "/tmp/we\"ird\n\u{1}name".into(),
-            user: "root".into(),
-            protocol: "tcp",
-            initiated: true,
-            source_is_ipv6: false,
-            source_ip: "127.0.0.1".into(),
-            source_hostname: "-".into(),
-            source_port: 60802,
-            source_port_name: "-".into(),
-            destination_is_ipv6: false,
-            destination_ip: "127.0.0.1".into(),
-            destination_hostname: "-".into(),
-            destination_port: 18080,
-            destination_port_name: "-".into(),
-            command_line: "-".into(),
-            command_line_truncated: false,
-            parent_process_id: 1,
-            parent_image: "/sbin/init".into(),
-            user_id: 0,
-            thread_id: 30533,
-            process_id_in_namespace: None,
-            container_id: "-".into(),
-            net_ns: 4026531840,
-            community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
-            attribution: "connect",
-        }
+        NetworkConnect { image: "/tmp/we\"ird\n\u{1}name".into(), ..crate::event::design_example() }
     }
 
     #[test]

@@ -333,39 +333,7 @@ mod tests {
     }
 
     fn example_event() -> NetworkConnect {
-        NetworkConnect {
-            event_id: 3,
-            rule_name: "-".into(),
-            utc_time: "2026-11-29 16:37:54.640".into(),
-            process_guid: "{3d1219c7-54e2-6b0c-5541-147800560000}".into(),
-            process_id: 30533,
-            image: "/usr/bin/python3.11".into(),
-            user: "root".into(),
-            protocol: "tcp",
-            initiated: true,
-            source_is_ipv6: false,
-            source_ip: "127.0.0.1".into(),
-            source_hostname: "-".into(),
-            source_port: 60802,
-            source_port_name: "-".into(),
-            destination_is_ipv6: false,
-            destination_ip: "127.0.0.1".into(),
-            destination_hostname: "-".into(),
-            destination_port: 18080,
-            destination_port_name: "-".into(),
-            // sockscope's own fields: must not appear in the XML.
-            command_line: "python3 -c connect".into(),
-            command_line_truncated: false,
-            parent_process_id: 1234,
-            parent_image: "/usr/bin/bash".into(),
-            user_id: 0,
-            thread_id: 30533,
-            process_id_in_namespace: Some(7),
-            container_id: "c0ffee".into(),
-            net_ns: 4026531840,
-            community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
-            attribution: "connect",
-        }
+        crate::event::design_example()
     }
 
     fn parse_data(xml: &str) -> Vec<(String, String)> {
