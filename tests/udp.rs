@@ -302,3 +302,30 @@ fn tiny_table_process_context() {
 fn tiny_table_packet_socket() {
     tiny_table("packet");
 }
+
+/// A host without a cgroup2 mount: the sensor mounts one for its hooks (in
+/// its own mount namespace here, so the host is untouched).
+#[test]
+fn works_without_a_cgroup2_mount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("events.jsonl");
+    let state = dir.path().join("state");
+    let script =
+        "for m in $(awk '$3 == \"cgroup2\" {print $2}' /proc/mounts); do umount -l \"$m\"; done; exec \"$0\" \"$@\"";
+    let sensor = Sensor::start_via(
+        &["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        Some(dir),
+        out,
+        &state,
+        &[],
+    );
+    assert!(sensor.wait_log(&["mounted cgroup2"], WAIT), "{}", sensor.stderr_text());
+    let net = TestNet::new();
+    let to = format!("{}:9", net.ip4(2));
+    let mut sender = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "2"]);
+    sender.wait_ok();
+    let ns = TestNet::inode(&net.a);
+    let got = udp_events(&sensor, 1, |e| u(e, "NetNs") == ns && to_port(e) == 9);
+    assert_eq!(got.len(), 1, "{}", sensor.stderr_text());
+    assert_eq!(u(&got[0], "ProcessId"), u64::from(sender.pid()));
+}

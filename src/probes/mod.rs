@@ -81,15 +81,23 @@ pub struct Probes<'obj> {
 }
 
 /// The cgroup v2 root, where cgroup hooks see every process on the host.
+/// Mounts one (privately, under /run/sockscope) when the host has none: every
+/// process is in the cgroup2 hierarchy whether or not it is mounted.
 pub fn cgroup2_root() -> Result<std::path::PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| std::path::PathBuf::from(f[1]))
-        })
-        .context("no cgroup2 file system is mounted (needed for the cgroup sendmsg/recvmsg hooks)")
+    let found = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| std::path::PathBuf::from(f[1]))
+    });
+    if let Some(root) = found {
+        return Ok(root);
+    }
+    let root = std::path::PathBuf::from("/run/sockscope/cgroup2");
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    nix::mount::mount(Some("cgroup2"), &root, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>)
+        .context("no cgroup2 file system is mounted, and mounting one failed (needs CAP_SYS_ADMIN)")?;
+    tracing::info!("mounted cgroup2 on {}", root.display());
+    Ok(root)
 }
 
 fn attach_cgroup(prog: &ProgramMut<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {

@@ -46,8 +46,28 @@ impl Sensor {
     /// Starts a sensor writing to `out` with its state in `state`; `dir`, if
     /// given, lives as long as the sensor.
     pub fn start_at(dir: Option<tempfile::TempDir>, out: PathBuf, state: &Path, extra: &[&str]) -> Sensor {
+        Self::start_via(&[], dir, out, state, extra)
+    }
+
+    /// As `start_at`, with the sensor run by `wrapper` (e.g. an `unshare` line
+    /// ending in `exec "$0" "$@"`), which must exec it so its pid is the sensor's.
+    pub fn start_via(
+        wrapper: &[&str],
+        dir: Option<tempfile::TempDir>,
+        out: PathBuf,
+        state: &Path,
+        extra: &[&str],
+    ) -> Sensor {
         require_root();
-        let mut child = Command::new(SENSOR)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(SENSOR);
+                c
+            }
+            None => Command::new(SENSOR),
+        };
+        let mut child = cmd
             .arg("--output")
             .arg(&out)
             .arg("--state-dir")
