@@ -308,8 +308,28 @@ impl TestNet {
             run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
         }
         let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
-        run(Command::new("ip")
-            .args(["-n", &net.a, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &net.b]));
+        // Fixed MACs and permanent neighbour entries: no packet waits for
+        // ARP/ND, so none is sent later from softirq (where the seed's UDP
+        // mechanism would see some other task as the sender).
+        let mac = |host: u8| format!("02:53:{:02x}:{:02x}:00:{host:02x}", (n >> 8) & 0xff, n & 0xff);
+        run(Command::new("ip").args([
+            "-n",
+            &net.a,
+            "link",
+            "add",
+            &va,
+            "address",
+            &mac(1),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vb,
+            "address",
+            &mac(2),
+            "netns",
+            &net.b,
+        ]));
         for (ns, dev, host) in [(&net.a, &va, 1), (&net.b, &vb, 2)] {
             run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("169.254.{n}.{host}/24"), "dev", dev]));
             run(Command::new("ip").args([
@@ -323,6 +343,23 @@ impl TestNet {
                 "nodad",
             ]));
             run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
+        }
+        for (ns, dev, peer) in [(&net.a, &va, 2u8), (&net.b, &vb, 1u8)] {
+            for ip in [format!("169.254.{n}.{peer}"), format!("fd00:{n}::{peer}")] {
+                run(Command::new("ip").args([
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    &mac(peer),
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]));
+            }
         }
         net
     }
