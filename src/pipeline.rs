@@ -131,7 +131,7 @@ impl Pipeline {
         if self.fatal.is_some() {
             return;
         }
-        let mut event = self.enrich.network_connect(conn, &mut self.procs);
+        let mut event = self.enrich.network_connect(conn, &self.procs);
         match self.rules.evaluate(&event) {
             Verdict::Drop => {
                 self.stats.events_filtered += 1;

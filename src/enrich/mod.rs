@@ -153,7 +153,7 @@ impl Enricher {
             .map_or_else(|| "-".to_string(), str::to_string)
     }
 
-    pub fn network_connect(&mut self, conn: &Connection, procs: &mut ProcessTable) -> NetworkConnect {
+    pub fn network_connect(&mut self, conn: &Connection, procs: &ProcessTable) -> NetworkConnect {
         let ep = &conn.endpoints;
         let (src, dst) = if conn.initiated { (ep.local, ep.remote) } else { (ep.remote, ep.local) };
         let (src_ip, dst_ip) = (canonical_ip(src.ip()), canonical_ip(dst.ip()));
@@ -162,7 +162,9 @@ impl Enricher {
         let pid = owner.map_or(0, |o| o.task.tgid);
         let uid = owner.map_or(u32::MAX, |o| o.task.uid);
         let ppid = process.map_or(0, |p| p.ppid);
-        let parent_image = match procs.lookup(ppid) {
+        // The table only: a parent it does not know has usually exited, and a
+        // /proc read per event for it would be wasted.
+        let parent_image = match procs.get(ppid) {
             Some(parent) if ppid != 0 => or_dash(&parent.image),
             _ => "-".to_string(),
         };

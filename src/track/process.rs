@@ -132,6 +132,11 @@ impl ProcessTable {
         }
     }
 
+    /// The process behind `pid` if the table knows it (never reads /proc).
+    pub fn get(&self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        self.procs.get(&pid).map(|e| e.info.clone())
+    }
+
     /// The process behind `pid`: from the table, else from /proc (a process
     /// that started before the sensor and was missed by the scan).
     pub fn lookup(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
