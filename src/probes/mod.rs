@@ -260,13 +260,18 @@ impl<'obj> Probes<'obj> {
     /// Every entry of the kernel's UDP flow table: (raw key, last packet ns).
     pub fn udp_flow_entries(&self) -> Vec<(Vec<u8>, u64)> {
         let map = &self.udp_recv.maps.udp_flows;
-        map.keys()
-            .filter_map(|k| {
-                let v = map.lookup(&k, MapFlags::ANY).ok()??;
-                let last = u64::from_ne_bytes(v.get(..8)?.try_into().ok()?);
-                Some((k, last))
-            })
-            .collect()
+        let last_seen = |v: &[u8]| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?));
+        // One syscall per 4096 entries; key-by-key where batching is not supported.
+        match map.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) {
+            Ok(batch) => batch.filter_map(|(k, v)| Some((k, last_seen(&v)?))).collect(),
+            Err(_) => map
+                .keys()
+                .filter_map(|k| {
+                    let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                    Some((k, last_seen(&v)?))
+                })
+                .collect(),
+        }
     }
 
     pub fn udp_forget(&self, keys: &[Vec<u8>]) {
