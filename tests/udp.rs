@@ -85,7 +85,13 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         let sender_pid = u64::from(sender.pid());
         let (ns_a, ns_b) = (TestNet::inode(&net.a), TestNet::inode(&net.b));
         let out =
-            udp_events(sensor, 1, |e| e["Initiated"] == true && u(e, "NetNs") == ns_a && to_port(e) == u64::from(port));
+            // Ports repeat across cases (ephemeral): the sender's own port tells them apart.
+            udp_events(sensor, 1, |e| {
+                e["Initiated"] == true
+                    && u(e, "NetNs") == ns_a
+                    && to_port(e) == u64::from(port)
+                    && u(e, "SourcePort") == u64::from(local.port())
+            });
         assert_eq!(out.len(), 1, "{mechanism} {via} {family}: one outbound event: {out:?}\n{}", sensor.stderr_text());
         let e = &out[0];
         assert_eq!(u(e, "ProcessId"), sender_pid, "{e}");
@@ -99,7 +105,10 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         assert_eq!(s(e, "Attribution"), expected);
 
         let inn = udp_events(sensor, 1, |e| {
-            e["Initiated"] == false && u(e, "NetNs") == ns_b && to_port(e) == u64::from(port)
+            e["Initiated"] == false
+                && u(e, "NetNs") == ns_b
+                && to_port(e) == u64::from(port)
+                && u(e, "SourcePort") == u64::from(local.port())
         });
         assert_eq!(inn.len(), 1, "{via} {family}: one inbound event: {inn:?}");
         assert_eq!(u(&inn[0], "ProcessId"), u64::from(r.pid()));
@@ -128,11 +137,13 @@ fn receive_variants_report_the_real_sender() {
     let vias = ["recvfrom", "recvfrom-null", "recvmsg", "recvmsg-null", "recvmmsg", "recv", "read"];
     let cases: Vec<(&str, &str)> =
         vias.iter().flat_map(|via| ["v4", "v6", "mapped"].map(move |family| (*via, family))).collect();
-    for (via, family) in cases {
+    for (case, (via, family)) in cases.into_iter().enumerate() {
+        // A sender port of its own per case: receiver ports may repeat.
+        let sport = 40000 + case as u16;
         let (bind, recv_ip, send_ip, connect_to) = match family {
-            "v4" => (format!("{}:0", net.ip4(2)), net.ip4(2), net.ip4(1), format!("{}:40000", net.ip4(1))),
-            "v6" => (format!("[{}]:0", net.ip6(2)), net.ip6(2), net.ip6(1), format!("[{}]:40000", net.ip6(1))),
-            _ => ("[::]:0".to_string(), net.ip4(2), net.ip4(1), format!("[::ffff:{}]:40000", net.ip4(1))),
+            "v4" => (format!("{}:0", net.ip4(2)), net.ip4(2), net.ip4(1), format!("{}:{sport}", net.ip4(1))),
+            "v6" => (format!("[{}]:0", net.ip6(2)), net.ip6(2), net.ip6(1), format!("[{}]:{sport}", net.ip6(1))),
+            _ => ("[::]:0".to_string(), net.ip4(2), net.ip4(1), format!("[::ffff:{}]:{sport}", net.ip4(1))),
         };
         let mut args = vec!["udp-recv", "--bind", &bind, "--count", "2", "--via", via];
         if matches!(via, "recv" | "read") {
@@ -141,19 +152,22 @@ fn receive_variants_report_the_real_sender() {
         let mut r = Peer::spawn(Some(&net.b), &args);
         let port: u16 = r.expect("listening").parse().expect("port");
         let to = SocketAddr::new(recv_ip.parse().expect("ip"), port).to_string();
-        let from = SocketAddr::new(send_ip.parse().expect("ip"), 40000).to_string();
+        let from = SocketAddr::new(send_ip.parse().expect("ip"), sport).to_string();
         let mut sender = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "2", "--bind", &from]);
         sender.wait_ok();
         r.wait_ok();
         let ns_b = TestNet::inode(&net.b);
         let inn = udp_events(&sensor, 1, |e| {
-            e["Initiated"] == false && u(e, "NetNs") == ns_b && to_port(e) == u64::from(port)
+            e["Initiated"] == false
+                && u(e, "NetNs") == ns_b
+                && to_port(e) == u64::from(port)
+                && u(e, "SourcePort") == u64::from(sport)
         });
         assert_eq!(inn.len(), 1, "{via} {family}: {inn:?}\n{}", sensor.stderr_text());
         let e = &inn[0];
         assert_eq!(u(e, "ProcessId"), u64::from(r.pid()), "{via}: {e}");
         assert_eq!(s(e, "SourceIp"), send_ip, "{via} {family}: {e}");
-        assert_eq!(u(e, "SourcePort"), 40000);
+        assert_eq!(u(e, "SourcePort"), u64::from(sport));
         assert_eq!(s(e, "DestinationIp"), recv_ip);
         assert_eq!(e["SourceIsIpv6"], send_ip.contains(':'));
         assert_eq!(s(e, "Attribution"), "receive");
