@@ -58,7 +58,9 @@ fn xml_events_with_record_ids_kept_across_restarts() {
         let sensor = Sensor::start_at(None, out.clone(), &state, &["--format", "xml"]);
         let (port, sport) = connect_once("127.0.0.1:0");
         let is_ours = |e: &xml_check::ParsedEvent| {
-            e.element("EventID") == Some("3") && e.data("DestinationPort") == Some(&port.to_string())
+            e.element("EventID") == Some("3")
+                && e.data("DestinationPort") == Some(&port.to_string())
+                && e.data("SourcePort") == Some(&sport.to_string())
         };
         let all = wait_xml(&out, |e| is_ours(e) && e.data("Initiated") == Some("false"));
         let (status, _) = sensor.stop();
