@@ -56,7 +56,8 @@ fn without_privileges_names_what_is_missing() {
 #[test]
 fn a_probe_the_kernel_refuses_is_named_with_the_reason() {
     require_root();
-    let _turn = one_sensor(); // it loads some programs before the refusal
+    // It loads some programs before the refusal: take a turn with the others.
+    let _turn = one_sensor();
     // Tracepoints need tracefs; mount it as the sensor would (it cannot here).
     if !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
         let status = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).status();
