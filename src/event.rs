@@ -45,6 +45,30 @@ pub struct NetworkConnect {
     pub attribution: &'static str,
 }
 
+/// Sysmon's NetworkConnect fields after EventID, in its manifest's order:
+/// the contract's JSON order, and all the XML form carries.
+#[cfg(test)]
+pub const SYSMON_FIELDS: [&str; 18] = [
+    "RuleName",
+    "UtcTime",
+    "ProcessGuid",
+    "ProcessId",
+    "Image",
+    "User",
+    "Protocol",
+    "Initiated",
+    "SourceIsIpv6",
+    "SourceIp",
+    "SourceHostname",
+    "SourcePort",
+    "SourcePortName",
+    "DestinationIsIpv6",
+    "DestinationIp",
+    "DestinationHostname",
+    "DestinationPort",
+    "DestinationPortName",
+];
+
 /// The NetworkConnect of DESIGN.md's XML example, plus values for
 /// sockscope's own fields (which the XML form must leave out).
 #[cfg(test)]

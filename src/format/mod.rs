@@ -162,28 +162,8 @@ mod tests {
         write_event(Format::Json, &sample(), &mut buf).expect("format");
         let line = String::from_utf8(buf).expect("utf8");
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "one line: {line:?}");
-        let order = [
-            "EventID",
-            "RuleName",
-            "UtcTime",
-            "ProcessGuid",
-            "ProcessId",
-            "Image",
-            "User",
-            "Protocol",
-            "Initiated",
-            "SourceIsIpv6",
-            "SourceIp",
-            "SourceHostname",
-            "SourcePort",
-            "SourcePortName",
-            "DestinationIsIpv6",
-            "DestinationIp",
-            "DestinationHostname",
-            "DestinationPort",
-            "DestinationPortName",
-            "CommandLine",
-        ];
+        let order: Vec<&str> =
+            std::iter::once("EventID").chain(crate::event::SYSMON_FIELDS).chain(["CommandLine"]).collect();
         let positions: Vec<usize> =
             order.iter().map(|k| line.find(&format!("\"{k}\":")).unwrap_or(usize::MAX)).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "field order {positions:?} in {line}");

@@ -357,26 +357,7 @@ mod tests {
     fn only_sysmon_fields_in_manifest_order() {
         let xml = render_network_connect(&ctx(), 1, EXAMPLE_TIME_NS, &example_event()).expect("render");
         let names: Vec<String> = parse_data(&xml).into_iter().map(|(n, _)| n).collect();
-        let expected = [
-            "RuleName",
-            "UtcTime",
-            "ProcessGuid",
-            "ProcessId",
-            "Image",
-            "User",
-            "Protocol",
-            "Initiated",
-            "SourceIsIpv6",
-            "SourceIp",
-            "SourceHostname",
-            "SourcePort",
-            "SourcePortName",
-            "DestinationIsIpv6",
-            "DestinationIp",
-            "DestinationHostname",
-            "DestinationPort",
-            "DestinationPortName",
-        ];
+        let expected = crate::event::SYSMON_FIELDS;
         assert_eq!(names, expected);
         for extra in ["CommandLine", "c0ffee", "4026531840", "/usr/bin/bash"] {
             assert!(!xml.contains(extra), "{extra} leaked into {xml}");
