@@ -207,12 +207,11 @@ fn five_hundred_datagrams_one_event_packet_socket() {
     many_datagrams_one_event("packet");
 }
 
-fn destinations_and_sockets(mechanism: &str) {
-    let sensor = start(mechanism, &[]);
-    let net = TestNet::new();
-    covered(&sensor, mechanism, &net.a);
-    let dests: Vec<String> = (0..20).map(|i| format!("{}:{}", net.ip4(2), 20000 + i)).collect();
-    let mut args = vec!["udp-send", "--count", "3"];
+/// One socket in `a` sends `count` datagrams to each of `n` ports of `b`;
+/// returns the outbound events of that socket.
+fn send_to_many(sensor: &Sensor, net: &TestNet, first_port: u16, n: u16, count: &str) -> Vec<Value> {
+    let dests: Vec<String> = (0..n).map(|i| format!("{}:{}", net.ip4(2), first_port + i)).collect();
+    let mut args = vec!["udp-send", "--count", count];
     for d in &dests {
         args.extend_from_slice(&["--to", d]);
     }
@@ -220,9 +219,16 @@ fn destinations_and_sockets(mechanism: &str) {
     let local: SocketAddr = sender.expect("local").parse().expect("addr");
     sender.wait_ok();
     let ns = TestNet::inode(&net.a);
-    let out = udp_events(&sensor, 20, |e| {
+    udp_events(sensor, usize::from(n), |e| {
         e["Initiated"] == true && u(e, "NetNs") == ns && u(e, "SourcePort") == u64::from(local.port())
-    });
+    })
+}
+
+fn destinations_and_sockets(mechanism: &str) {
+    let sensor = start(mechanism, &[]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    let out = send_to_many(&sensor, &net, 20000, 20, "3");
     assert_eq!(out.len(), 20, "{mechanism}: 20 destinations, 20 events");
     let ports: HashSet<u64> = out.iter().map(to_port).collect();
     assert_eq!(ports.len(), 20);
@@ -231,6 +237,7 @@ fn destinations_and_sockets(mechanism: &str) {
     let mut two = Peer::spawn(Some(&net.a), &["udp-send", "--to", &to, "--count", "5", "--sockets", "2"]);
     let locals: HashSet<String> = two.values("local").into_iter().collect();
     assert_eq!(locals.len(), 2);
+    let ns = TestNet::inode(&net.a);
     let out = udp_events(&sensor, 2, |e| e["Initiated"] == true && u(e, "NetNs") == ns && to_port(e) == 30000);
     assert_eq!(out.len(), 2, "{mechanism}: two sockets, one destination, two events: {out:?}");
 }
@@ -282,18 +289,7 @@ fn tiny_table(mechanism: &str) {
     let sensor = start(mechanism, &["--udp-flow-capacity", "16"]);
     let net = TestNet::new();
     covered(&sensor, mechanism, &net.a);
-    let dests: Vec<String> = (0..50).map(|i| format!("{}:{}", net.ip4(2), 21000 + i)).collect();
-    let mut args = vec!["udp-send", "--count", "2"];
-    for d in &dests {
-        args.extend_from_slice(&["--to", d]);
-    }
-    let mut sender = Peer::spawn(Some(&net.a), &args);
-    let local: SocketAddr = sender.expect("local").parse().expect("addr");
-    sender.wait_ok();
-    let ns = TestNet::inode(&net.a);
-    let out = udp_events(&sensor, 50, |e| {
-        e["Initiated"] == true && u(e, "NetNs") == ns && u(e, "SourcePort") == u64::from(local.port())
-    });
+    let out = send_to_many(&sensor, &net, 21000, 50, "2");
     let ports: HashSet<u64> = out.iter().map(to_port).collect();
     assert_eq!(ports.len(), 50, "{mechanism}: every new flow reported with a 16-entry table");
     assert_eq!(out.len(), 50, "{mechanism}: and each once");

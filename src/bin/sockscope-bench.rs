@@ -18,21 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Workload {
-    #[value(name = "tcp_storm", alias = "tcp-storm")]
-    TcpStorm,
-    #[value(name = "udp_one_flow", alias = "udp-one-flow")]
-    UdpOneFlow,
-    #[value(name = "udp_many_flows", alias = "udp-many-flows")]
-    UdpManyFlows,
-}
+#[path = "../bench/workload.rs"]
+mod workload;
+use workload::Workload;
 
 impl Workload {
     fn name(self) -> &'static str {

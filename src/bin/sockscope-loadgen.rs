@@ -22,20 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Workload {
-    #[value(name = "tcp_storm", alias = "tcp-storm")]
-    TcpStorm,
-    #[value(name = "udp_one_flow", alias = "udp-one-flow")]
-    UdpOneFlow,
-    #[value(name = "udp_many_flows", alias = "udp-many-flows")]
-    UdpManyFlows,
-}
+#[path = "../bench/workload.rs"]
+mod workload;
+use workload::Workload;
 
 #[derive(Parser, Debug)]
 #[command(name = "sockscope-loadgen", about = "Loopback-only network workloads for sockscope's benchmark")]

@@ -27,14 +27,10 @@ pub enum Format {
     Xml,
 }
 
-pub fn write_event(format: Format, event: &NetworkConnect, out: &mut dyn Write) -> Result<()> {
-    match format {
-        Format::Json => {
-            serde_json::to_writer(&mut *out, event).context("encoding event as JSON")?;
-            out.write_all(b"\n").context("writing event")?;
-        }
-        Format::Xml => anyhow::bail!("XML needs a Formatter (record ids, host context)"),
-    }
+/// One JSON object and its newline: every event's JSON form.
+pub fn write_json_line(value: &impl serde::Serialize, out: &mut dyn Write) -> Result<()> {
+    serde_json::to_writer(&mut *out, value).context("encoding event as JSON")?;
+    out.write_all(b"\n").context("writing event")?;
     Ok(())
 }
 
@@ -69,7 +65,7 @@ impl Formatter {
 
     pub fn network_connect(&mut self, event: &NetworkConnect, now_unix_ns: i128, out: &mut dyn Write) -> Result<()> {
         match self.format {
-            Format::Json => write_event(Format::Json, event, out),
+            Format::Json => write_json_line(event, out),
             Format::Xml => {
                 let id = self.next_record_id()?;
                 xml::write_network_connect(&self.xml, id, now_unix_ns, event, out)
@@ -128,10 +124,7 @@ impl Formatter {
         out: &mut dyn Write,
     ) -> Result<()> {
         match self.format {
-            Format::Json => {
-                serde_json::to_writer(&mut *out, json).context("encoding event as JSON")?;
-                out.write_all(b"\n").context("writing event")
-            }
+            Format::Json => write_json_line(json, out),
             Format::Xml => {
                 let id = self.next_record_id()?;
                 xml::write_sensor_event(&self.xml, event_id, id, now_unix_ns, fields, out)
@@ -159,7 +152,7 @@ mod tests {
     #[test]
     fn json_has_contract_order_and_types() {
         let mut buf = Vec::new();
-        write_event(Format::Json, &sample(), &mut buf).expect("format");
+        write_json_line(&sample(), &mut buf).expect("format");
         let line = String::from_utf8(buf).expect("utf8");
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "one line: {line:?}");
         let order: Vec<&str> =

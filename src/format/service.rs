@@ -6,6 +6,8 @@
 
 use std::io::Write;
 
+use super::write_json_line;
+
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -86,12 +88,6 @@ impl ConfigChange {
         }
         write_json_line(&ev, out).context("writing config change event")
     }
-}
-
-fn write_json_line(value: &impl Serialize, out: &mut dyn Write) -> Result<()> {
-    serde_json::to_writer(&mut *out, value).context("encoding as JSON")?;
-    out.write_all(b"\n").context("writing newline")?;
-    Ok(())
 }
 
 #[cfg(test)]
