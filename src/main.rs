@@ -242,13 +242,15 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let mut last_sweep = last_tick;
     let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
+        let facts_before = pipeline.borrow().stats.facts;
         if let Err(e) = ringbuf.poll(POLL) {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
                 return Err(e).context("polling the ring buffer");
             }
         }
-        pipeline.borrow_mut().sink.commit();
         let mut p = pipeline.borrow_mut();
+        let idle = p.stats.facts == facts_before;
+        p.sink.commit_if_due(idle);
         if let Some(e) = p.fatal.take().or_else(|| p.sink.failed()) {
             return Err(e);
         }

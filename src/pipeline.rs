@@ -112,6 +112,7 @@ impl Pipeline {
                     argv,
                     argv_truncated,
                     start_boot_ns,
+                    text: Default::default(),
                 });
             }
             Fact::ProcFork { parent_tgid, child_tgid, start_boot_ns, uid, identity, .. } => {
@@ -137,10 +138,11 @@ impl Pipeline {
                 self.stats.events_filtered += 1;
                 return;
             }
-            Verdict::Report { rule_name: Some(name) } => event.rule_name = name.to_string(),
+            Verdict::Report { rule_name: Some(name) } => event.rule_name = name.into(),
             Verdict::Report { rule_name: None } => {}
         }
-        let mut line = Vec::with_capacity(768);
+        // Room for a typical line, so it is not grown while being written.
+        let mut line = Vec::with_capacity(1024);
         let now = self.now_unix_ns();
         if let Err(e) = self.formatter.network_connect(&event, now, &mut line) {
             self.fatal = Some(e);

@@ -5,12 +5,13 @@ pub mod container;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use nix::time::{clock_gettime, ClockId};
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
-use crate::event::{NetworkConnect, NETWORK_CONNECT};
+use crate::event::{NetworkConnect, Shared, NETWORK_CONNECT};
 use crate::format::community_id::community_id_v1;
 use crate::format::services::Services;
 use crate::text::{command_line, or_dash};
@@ -116,21 +117,33 @@ pub fn read_machine_prefix() -> u32 {
 /// uid -> user name, cached (NSS lookups can be slow).
 #[derive(Default)]
 pub struct UserNames {
-    cache: HashMap<u32, String>,
+    cache: HashMap<u32, Shared>,
 }
 
 impl UserNames {
-    pub fn name(&mut self, uid: u32) -> String {
+    pub fn name(&mut self, uid: u32) -> Shared {
         self.cache
             .entry(uid)
             .or_insert_with(|| {
                 nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                     .ok()
                     .flatten()
-                    .map_or_else(|| "-".to_string(), |u| u.name)
+                    .map_or_else(|| "-".into(), |u| u.name.into())
             })
             .clone()
     }
+}
+
+/// A process's fields as events write them. Rendered once per process (at
+/// its first event), because escaping a command line per event is the
+/// costliest part of enrichment; it also keeps its ProcessGuid fixed when the
+/// wall clock is re-synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessText {
+    pub guid: Shared,
+    pub image: Shared,
+    pub command_line: Shared,
+    pub container_id: Shared,
 }
 
 pub struct Enricher {
@@ -139,18 +152,38 @@ pub struct Enricher {
     machine_prefix: u32,
     /// Port names, when enabled (`--port-names`); else "-" as Sysmon writes.
     services: Option<Services>,
+    /// "-", Sysmon's unknown value, shared by every event.
+    dash: Shared,
 }
 
 impl Enricher {
     pub fn new(clock: WallClock, machine_prefix: u32, services: Option<Services>) -> Self {
-        Self { clock, users: UserNames::default(), machine_prefix, services }
+        Self { clock, users: UserNames::default(), machine_prefix, services, dash: Arc::from("-") }
     }
 
-    fn port_name(&self, port: u16, protocol: Protocol) -> String {
+    fn port_name(&self, port: u16, protocol: Protocol) -> Shared {
         self.services
             .as_ref()
             .and_then(|s| s.lookup(port, protocol.as_str()))
-            .map_or_else(|| "-".to_string(), str::to_string)
+            .map_or_else(|| self.dash.clone(), Shared::from)
+    }
+
+    fn or_dash(&self, raw: &[u8]) -> Shared {
+        if raw.is_empty() {
+            self.dash.clone()
+        } else {
+            or_dash(raw).into()
+        }
+    }
+
+    /// `p`'s rendered fields, rendering them at the first call.
+    pub fn process_text<'p>(&self, p: &'p ProcessInfo) -> &'p ProcessText {
+        p.text.get_or_init(|| ProcessText {
+            guid: process_guid(self.machine_prefix, p.pid, self.clock.unix_ns(p.start_boot_ns)).into(),
+            image: self.or_dash(&p.image),
+            command_line: if p.argv.is_empty() { self.dash.clone() } else { command_line(&p.argv).into() },
+            container_id: p.container_id.as_deref().map_or_else(|| self.dash.clone(), Shared::from),
+        })
     }
 
     pub fn network_connect(&mut self, conn: &Connection, procs: &ProcessTable) -> NetworkConnect {
@@ -165,42 +198,39 @@ impl Enricher {
         // The table only: a parent it does not know has usually exited, and a
         // /proc read per event for it would be wasted.
         let parent_image = match procs.get(ppid) {
-            Some(parent) if ppid != 0 => or_dash(&parent.image),
-            _ => "-".to_string(),
+            Some(parent) if ppid != 0 => self.process_text(&parent).image.clone(),
+            _ => self.dash.clone(),
         };
+        let text = process.map(|p| self.process_text(p));
+        let dash = &self.dash;
         NetworkConnect {
             event_id: NETWORK_CONNECT,
-            rule_name: "-".to_string(),
+            rule_name: dash.clone(),
             utc_time: self.clock.utc_time(conn.established_ns),
-            process_guid: process.map_or_else(
-                || "-".to_string(),
-                |p| process_guid(self.machine_prefix, p.pid, self.clock.unix_ns(p.start_boot_ns)),
-            ),
+            process_guid: text.map_or_else(|| dash.clone(), |t| t.guid.clone()),
             process_id: pid,
-            image: process.map_or_else(|| "-".to_string(), |p| or_dash(&p.image)),
-            user: if owner.is_some() { self.users.name(uid) } else { "-".to_string() },
+            image: text.map_or_else(|| dash.clone(), |t| t.image.clone()),
+            user: if owner.is_some() { self.users.name(uid) } else { dash.clone() },
             protocol: conn.protocol.as_str(),
             initiated: conn.initiated,
             source_is_ipv6: src_ip.is_ipv6(),
             source_ip: src_ip.to_string(),
-            source_hostname: "-".to_string(),
+            source_hostname: dash.clone(),
             source_port: src.port(),
             source_port_name: self.port_name(src.port(), conn.protocol),
             destination_is_ipv6: dst_ip.is_ipv6(),
             destination_ip: dst_ip.to_string(),
-            destination_hostname: "-".to_string(),
+            destination_hostname: dash.clone(),
             destination_port: dst.port(),
             destination_port_name: self.port_name(dst.port(), conn.protocol),
-            command_line: process
-                .filter(|p| !p.argv.is_empty())
-                .map_or_else(|| "-".to_string(), |p| command_line(&p.argv)),
+            command_line: text.map_or_else(|| dash.clone(), |t| t.command_line.clone()),
             command_line_truncated: process.is_some_and(|p| p.argv_truncated),
             parent_process_id: ppid,
             parent_image,
             user_id: uid,
             thread_id: owner.map_or(0, |o| o.task.tid),
             process_id_in_namespace: process.map(|p| p.ns_pid).filter(|&ns| ns != pid && ns != 0),
-            container_id: process.and_then(|p| p.container_id.clone()).unwrap_or_else(|| "-".to_string()),
+            container_id: text.map_or_else(|| dash.clone(), |t| t.container_id.clone()),
             net_ns: ep.netns,
             community_id: community_id_v1(conn.protocol.ip_protocol(), src, dst),
             attribution: conn.attribution.as_str(),

@@ -49,7 +49,7 @@ fn port(port: u16) -> NetworkConnect {
 }
 
 fn image(path: &str) -> NetworkConnect {
-    event(|e| e.image = path.to_string())
+    event(|e| e.image = path.into())
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn and_group_needs_every_field_and_one_of_the_alternatives() {
     let (rules, _) = load("and_group.xml");
     let shell = |path: &str, port: u16, initiated: bool| {
         event(|e| {
-            e.image = path.to_string();
+            e.image = path.into();
             e.destination_port = port;
             e.initiated = initiated;
         })
@@ -127,7 +127,7 @@ fn and_group_needs_every_field_and_one_of_the_alternatives() {
 #[test]
 fn rules_combine_their_conditions_and_pass_on_names() {
     let (rules, _) = load("rule_groups.xml");
-    let download = |command_line: &str| event(|e| e.command_line = command_line.to_string());
+    let download = |command_line: &str| event(|e| e.command_line = command_line.into());
     assert_eq!(outcome(&rules, &download("curl -O http://example.com/a")), reported_as("download-tool"));
     assert_eq!(outcome(&rules, &download("curl http://localhost/a")), DROPPED);
     assert_eq!(outcome(&rules, &download("curl https://example.com/a")), DROPPED);
@@ -221,8 +221,8 @@ fn every_condition() {
     assert!(notices.is_empty(), "{notices:?}");
     let case = |marker: u32, path: &str, port: u16| {
         event(|e| {
-            e.command_line = format!("cond-{marker}: x");
-            e.image = path.to_string();
+            e.command_line = format!("cond-{marker}: x").into();
+            e.image = path.into();
             e.destination_port = port;
         })
     };

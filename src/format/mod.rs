@@ -27,8 +27,10 @@ pub enum Format {
     Xml,
 }
 
-/// One JSON object and its newline: every event's JSON form.
-pub fn write_json_line(value: &impl serde::Serialize, out: &mut dyn Write) -> Result<()> {
+/// One JSON object and its newline: every event's JSON form. Generic over
+/// the writer: serde_json writes many small pieces, which a `dyn Write`
+/// would turn into as many indirect calls.
+pub fn write_json_line<W: Write + ?Sized>(value: &impl serde::Serialize, out: &mut W) -> Result<()> {
     serde_json::to_writer(&mut *out, value).context("encoding event as JSON")?;
     out.write_all(b"\n").context("writing event")?;
     Ok(())
@@ -63,7 +65,7 @@ impl Formatter {
         }
     }
 
-    pub fn network_connect(&mut self, event: &NetworkConnect, now_unix_ns: i128, out: &mut dyn Write) -> Result<()> {
+    pub fn network_connect(&mut self, event: &NetworkConnect, now_unix_ns: i128, out: &mut Vec<u8>) -> Result<()> {
         match self.format {
             Format::Json => write_json_line(event, out),
             Format::Xml => {

@@ -101,24 +101,24 @@ pub fn render_network_connect(
     let source_ip = sysmon_ip(&event.source_ip, event.source_is_ipv6);
     let destination_ip = sysmon_ip(&event.destination_ip, event.destination_is_ipv6);
     let fields: [(&str, Cow<'_, str>); 18] = [
-        ("RuleName", event.rule_name.as_str().into()),
+        ("RuleName", (&*event.rule_name).into()),
         ("UtcTime", event.utc_time.as_str().into()),
-        ("ProcessGuid", event.process_guid.as_str().into()),
+        ("ProcessGuid", (&*event.process_guid).into()),
         ("ProcessId", event.process_id.to_string().into()),
-        ("Image", event.image.as_str().into()),
-        ("User", event.user.as_str().into()),
+        ("Image", (&*event.image).into()),
+        ("User", (&*event.user).into()),
         ("Protocol", event.protocol.into()),
         ("Initiated", bool_str(event.initiated).into()),
         ("SourceIsIpv6", bool_str(event.source_is_ipv6).into()),
         ("SourceIp", source_ip),
-        ("SourceHostname", event.source_hostname.as_str().into()),
+        ("SourceHostname", (&*event.source_hostname).into()),
         ("SourcePort", event.source_port.to_string().into()),
-        ("SourcePortName", event.source_port_name.as_str().into()),
+        ("SourcePortName", (&*event.source_port_name).into()),
         ("DestinationIsIpv6", bool_str(event.destination_is_ipv6).into()),
         ("DestinationIp", destination_ip),
-        ("DestinationHostname", event.destination_hostname.as_str().into()),
+        ("DestinationHostname", (&*event.destination_hostname).into()),
         ("DestinationPort", event.destination_port.to_string().into()),
-        ("DestinationPortName", event.destination_port_name.as_str().into()),
+        ("DestinationPortName", (&*event.destination_port_name).into()),
     ];
     render(ctx, NETWORK_CONNECT, record_id, time_created_unix_ns, &fields)
 }
@@ -399,9 +399,9 @@ mod tests {
         ];
         for h in hostile {
             let mut ev = example_event();
-            ev.image = format!("/tmp/{h}");
-            ev.user = h.to_string();
-            ev.rule_name = h.to_string();
+            ev.image = format!("/tmp/{h}").into();
+            ev.user = h.into();
+            ev.rule_name = h.into();
             let mut c = ctx();
             c.computer = format!("host{h}");
             let xml = render_network_connect(&c, 7, EXAMPLE_TIME_NS, &ev).expect("render");
@@ -455,7 +455,7 @@ mod tests {
     #[test]
     fn empty_value_is_a_dash() {
         let mut ev = example_event();
-        ev.source_hostname = String::new();
+        ev.source_hostname = "".into();
         let xml = render_network_connect(&ctx(), 1, EXAMPLE_TIME_NS, &ev).expect("render");
         assert!(xml.contains("<Data Name=\"SourceHostname\">-</Data>"), "{xml}");
     }

@@ -40,14 +40,17 @@ fn open_append(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open output file {}", path.display()))
 }
 
+/// Output buffer: a batch of lines goes out in few write(2) calls.
+const OUT_BUFFER: usize = 64 * 1024;
+
 impl Sink {
     pub fn stdout() -> Self {
-        Sink::Stdout(BufWriter::new(io::stdout()))
+        Sink::Stdout(BufWriter::with_capacity(OUT_BUFFER, io::stdout()))
     }
 
     /// Appends to `path`, creating it (mode 0640) if needed.
     pub fn file(path: &Path) -> Result<Self> {
-        Ok(Sink::File { path: path.to_path_buf(), out: BufWriter::new(open_append(path)?) })
+        Ok(Sink::File { path: path.to_path_buf(), out: BufWriter::with_capacity(OUT_BUFFER, open_append(path)?) })
     }
 
     /// One formatted event (it ends with its newline).
@@ -108,7 +111,7 @@ impl Sink {
     pub fn reopen(&mut self) -> Result<()> {
         if let Sink::File { path, out } = self {
             out.flush().context("flushing output before reopening")?;
-            *out = BufWriter::new(open_append(path)?);
+            *out = BufWriter::with_capacity(OUT_BUFFER, open_append(path)?);
             tracing::info!("reopened {}", path.display());
         }
         Ok(())

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -52,6 +52,8 @@ pub struct SinkQueue {
     tx: Option<SyncSender<Msg>>,
     /// Lines accepted since the last `commit`.
     batch: Vec<Vec<u8>>,
+    /// When the first line of `batch` came.
+    batch_since: Option<Instant>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     counters: Arc<QueueCounters>,
@@ -61,6 +63,11 @@ pub struct SinkQueue {
 
 /// Lines per hand-off at most: a long poll still feeds the writer as it goes.
 const BATCH_MAX: usize = 256;
+
+/// A batch is handed off once it is this old (or the reader has nothing more
+/// to read): each hand-off wakes the writer and costs a write(2), so handing
+/// off every line of a steady trickle cost more than formatting it.
+const BATCH_AGE: Duration = Duration::from_millis(10);
 
 /// The writer flushes at least this often, so a line is out within it.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -84,7 +91,16 @@ impl SinkQueue {
                 }
             })
             .context("starting the writer thread")?;
-        Ok(Self { tx: Some(tx), batch: Vec::new(), queued, capacity, counters, error, writer: Some(writer) })
+        Ok(Self {
+            tx: Some(tx),
+            batch: Vec::new(),
+            batch_since: None,
+            queued,
+            capacity,
+            counters,
+            error,
+            writer: Some(writer),
+        })
     }
 
     /// Takes a line for the next `commit`. Never blocks. Returns false if the
@@ -103,6 +119,9 @@ impl SinkQueue {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        if self.batch.is_empty() {
+            self.batch_since = Some(Instant::now());
+        }
         self.batch.push(line);
         if self.batch.len() >= BATCH_MAX {
             self.commit();
@@ -110,8 +129,17 @@ impl SinkQueue {
         true
     }
 
-    /// Hands the batch to the writer (after each ring-buffer poll).
+    /// Hands the batch off if it is due: the reader is idle (`idle`), or the
+    /// batch is `BATCH_AGE` old.
+    pub fn commit_if_due(&mut self, idle: bool) {
+        if idle || self.batch_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
+            self.commit();
+        }
+    }
+
+    /// Hands the batch to the writer now.
     pub fn commit(&mut self) {
+        self.batch_since = None;
         if self.batch.is_empty() {
             return;
         }
@@ -241,6 +269,7 @@ mod tests {
         let q = SinkQueue {
             tx: Some(tx),
             batch: Vec::new(),
+            batch_since: None,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
             counters: Arc::new(QueueCounters::default()),
@@ -283,6 +312,20 @@ mod tests {
         assert_eq!(sent_tcp, 4, "TCP gets the rest");
         let s = q.stats();
         assert_eq!((s.udp_shed, s.dropped), (8, 6));
+    }
+
+    #[test]
+    fn a_batch_is_handed_off_when_idle_or_old() {
+        let (mut q, rx) = stalled(16);
+        assert!(q.send(LineKind::Tcp, b"t\n".to_vec()));
+        q.commit_if_due(false);
+        assert!(rx.try_recv().is_err(), "a fresh batch waits while the reader is busy");
+        std::thread::sleep(BATCH_AGE);
+        q.commit_if_due(false);
+        assert!(matches!(rx.try_recv(), Ok(Msg::Lines(l)) if l.len() == 1), "an old batch goes");
+        assert!(q.send(LineKind::Tcp, b"t\n".to_vec()));
+        q.commit_if_due(true);
+        assert!(matches!(rx.try_recv(), Ok(Msg::Lines(l)) if l.len() == 1), "an idle reader hands off at once");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::decode::Identity;
 use crate::enrich::container::container_id;
+use crate::enrich::ProcessText;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -29,6 +30,8 @@ pub struct ProcessInfo {
     pub cgroup: Vec<u8>,
     /// Derived from `cgroup` once, when the process is learnt.
     pub container_id: Option<String>,
+    /// Its fields as events write them, rendered at its first event.
+    pub text: OnceLock<ProcessText>,
 }
 
 struct Entry {
@@ -117,6 +120,8 @@ impl ProcessTable {
             ns_pid: identity.ns_tgid,
             container_id: container_id(&identity.cgroup),
             cgroup: identity.cgroup,
+            // Pid and start differ from the parent's, so does the GUID.
+            text: OnceLock::new(),
             ..(*p).clone()
         });
         match inherited.or_else(|| (self.read_proc)(child)) {
@@ -225,6 +230,7 @@ pub fn read_proc(pid: u32) -> Option<ProcessInfo> {
         ns_pid,
         container_id: container_id(&cgroup),
         cgroup,
+        text: OnceLock::new(),
     })
 }
 
@@ -257,6 +263,7 @@ mod tests {
             ns_pid: pid,
             cgroup: b"/".to_vec(),
             container_id: None,
+            text: OnceLock::new(),
         }
     }
 
@@ -297,6 +304,23 @@ mod tests {
         assert_eq!((child.ppid, child.uid, child.start_boot_ns, child.ns_pid), (5, 1000, 777, 1));
         assert_eq!(child.container_id, Some("ab".repeat(32)));
         assert_eq!(child.image, b"/bin/a");
+    }
+
+    #[test]
+    fn fork_does_not_inherit_the_parents_rendered_text() {
+        let mut t = ProcessTable::new(100, 1000, no_proc);
+        t.exec(info(5, "/bin/a"));
+        let parent = t.lookup(5).expect("parent");
+        let text = |guid: &str| ProcessText {
+            guid: guid.into(),
+            image: "/bin/a".into(),
+            command_line: "-".into(),
+            container_id: "-".into(),
+        };
+        assert!(parent.text.set(text("{parent}")).is_ok());
+        t.fork(5, 6, 777, 0, Identity { ns_tgid: 6, cgroup: Vec::new() });
+        let child = t.lookup(6).expect("child");
+        assert!(child.text.get().is_none(), "the child has its own pid and start, so its own GUID");
     }
 
     #[test]
