@@ -199,6 +199,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         udp_flow_capacity: cli.udp_flow_capacity,
         // UDP gives way once the ring buffer is half full: TCP keeps the rest.
         udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 2,
+        udp_sendmsg_hook: !cli.no_udp_sendmsg_hook,
     };
     let probes = Probes::load(&mut storage, &opts)?;
     push_exclusions(cli, &probes, &rules)?;

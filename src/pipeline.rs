@@ -11,6 +11,7 @@ use crate::filter::{RuleSet, Verdict};
 use crate::format::service::ServiceState;
 use crate::format::Formatter;
 use crate::health::{Health, Loss};
+use crate::probes::UDP_KERNEL_COUNTERS;
 use crate::sink::queue::{LineKind, SinkQueue};
 use crate::track::process::{ProcessInfo, ProcessTable};
 use crate::track::tcp::{Connection, Owner, Protocol, TcpTracker};
@@ -184,7 +185,7 @@ impl Pipeline {
     }
 
     /// Every loss counter there is, as totals since start.
-    pub fn loss_totals(&self, ringbuf_drops: u64, udp_kernel: [u64; 4]) -> Loss {
+    pub fn loss_totals(&self, ringbuf_drops: u64, udp_kernel: [u64; UDP_KERNEL_COUNTERS]) -> Loss {
         let q = self.sink.stats();
         Loss {
             ring_buffer_drops: ringbuf_drops,
@@ -197,7 +198,12 @@ impl Pipeline {
 
     /// Emits a loss event if anything was lost since the last one, and the
     /// stats event when due.
-    pub fn report_health(&mut self, now_boot_ns: u64, totals: Loss, udp_kernel: [u64; 4]) -> Result<()> {
+    pub fn report_health(
+        &mut self,
+        now_boot_ns: u64,
+        totals: Loss,
+        udp_kernel: [u64; UDP_KERNEL_COUNTERS],
+    ) -> Result<()> {
         let now = self.now_unix_ns();
         if let Some(new) = self.health.unannounced(totals) {
             let event = SensorLoss {
@@ -258,7 +264,12 @@ impl Pipeline {
         self.enrich.clock.maybe_resync(now_boot_ns);
     }
 
-    pub fn stats_line(&self, ringbuf_drops: u64, udp_kernel: [u64; 4], excluded_in_kernel: u64) -> String {
+    pub fn stats_line(
+        &self,
+        ringbuf_drops: u64,
+        udp_kernel: [u64; UDP_KERNEL_COUNTERS],
+        excluded_in_kernel: u64,
+    ) -> String {
         let t = &self.tcp.stats;
         let u = &self.udp.stats;
         let q = self.sink.stats();
@@ -271,7 +282,7 @@ impl Pipeline {
              process_lookups_proc={} process_unknown={} \
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
              udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
-             queue_written={} queue_udp_shed={} queue_dropped={}",
+             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={}",
             self.stats.events_written,
             self.stats.events_filtered,
             excluded_in_kernel,
@@ -299,6 +310,7 @@ impl Pipeline {
             u.repeats_suppressed,
             udp_kernel[2],
             udp_kernel[3],
+            udp_kernel[4],
             q.written,
             q.udp_shed,
             q.dropped,

@@ -22,6 +22,7 @@ enum udp_counter {
 	UDP_TABLE_FULL = 1, /* new flows reported without a table entry */
 	UDP_PEER_UNKNOWN = 2, /* receives whose sender could not be determined */
 	UDP_SHED = 3, /* new flows not reported: the ring buffer is kept for TCP */
+	UDP_SEND_DEST_UNKNOWN = 4, /* unconnected sends egress saw only transformed (IPsec) and no sendmsg hook named */
 	UDP_COUNTERS,
 };
 

@@ -32,7 +32,7 @@ struct peer {
 	__u16 remote_port;
 	__u16 local_port;
 	__u32 pad;
-	__u64 marked_ns; /* when it was last marked fresh */
+	__u64 marked_ns; /* when it was last marked fresh (coarse clock) */
 };
 
 struct recent_peers {
@@ -73,7 +73,8 @@ int udp_ingress(struct __sk_buff *skb)
 	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!rp)
 		return 1;
-	__u64 now = bpf_ktime_get_boot_ns();
+	/* The coarse clock: a memory read, enough for a once-a-second recheck. */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	for (int i = 0; i < PEER_SLOTS; i++) {
 		struct peer *s = &rp->slot[i];
 		if (!same_peer(s, &p))

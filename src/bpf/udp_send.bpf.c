@@ -31,13 +31,18 @@ struct datagram {
 };
 
 /* Per socket: what the current send call is doing, and the flow it last
- * reported, so a socket that keeps sending on one flow costs one compare per
- * datagram instead of a hash lookup (rechecked against the table each second). */
+ * reported, so a socket that keeps sending on one flow costs a compare per
+ * datagram instead of a hash lookup (rechecked against the table each second).
+ * Times are bpf_ktime_get_coarse_ns(), a memory read instead of a clock-source
+ * read; only cgroup programs may call it, so egress does the timing. */
 struct send_state {
 	struct datagram wire; /* from cgroup_skb/egress */
 	struct datagram dest; /* from cgroup/sendmsg4|6 */
+	__u64 wire_ns;	      /* when egress filled `wire` */
+	__u32 wire_continues; /* `wire` is `last` again, confirmed within the second */
+	__u32 wire_unparsed;  /* egress saw a packet of this socket that is not UDP (IPsec) */
 	struct udp_flow_key last;
-	__u64 last_ns;
+	__u64 last_ns; /* when `last` was confirmed */
 };
 
 struct {
@@ -47,12 +52,12 @@ struct {
 	__type(value, struct send_state);
 } udp_send_state SEC(".maps");
 
-static __always_inline int continues_last_flow(struct send_state *st, __u16 local_port)
+static __always_inline int same_endpoints(const struct datagram *w, const struct udp_flow_key *l)
 {
-	const __u64 *a = (const __u64 *)st->dest.remote_addr, *b = (const __u64 *)st->last.remote_addr;
-	return st->dest.pending && st->last_ns && bpf_ktime_get_boot_ns() - st->last_ns < NS_PER_SEC &&
-	       st->dest.remote_port == st->last.remote_port && local_port == st->last.local_port && a[0] == b[0] &&
-	       a[1] == b[1];
+	const __u64 *wl = (const __u64 *)w->local_addr, *wr = (const __u64 *)w->remote_addr;
+	const __u64 *ll = (const __u64 *)l->local_addr, *lr = (const __u64 *)l->remote_addr;
+	return w->remote_port == l->remote_port && w->local_port == l->local_port && wr[0] == lr[0] &&
+	       wr[1] == lr[1] && wl[0] == ll[0] && wl[1] == ll[1];
 }
 
 SEC("cgroup_skb/egress")
@@ -64,13 +69,14 @@ int udp_egress(struct __sk_buff *skb)
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 1;
-	/* Same destination as the flow this socket reported within the second:
-	 * same flow (same socket and port, same route); skip reading the packet. */
-	if (continues_last_flow(st, sk->src_port))
-		return 1;
 	struct datagram *d = &st->wire;
-	if (skb_udp_endpoints(skb, d->local_addr, &d->local_port, d->remote_addr, &d->remote_port))
+	if (skb_udp_endpoints(skb, d->local_addr, &d->local_port, d->remote_addr, &d->remote_port)) {
+		st->wire_unparsed = 1;
 		return 1;
+	}
+	__u64 now = bpf_ktime_get_coarse_ns();
+	st->wire_ns = now;
+	st->wire_continues = st->last_ns && now - st->last_ns < NS_PER_SEC && same_endpoints(d, &st->last);
 	d->pending = 1;
 	return 1; /* observe only: always allow */
 }
@@ -124,7 +130,8 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 	}
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	/* The common case first: the socket's last flow again. */
-	if (st && !st->wire.pending && continues_last_flow(st, sk->__sk_common.skc_num) && st->last.tgid == tgid) {
+	if (st && st->wire.pending && st->wire_continues && st->last.tgid == tgid) {
+		st->wire.pending = 0;
 		st->dest.pending = 0;
 		udp_count(UDP_SUPPRESSED);
 		return 0;
@@ -133,31 +140,35 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 	sock_endpoints_key(sk, &key);
 	key.tgid = tgid;
 	key.outbound = 1;
+	__u64 seen_ns = 0; /* 0: not timed, so the next datagram checks again */
 	if (st && st->wire.pending) {
 		__builtin_memcpy(key.local_addr, st->wire.local_addr, 16);
 		__builtin_memcpy(key.remote_addr, st->wire.remote_addr, 16);
 		key.local_port = st->wire.local_port;
 		key.remote_port = st->wire.remote_port;
+		seen_ns = st->wire_ns;
 	} else if (st && st->dest.pending) {
 		__builtin_memcpy(key.remote_addr, st->dest.remote_addr, 16);
 		key.remote_port = st->dest.remote_port;
 	} else if (!key.remote_port) {
-		return 0; /* nothing was sent and no destination is known */
+		/* Nothing was sent (a corked send), or it left transformed and
+		 * no sendmsg hook named its destination: counted, not silent. */
+		if (st && st->wire_unparsed) {
+			st->wire_unparsed = 0;
+			udp_count(UDP_SEND_DEST_UNKNOWN);
+		}
+		return 0;
 	}
 	if (!st) {
 		report_udp_flow(&key, UDP_SEEN_SEND);
 		return 0;
 	}
+	st->wire_unparsed = 0;
 	st->wire.pending = 0;
 	st->dest.pending = 0;
-	__u64 now = bpf_ktime_get_boot_ns();
-	if (now - st->last_ns < NS_PER_SEC && same_flow(&st->last, &key)) {
-		udp_count(UDP_SUPPRESSED);
-		return 0;
-	}
 	if (report_udp_flow(&key, UDP_SEEN_SEND)) {
 		st->last = key;
-		st->last_ns = now;
+		st->last_ns = seen_ns;
 	}
 	return 0;
 }

@@ -32,6 +32,9 @@ pub enum UdpMechanism {
     Packet,
 }
 
+/// Entries of the kernel's `udp_counters` (enum udp_counter in udp_flows.bpf.h).
+pub const UDP_KERNEL_COUNTERS: usize = 5;
+
 pub struct ProbeOptions {
     pub ringbuf_bytes: u32,
     pub argv_limit: u32,
@@ -40,6 +43,9 @@ pub struct ProbeOptions {
     pub udp_flow_capacity: u32,
     /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
     pub udp_shed_above: u64,
+    /// Attach cgroup sendmsg4/6 (the destination of unconnected sends whose
+    /// packet leaves IPsec-transformed).
+    pub udp_sendmsg_hook: bool,
 }
 
 /// Backing storage the skeletons borrow from; must outlive `Probes`.
@@ -185,7 +191,7 @@ impl<'obj> Probes<'obj> {
         let mut maps = common.to_vec();
         maps.push(("udp_flows", udp_recv.maps.udp_flows.as_fd()));
         maps.push(("udp_counters", udp_recv.maps.udp_counters.as_fd()));
-        let shared = SharedUdpMaps { shed_above: opts.udp_shed_above, maps };
+        let shared = SharedUdpMaps { shed_above: opts.udp_shed_above, sendmsg_hook: opts.udp_sendmsg_hook, maps };
         let udp_send = match opts.udp {
             UdpMechanism::Packet => {
                 UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
@@ -205,7 +211,8 @@ impl<'obj> Probes<'obj> {
         };
         match &udp_send {
             UdpSend::Process { .. } => tracing::info!(
-                "UDP sends: process-context mechanism (sock_send_length + cgroup_skb/egress + cgroup sendmsg4/6), every network namespace"
+                "UDP sends: process-context mechanism (sock_send_length + cgroup_skb/egress{}), every network namespace",
+                if opts.udp_sendmsg_hook { " + cgroup sendmsg4/6" } else { "; no sendmsg hook" }
             ),
             UdpSend::Packet { .. } => tracing::info!(
                 "UDP sends: packet-socket mechanism (consume_skb + one raw AF_PACKET socket per network namespace)"
@@ -291,9 +298,10 @@ impl<'obj> Probes<'obj> {
             .context("recording a UDP flow in the kernel table")
     }
 
-    /// Kernel UDP counters summed over CPUs: suppressed, table full, peer unknown, shed.
-    pub fn udp_counters(&self) -> [u64; 4] {
-        let mut out = [0u64; 4];
+    /// Kernel UDP counters summed over CPUs: suppressed, table full, peer
+    /// unknown, shed, send destination unknown (enum udp_counter).
+    pub fn udp_counters(&self) -> [u64; UDP_KERNEL_COUNTERS] {
+        let mut out = [0u64; UDP_KERNEL_COUNTERS];
         for (i, slot) in out.iter_mut().enumerate() {
             let key = (i as u32).to_ne_bytes();
             if let Ok(Some(per_cpu)) = self.udp_recv.maps.udp_counters.lookup_percpu(&key, MapFlags::ANY) {
@@ -325,6 +333,7 @@ impl<'obj> Probes<'obj> {
 
 struct SharedUdpMaps<'a> {
     shed_above: u64,
+    sendmsg_hook: bool,
     maps: Vec<(&'static str, BorrowedFd<'a>)>,
 }
 
@@ -356,8 +365,10 @@ fn load_udp_send<'obj>(
     let mut mine = Vec::new();
     attach(&skel.progs.udp_send_done, &mut mine)?;
     attach_cgroup(&skel.progs.udp_egress, cgroup, &mut mine)?;
-    attach_cgroup(&skel.progs.udp_sendmsg4, cgroup, &mut mine)?;
-    attach_cgroup(&skel.progs.udp_sendmsg6, cgroup, &mut mine)?;
+    if shared.sendmsg_hook {
+        attach_cgroup(&skel.progs.udp_sendmsg4, cgroup, &mut mine)?;
+        attach_cgroup(&skel.progs.udp_sendmsg6, cgroup, &mut mine)?;
+    }
     links.append(&mut mine);
     Ok(skel)
 }
