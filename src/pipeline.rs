@@ -142,19 +142,16 @@ impl Pipeline {
             Verdict::Report { rule_name: Some(name) } => event.rule_name = name.into(),
             Verdict::Report { rule_name: None } => {}
         }
-        // Room for a typical line, so it is not grown while being written.
-        let mut line = Vec::with_capacity(1024);
         let now = self.now_unix_ns();
-        if let Err(e) = self.formatter.network_connect(&event, now, &mut line) {
-            self.fatal = Some(e);
-            return;
-        }
         let kind = match conn.protocol {
             Protocol::Tcp => LineKind::Tcp,
             Protocol::Udp => LineKind::Udp,
         };
-        if self.sink.send(kind, line) {
-            self.stats.events_written += 1;
+        let formatter = &mut self.formatter;
+        match self.sink.send_with(kind, |batch| formatter.network_connect(&event, now, batch)) {
+            Ok(true) => self.stats.events_written += 1,
+            Ok(false) => {}
+            Err(e) => self.fatal = Some(e),
         }
     }
 
@@ -167,7 +164,7 @@ impl Pipeline {
         let mut line = Vec::new();
         let now = self.now_unix_ns();
         self.formatter.service_state(state, self.rules.schema_version(), now, &mut line)?;
-        self.sink.send(LineKind::Sensor, line);
+        self.sink.send(LineKind::Sensor, &line);
         Ok(())
     }
 
@@ -180,7 +177,7 @@ impl Pipeline {
             None => ("Defaults".to_string(), None),
         };
         self.formatter.config_change(&name, hash.as_deref(), now, &mut line)?;
-        self.sink.send(LineKind::Sensor, line);
+        self.sink.send(LineKind::Sensor, &line);
         Ok(())
     }
 
@@ -225,7 +222,7 @@ impl Pipeline {
             );
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
-            self.sink.send(LineKind::Sensor, line);
+            self.sink.send(LineKind::Sensor, &line);
         }
         if let Some((secs, rate)) = self.health.stats_due(now_boot_ns, self.stats.events_written) {
             let (connecting, unaccepted, early) = self.tcp.pending();
@@ -244,7 +241,7 @@ impl Pipeline {
             };
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
-            self.sink.send(LineKind::Sensor, line);
+            self.sink.send(LineKind::Sensor, &line);
         }
         Ok(())
     }

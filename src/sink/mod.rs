@@ -1,5 +1,5 @@
-//! Sink: where formatted lines go, written by the writer thread (queue.rs),
-//! buffered and flushed whenever the queue runs empty (at least every 100 ms).
+//! Sink: where formatted lines go, written by the writer thread (queue.rs)
+//! in batches, flushed whenever the queue runs empty (at least every 100 ms).
 pub mod queue;
 pub mod syslog;
 
@@ -66,6 +66,15 @@ impl Sink {
                 s.send(&syslog_text(line));
                 Ok(())
             }
+        }
+    }
+
+    /// A batch of lines: streams take it in one write, syslog line by line.
+    pub fn write_batch(&mut self, batch: &queue::Batch) -> Result<()> {
+        match self {
+            Sink::Stdout(w) => w.write_all(batch.text()).context("writing events"),
+            Sink::File { out, .. } => out.write_all(batch.text()).context("writing events"),
+            Sink::LocalSyslog(_) | Sink::RemoteSyslog(_) => batch.lines().try_for_each(|line| self.write_line(line)),
         }
     }
 

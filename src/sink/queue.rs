@@ -22,11 +22,54 @@ pub enum LineKind {
     Sensor,
 }
 
+/// Lines handed off together, back to back in one buffer: one allocation
+/// per batch instead of one per line, and the writer sends emptied batches
+/// back for reuse (lines allocated in one thread and freed in another kept
+/// the allocator returning and re-faulting pages).
+#[derive(Debug, Default)]
+pub struct Batch {
+    text: Vec<u8>,
+    /// Where each line ends in `text` (each line ends with its newline).
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Every line, back to back.
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let line = &self.text[start..end];
+            start = end;
+            line
+        })
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+}
+
 enum Msg {
-    /// The lines of one ring-buffer poll: one hand-off per batch, not per line.
-    Lines(Vec<Vec<u8>>),
+    /// A batch of lines: one hand-off per batch, not per line.
+    Lines(Batch),
     Reopen,
 }
+
+/// Emptied batches kept for reuse.
+const SPARE_BATCHES: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct QueueCounters {
@@ -51,7 +94,9 @@ pub struct QueueStats {
 pub struct SinkQueue {
     tx: Option<SyncSender<Msg>>,
     /// Lines accepted since the last `commit`.
-    batch: Vec<Vec<u8>>,
+    batch: Batch,
+    /// Batches the writer is done with, for reuse.
+    spare: Receiver<Batch>,
     /// When the first line of `batch` came.
     batch_since: Option<Instant>,
     queued: Arc<AtomicUsize>,
@@ -77,6 +122,7 @@ impl SinkQueue {
     pub fn start(mut sinks: Vec<Sink>, capacity: usize) -> Result<Self> {
         let capacity = capacity.max(16);
         let (tx, rx) = sync_channel::<Msg>(capacity);
+        let (spare_tx, spare) = sync_channel::<Batch>(SPARE_BATCHES);
         let queued = Arc::new(AtomicUsize::new(0));
         let counters = Arc::new(QueueCounters::default());
         let error = Arc::new(Mutex::new(None));
@@ -84,7 +130,7 @@ impl SinkQueue {
         let writer = std::thread::Builder::new()
             .name("sockscope-sink".into())
             .spawn(move || {
-                if let Err(err) = write_loop(&mut sinks, &rx, &q, &c) {
+                if let Err(err) = write_loop(&mut sinks, &rx, &spare_tx, &q, &c) {
                     if let Ok(mut slot) = e.lock() {
                         *slot = Some(format!("{err:#}"));
                     }
@@ -93,7 +139,8 @@ impl SinkQueue {
             .context("starting the writer thread")?;
         Ok(Self {
             tx: Some(tx),
-            batch: Vec::new(),
+            batch: Batch::default(),
+            spare,
             batch_since: None,
             queued,
             capacity,
@@ -105,28 +152,48 @@ impl SinkQueue {
 
     /// Takes a line for the next `commit`. Never blocks. Returns false if the
     /// line was dropped (counted): the queue counts lines, batches or not.
-    pub fn send(&mut self, kind: LineKind, line: Vec<u8>) -> bool {
+    pub fn send(&mut self, kind: LineKind, line: &[u8]) -> bool {
+        self.send_with(kind, |buf| {
+            buf.extend_from_slice(line);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or(false)
+    }
+
+    /// Like `send`, but `write` puts the line (with its newline) straight
+    /// into the batch; it is not called when the line would be shed or
+    /// dropped. An error from `write` leaves the batch as it was.
+    pub fn send_with<E>(
+        &mut self,
+        kind: LineKind,
+        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<bool, E> {
         if self.tx.is_none() {
-            return false;
+            return Ok(false);
         }
         let queued = self.queued.load(Ordering::Relaxed) + self.batch.len();
         // Past three quarters full, UDP gives way to TCP and the sensor's own.
         if kind == LineKind::Udp && queued >= self.capacity * 3 / 4 {
             self.counters.udp_shed.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Ok(false);
         }
         if queued >= self.capacity {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Ok(false);
+        }
+        let start = self.batch.text.len();
+        if let Err(e) = write(&mut self.batch.text) {
+            self.batch.text.truncate(start);
+            return Err(e);
         }
         if self.batch.is_empty() {
             self.batch_since = Some(Instant::now());
         }
-        self.batch.push(line);
+        self.batch.ends.push(self.batch.text.len());
         if self.batch.len() >= BATCH_MAX {
             self.commit();
         }
-        true
+        Ok(true)
     }
 
     /// Hands the batch off if it is due: the reader is idle (`idle`), or the
@@ -146,7 +213,8 @@ impl SinkQueue {
         let Some(tx) = self.tx.as_ref() else {
             return;
         };
-        let lines = std::mem::take(&mut self.batch);
+        let next = self.spare.try_recv().unwrap_or_default();
+        let lines = std::mem::replace(&mut self.batch, next);
         let n = lines.len();
         self.queued.fetch_add(n, Ordering::Relaxed);
         // The line count above bounds the queue; the channel's own bound is
@@ -203,17 +271,24 @@ impl Drop for SinkQueue {
     }
 }
 
-fn write_loop(sinks: &mut [Sink], rx: &Receiver<Msg>, queued: &AtomicUsize, counters: &QueueCounters) -> Result<()> {
+fn write_loop(
+    sinks: &mut [Sink],
+    rx: &Receiver<Msg>,
+    spare: &SyncSender<Batch>,
+    queued: &AtomicUsize,
+    counters: &QueueCounters,
+) -> Result<()> {
     let handle = |sinks: &mut [Sink], msg: Msg| -> Result<()> {
         match msg {
-            Msg::Lines(lines) => {
-                for line in &lines {
-                    for sink in sinks.iter_mut() {
-                        sink.write_line(line)?;
-                    }
+            Msg::Lines(mut batch) => {
+                for sink in sinks.iter_mut() {
+                    sink.write_batch(&batch)?;
                 }
-                queued.fetch_sub(lines.len(), Ordering::Relaxed);
-                counters.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                counters.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                // Full: the reader has enough spares; this one is freed.
+                let _ = spare.try_send(batch);
             }
             Msg::Reopen => {
                 for sink in sinks.iter_mut() {
@@ -266,9 +341,11 @@ mod tests {
     fn stalled(capacity: usize) -> (SinkQueue, Receiver<Msg>) {
         // A writer that cannot keep up: nothing is consumed while we fill.
         let (tx, rx) = sync_channel::<Msg>(capacity);
+        let (_, spare) = sync_channel::<Batch>(1);
         let q = SinkQueue {
             tx: Some(tx),
-            batch: Vec::new(),
+            batch: Batch::default(),
+            spare,
             batch_since: None,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
@@ -284,7 +361,7 @@ mod tests {
         let (_d, path, sink) = file_sink();
         let mut q = SinkQueue::start(vec![sink], 1024).expect("start");
         for i in 0..500 {
-            assert!(q.send(LineKind::Tcp, format!("{i}\n").into_bytes()));
+            assert!(q.send(LineKind::Tcp, format!("{i}\n").as_bytes()));
             if i % 7 == 0 {
                 q.commit();
             }
@@ -300,13 +377,13 @@ mod tests {
         let (mut q, _rx) = stalled(16);
         let mut sent_udp = 0;
         for _ in 0..20 {
-            sent_udp += usize::from(q.send(LineKind::Udp, b"u\n".to_vec()));
+            sent_udp += usize::from(q.send(LineKind::Udp, b"u\n"));
         }
         q.commit();
         assert_eq!(sent_udp, 12, "UDP stops at three quarters");
         let mut sent_tcp = 0;
         for _ in 0..10 {
-            sent_tcp += usize::from(q.send(LineKind::Tcp, b"t\n".to_vec()));
+            sent_tcp += usize::from(q.send(LineKind::Tcp, b"t\n"));
         }
         q.commit();
         assert_eq!(sent_tcp, 4, "TCP gets the rest");
@@ -317,13 +394,13 @@ mod tests {
     #[test]
     fn a_batch_is_handed_off_when_idle_or_old() {
         let (mut q, rx) = stalled(16);
-        assert!(q.send(LineKind::Tcp, b"t\n".to_vec()));
+        assert!(q.send(LineKind::Tcp, b"t\n"));
         q.commit_if_due(false);
         assert!(rx.try_recv().is_err(), "a fresh batch waits while the reader is busy");
         std::thread::sleep(BATCH_AGE);
         q.commit_if_due(false);
         assert!(matches!(rx.try_recv(), Ok(Msg::Lines(l)) if l.len() == 1), "an old batch goes");
-        assert!(q.send(LineKind::Tcp, b"t\n".to_vec()));
+        assert!(q.send(LineKind::Tcp, b"t\n"));
         q.commit_if_due(true);
         assert!(matches!(rx.try_recv(), Ok(Msg::Lines(l)) if l.len() == 1), "an idle reader hands off at once");
     }
@@ -333,7 +410,7 @@ mod tests {
         let (mut q, _rx) = stalled(16);
         let start = std::time::Instant::now();
         for _ in 0..10_000 {
-            q.send(LineKind::Tcp, b"t\n".to_vec());
+            q.send(LineKind::Tcp, b"t\n");
             q.commit();
         }
         assert!(start.elapsed() < Duration::from_secs(1));
