@@ -38,11 +38,14 @@ pub struct WallClock {
     offset_ns: i128,
     synced_at_boot_ns: u64,
     resync_ns: u64,
+    /// The last second formatted, "YYYY-MM-DD hh:mm:ss": events come many
+    /// per second, and only the milliseconds change between them.
+    second: Option<(i128, String)>,
 }
 
 impl WallClock {
     pub fn new(resync_ns: u64) -> Result<Self> {
-        let mut c = Self { offset_ns: 0, synced_at_boot_ns: 0, resync_ns };
+        let mut c = Self { offset_ns: 0, synced_at_boot_ns: 0, resync_ns, second: None };
         c.sync()?;
         Ok(c)
     }
@@ -70,8 +73,26 @@ impl WallClock {
         i128::from(boot_ns) + self.offset_ns
     }
 
-    pub fn utc_time(&self, boot_ns: u64) -> String {
-        format_utc(self.unix_ns(boot_ns))
+    /// UtcTime of a boot-clock instant, as `format_utc` writes it.
+    pub fn utc_time(&mut self, boot_ns: u64) -> String {
+        let unix_ns = self.unix_ns(boot_ns);
+        let (second, ms) = (unix_ns.div_euclid(1_000_000_000), unix_ns.rem_euclid(1_000_000_000) / 1_000_000);
+        if self.second.as_ref().is_none_or(|(s, _)| *s != second) {
+            let full = format_utc(unix_ns);
+            // "-" when out of range: nothing to reuse.
+            let Some(prefix) = full.get(..19) else {
+                return full;
+            };
+            self.second = Some((second, prefix.to_string()));
+        }
+        let prefix = self.second.as_ref().map_or("", |(_, p)| p.as_str());
+        let mut out = String::with_capacity(23);
+        out.push_str(prefix);
+        out.push('.');
+        for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+            out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+        }
+        out
     }
 }
 
@@ -80,6 +101,28 @@ pub fn format_utc(unix_ns: i128) -> String {
         .ok()
         .and_then(|t| t.format(UTC_TIME).ok())
         .unwrap_or_else(|| "-".to_string())
+}
+
+/// An address as events write it; IPv4 without the formatting machinery
+/// (every event has two addresses), IPv6 in std's RFC 5952 form.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
 }
 
 /// IPv4-mapped IPv6 (a dual-stack socket talking IPv4) is reported as IPv4.
@@ -214,12 +257,12 @@ impl Enricher {
             protocol: conn.protocol.as_str(),
             initiated: conn.initiated,
             source_is_ipv6: src_ip.is_ipv6(),
-            source_ip: src_ip.to_string(),
+            source_ip: ip_text(src_ip),
             source_hostname: dash.clone(),
             source_port: src.port(),
             source_port_name: self.port_name(src.port(), conn.protocol),
             destination_is_ipv6: dst_ip.is_ipv6(),
-            destination_ip: dst_ip.to_string(),
+            destination_ip: ip_text(dst_ip),
             destination_hostname: dash.clone(),
             destination_port: dst.port(),
             destination_port_name: self.port_name(dst.port(), conn.protocol),
@@ -249,6 +292,18 @@ mod tests {
     }
 
     #[test]
+    fn ip_text_is_std_display() {
+        for octet in 0..=255u8 {
+            for ip in [[octet, 0, 10, 255], [1, octet, 99, 100], [127, 0, octet, 1], [9, 10, 11, octet]] {
+                let ip = IpAddr::from(ip);
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        let v6: IpAddr = "fd00::1".parse().expect("ip");
+        assert_eq!(ip_text(v6), "fd00::1");
+    }
+
+    #[test]
     fn mapped_ipv4_becomes_ipv4() {
         let mapped: IpAddr = "::ffff:169.254.0.1".parse().expect("ip");
         assert_eq!(canonical_ip(mapped), "169.254.0.1".parse::<IpAddr>().expect("ip"));
@@ -266,6 +321,17 @@ mod tests {
         assert!(g.starts_with("{3d1219c7-54e2-6b0c-"), "{g}");
         assert_eq!(g.len(), 38);
         assert_ne!(g, process_guid(0x3d12_19c7, 30533, start + 5_000_000));
+    }
+
+    #[test]
+    fn cached_second_formats_like_format_utc() {
+        let mut c = WallClock::new(1_000_000_000).expect("clock");
+        let base = boot_now_ns();
+        // Within one second, across a second boundary, and far apart.
+        for delta in [0, 1_000_000, 999_000_000, 1_000_000_000, 1_001_500_000, 86_400_000_000_000, 7] {
+            let boot = base + delta;
+            assert_eq!(c.utc_time(boot), format_utc(c.unix_ns(boot)), "delta {delta}");
+        }
     }
 
     #[test]

@@ -32,10 +32,11 @@ pub fn community_id_v1_seeded(seed: u16, proto: u8, src: SocketAddr, dst: Socket
         a = IpAddr::V6(as_v6(a));
         b = IpAddr::V6(as_v6(b));
     }
-    let (ab, bb) = (addr_bytes(a), addr_bytes(b));
+    let ((a_bytes, a_len), (b_bytes, b_len)) = (addr_bytes(a), addr_bytes(b));
+    let (ab, bb) = (&a_bytes[..a_len], &b_bytes[..b_len]);
     let (sp, dp) = (src.port(), dst.port());
-    let ordered = (ab.as_slice(), sp) <= (bb.as_slice(), dp);
-    let ((ip1, p1), (ip2, p2)) = if ordered { ((&ab, sp), (&bb, dp)) } else { ((&bb, dp), (&ab, sp)) };
+    let ordered = (ab, sp) <= (bb, dp);
+    let ((ip1, p1), (ip2, p2)) = if ordered { ((ab, sp), (bb, dp)) } else { ((bb, dp), (ab, sp)) };
 
     let mut h = Sha1::new();
     h.update(seed.to_be_bytes());
@@ -44,7 +45,10 @@ pub fn community_id_v1_seeded(seed: u16, proto: u8, src: SocketAddr, dst: Socket
     h.update([proto, 0]);
     h.update(p1.to_be_bytes());
     h.update(p2.to_be_bytes());
-    format!("1:{}", base64::engine::general_purpose::STANDARD.encode(h.finalize()))
+    let mut id = String::with_capacity(30);
+    id.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut id);
+    id
 }
 
 /// The address as it is on the wire: a dual-stack socket's IPv4-mapped IPv6
@@ -63,10 +67,15 @@ fn as_v6(ip: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-fn addr_bytes(ip: IpAddr) -> Vec<u8> {
+/// The address's bytes: 4 or 16 of the array.
+fn addr_bytes(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut out = [0u8; 16];
     match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+        IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (out, 4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), 16),
     }
 }
 
