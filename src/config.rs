@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::format::Format;
-use crate::probes::UdpMechanism;
+use crate::probes::{SendmsgHook, UdpMechanism};
 
 #[derive(Debug, Parser)]
 #[command(name = "sockscope", version, about = "Reports every network connection with the process behind it (eBPF)")]
@@ -85,13 +85,14 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = UdpMechanism::Auto)]
     pub udp_mechanism: UdpMechanism,
 
-    /// Process mechanism: leave out the cgroup sendmsg4/6 hook. It names the
+    /// Process mechanism: the cgroup sendmsg4/6 hook. It names the
     /// destination of unconnected sends whose packets leave IPsec-transformed
-    /// (egress then sees only ESP); without it those are counted
-    /// (udp_send_dest_unknown), not reported. It costs the most per datagram
-    /// (the kernel locks the socket around it): ~9% of a 64-byte sendto flood.
-    #[arg(long)]
-    pub no_udp_sendmsg_hook: bool,
+    /// (egress then sees only ESP/AH); without it those are counted
+    /// (udp_send_dest_unknown), not reported. It is the costliest
+    /// per-datagram hook (the kernel locks the socket around it), so `auto`
+    /// attaches it only when the kernel can transform packets.
+    #[arg(long, value_enum, default_value_t = SendmsgHook::Auto)]
+    pub udp_sendmsg_hook: SendmsgHook,
 
     /// Seconds a UDP flow may be idle before a new packet reports it again.
     #[arg(long, value_name = "SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -193,6 +193,10 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     probes::route_libbpf_log();
     let signals = register_signals()?;
 
+    let (sendmsg_hook, why) = cli.udp_sendmsg_hook.resolve();
+    if cli.udp_mechanism != probes::UdpMechanism::Packet {
+        tracing::info!("UDP sendmsg hook {}: {why}", if sendmsg_hook { "on" } else { "off" });
+    }
     let mut storage = ObjectStorage::new();
     let opts = ProbeOptions {
         ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
@@ -202,7 +206,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         udp_flow_capacity: cli.udp_flow_capacity,
         // UDP gives way once the ring buffer is half full: TCP keeps the rest.
         udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 2,
-        udp_sendmsg_hook: !cli.no_udp_sendmsg_hook,
+        udp_sendmsg_hook: sendmsg_hook,
     };
     let probes = Probes::load(&mut storage, &opts)?;
     push_exclusions(cli, &probes, &rules)?;

@@ -128,20 +128,23 @@ fn send_variants_packet_socket() {
     send_variants("packet");
 }
 
-/// Without the sendmsg hook, egress alone names the destination of every
-/// unconnected send (the hook only matters for IPsec-transformed packets).
+/// With the sendmsg hook and without it, unconnected sends are reported with
+/// their destination: egress alone names it (the hook only matters for
+/// IPsec-transformed packets, which this test kernel cannot make).
 #[test]
-fn unconnected_sends_without_the_sendmsg_hook() {
-    let sensor = start("process", &["--no-udp-sendmsg-hook"]);
-    assert!(sensor.wait_log(&["UDP sends:", "no sendmsg hook"], WAIT), "{}", sensor.stderr_text());
-    let net = TestNet::new();
-    for via in ["sendto", "sendmsg", "sendmmsg"] {
-        for family in ["v4", "v6", "mapped"] {
-            send_case(&sensor, &net, "process", via, family);
+fn unconnected_sends_with_and_without_the_sendmsg_hook() {
+    for (setting, log) in [("off", "no sendmsg hook"), ("on", "+ cgroup sendmsg4/6")] {
+        let sensor = start("process", &["--udp-sendmsg-hook", setting]);
+        assert!(sensor.wait_log(&["UDP sends:", log], WAIT), "{setting}: {}", sensor.stderr_text());
+        let net = TestNet::new();
+        for via in ["sendto", "sendmsg", "sendmmsg"] {
+            for family in ["v4", "v6", "mapped"] {
+                send_case(&sensor, &net, "process", via, family);
+            }
         }
+        let (_, stderr) = sensor.stop();
+        assert!(stderr.contains("udp_send_dest_unknown=0"), "{setting}: no destination went missing: {stderr}");
     }
-    let (_, stderr) = sensor.stop();
-    assert!(stderr.contains("udp_send_dest_unknown=0"), "no destination went missing: {stderr}");
 }
 
 /// Inbound flows for every receive call: the sender's real address whether

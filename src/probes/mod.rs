@@ -1,6 +1,7 @@
 //! Probes: load the eBPF objects, make them share one ring buffer, attach
 //! every program (naming any the kernel refuses, with its reason).
 
+pub mod kconfig;
 pub mod netns;
 pub mod skel;
 
@@ -30,6 +31,31 @@ pub enum UdpMechanism {
     Process,
     /// The seed's: consume_skb behind one filtered raw packet socket per namespace.
     Packet,
+}
+
+/// Whether to attach cgroup sendmsg4/6 (process mechanism).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendmsgHook {
+    /// On when the kernel can transform packets (IPsec ESP/AH, IPComp, per
+    /// its build config), or when its config cannot be read.
+    Auto,
+    On,
+    Off,
+}
+
+impl SendmsgHook {
+    /// The decision, and why.
+    pub fn resolve(self) -> (bool, &'static str) {
+        match self {
+            SendmsgHook::On => (true, "asked for"),
+            SendmsgHook::Off => (false, "turned off"),
+            SendmsgHook::Auto => match kconfig::kernel_config() {
+                Some(c) if kconfig::can_transform_packets(&c) => (true, "the kernel can IPsec-transform packets"),
+                Some(_) => (false, "the kernel has no IPsec/IPComp transforms"),
+                None => (true, "the kernel's build config is not readable"),
+            },
+        }
+    }
 }
 
 /// Entries of the kernel's `udp_counters` (enum udp_counter in udp_flows.bpf.h).
