@@ -5,7 +5,8 @@
  * to its struct sock (task -> files -> fdtable -> file -> socket -> sock), so
  * userspace can match it to the ESTABLISHED fact of the same socket. This also
  * covers accept(fd, NULL, NULL). The caller's sockaddr is read only as the
- * fallback when the socket cannot be resolved. */
+ * fallback when the socket cannot be resolved. Exit probes only: the
+ * tracepoints of syscall entry would cost every accept a map update. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -23,32 +24,13 @@ struct tcp_accept_fact _tcp_accept_fact = {};
 /* Set by userspace to exercise the address-match fallback in tests. */
 const volatile bool force_address_match = false;
 
-/* The sockaddr pointer given to accept, per thread, from entry to exit. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u64);
-} accept_peer_ptr SEC(".maps");
-
-static __always_inline int remember_peer_ptr(struct trace_event_raw_sys_enter *ctx)
+/* The sockaddr pointer the caller gave accept()/accept4() (its second
+ * argument), from the user registers the syscall saved on entry: read only
+ * for the fallback, so the common path needs no entry probe and no map. */
+static __always_inline __u64 accept_sockaddr_ptr(void)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 ptr = BPF_CORE_READ(ctx, args[1]);
-	bpf_map_update_elem(&accept_peer_ptr, &tid, &ptr, BPF_ANY);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept")
-int accept_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	return remember_peer_ptr(ctx);
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int accept4_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	return remember_peer_ptr(ctx);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return PT_REGS_PARM2_CORE_SYSCALL(regs);
 }
 
 static __always_inline struct sock *sock_of_fd(int fd)
@@ -93,12 +75,6 @@ static __always_inline void read_peer_sockaddr(struct tcp_accept_fact *f, __u64 
 
 static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *uptr = bpf_map_lookup_elem(&accept_peer_ptr, &tid);
-	__u64 peer_ptr = uptr ? *uptr : 0;
-	if (uptr)
-		bpf_map_delete_elem(&accept_peer_ptr, &tid);
-
 	long ret = BPF_CORE_READ(ctx, ret);
 	if (ret < 0)
 		return 0;
@@ -116,6 +92,7 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (force_address_match)
 		sk = NULL;
+	__u64 peer_ptr = sk ? 0 : accept_sockaddr_ptr();
 	if (!sk && !peer_ptr)
 		return 0; /* nothing userspace could match on */
 

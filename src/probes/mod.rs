@@ -171,6 +171,7 @@ impl<'obj> Probes<'obj> {
             ("events", tcp_state.maps.events.as_fd()),
             ("ringbuf_drops", tcp_state.maps.ringbuf_drops.as_fd()),
             ("config_exclusions", tcp_state.maps.config_exclusions.as_fd()),
+            ("config_exclusion_count", tcp_state.maps.config_exclusion_count.as_fd()),
             ("excluded_in_kernel", tcp_state.maps.excluded_in_kernel.as_fd()),
         ];
 
@@ -181,7 +182,7 @@ impl<'obj> Probes<'obj> {
             ro.force_address_match = opts.force_address_match;
         }
         let tcp_accept = open.load().context(
-            "the kernel refused eBPF object tcp_accept (syscalls/sys_{enter,exit}_accept{,4}); see the libbpf log above",
+            "the kernel refused eBPF object tcp_accept (syscalls/sys_exit_accept{,4}); see the libbpf log above",
         )?;
 
         let mut open =
@@ -246,8 +247,6 @@ impl<'obj> Probes<'obj> {
         }
 
         attach(&tcp_state.progs.tcp_state_change, &mut links)?;
-        attach(&tcp_accept.progs.accept_enter, &mut links)?;
-        attach(&tcp_accept.progs.accept4_enter, &mut links)?;
         attach(&tcp_accept.progs.accept_exit, &mut links)?;
         attach(&tcp_accept.progs.accept4_exit, &mut links)?;
         attach(&process.progs.process_exec, &mut links)?;
@@ -259,6 +258,13 @@ impl<'obj> Probes<'obj> {
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
     pub fn set_exclusions(&self, exclusions: &std::collections::BTreeSet<Exclusion>) -> Result<()> {
         let map = &self.tcp_state.maps.config_exclusions;
+        let count = &self.tcp_state.maps.config_exclusion_count;
+        let set_count = |n: u32| {
+            count.update(&0u32.to_ne_bytes(), &n.to_ne_bytes(), MapFlags::ANY).context("counting kernel exclusions")
+        };
+        // While the table changes the kernel applies none: userspace applies
+        // every rule anyway, so nothing is excluded twice or wrongly.
+        set_count(0)?;
         for key in map.keys().collect::<Vec<_>>() {
             map.delete(&key).context("clearing kernel exclusions")?;
         }
@@ -269,7 +275,7 @@ impl<'obj> Probes<'obj> {
             key[2..].copy_from_slice(&e.port.to_ne_bytes());
             map.update(&key, &[1u8], MapFlags::ANY).context("loading kernel exclusions")?;
         }
-        Ok(())
+        set_count(u32::try_from(exclusions.len()).unwrap_or(u32::MAX))
     }
 
     /// Events the kernel dropped because of config exclusions.
