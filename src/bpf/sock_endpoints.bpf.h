@@ -1,4 +1,5 @@
-/* Reads the two endpoints of a socket from struct sock_common (CO-RE). */
+/* Reads the two endpoints of a socket from struct sock_common (CO-RE field
+ * offsets: vmlinux.h marks every type preserve_access_index). */
 #ifndef SOCKSCOPE_SOCK_ENDPOINTS_H
 #define SOCKSCOPE_SOCK_ENDPOINTS_H
 
@@ -6,18 +7,21 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 
+/* `sk` must be a BTF pointer (a tp_btf argument, or bpf_core_cast() of one
+ * read elsewhere): its fields are then plain loads, not a helper call each. */
 static __always_inline void read_endpoints(const struct sock *sk, struct tcp_endpoints *ep)
 {
-	ep->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	ep->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	ep->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	ep->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	const struct sock_common *c = &sk->__sk_common;
+	ep->family = c->skc_family;
+	ep->netns = c->skc_net.net->ns.inum;
+	ep->local_port = c->skc_num;
+	ep->remote_port = bpf_ntohs(c->skc_dport);
 	if (ep->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&ep->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&ep->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(ep->local_addr, c->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(ep->remote_addr, c->skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
-		BPF_CORE_READ_INTO((__u32 *)ep->local_addr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)ep->remote_addr, sk, __sk_common.skc_daddr);
+		__builtin_memcpy(ep->local_addr, &c->skc_rcv_saddr, 4);
+		__builtin_memcpy(ep->remote_addr, &c->skc_daddr, 4);
 	}
 }
 

@@ -107,7 +107,7 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	__builtin_memset(f->peer_addr, 0, sizeof(f->peer_addr));
 	__builtin_memset(&f->ep, 0, sizeof(f->ep));
 	if (sk)
-		read_endpoints(sk, &f->ep);
+		read_endpoints(bpf_core_cast(sk, struct sock), &f->ep);
 	else
 		read_peer_sockaddr(f, peer_ptr);
 	bpf_ringbuf_submit(f, 0);

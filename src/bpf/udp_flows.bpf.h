@@ -116,18 +116,20 @@ static __always_inline __u32 current_netns(void)
 	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 }
 
-/* A socket's own endpoints into a flow key (connected sockets have a remote). */
+/* A socket's own endpoints into a flow key (connected sockets have a
+ * remote). `sk` is a BTF pointer: plain loads, as in read_endpoints(). */
 static __always_inline void sock_endpoints_key(const struct sock *sk, struct udp_flow_key *key)
 {
-	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	key->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	key->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6) {
-		BPF_CORE_READ_INTO(&key->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&key->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	const struct sock_common *c = &sk->__sk_common;
+	key->netns = c->skc_net.net->ns.inum;
+	key->local_port = c->skc_num;
+	key->remote_port = bpf_ntohs(c->skc_dport);
+	if (c->skc_family == AF_INET6) {
+		__builtin_memcpy(key->local_addr, c->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(key->remote_addr, c->skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
-		ipv4_mapped(key->local_addr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		ipv4_mapped(key->remote_addr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		ipv4_mapped(key->local_addr, c->skc_rcv_saddr);
+		ipv4_mapped(key->remote_addr, c->skc_daddr);
 	}
 }
 
