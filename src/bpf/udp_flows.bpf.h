@@ -7,6 +7,7 @@
 #define IPPROTO_UDP 17
 
 #include "kernel_filter.bpf.h"
+#include "sock_endpoints.bpf.h"
 #define NS_PER_SEC 1000000000ULL
 #define EEXIST 17
 
@@ -117,19 +118,20 @@ static __always_inline __u32 current_netns(void)
 }
 
 /* A socket's own endpoints into a flow key (connected sockets have a
- * remote). `sk` is a BTF pointer: plain loads, as in read_endpoints(). */
+ * remote); IPv4 as ::ffff:a.b.c.d. `sk` is a BTF pointer (read_endpoints). */
 static __always_inline void sock_endpoints_key(const struct sock *sk, struct udp_flow_key *key)
 {
-	const struct sock_common *c = &sk->__sk_common;
-	key->netns = c->skc_net.net->ns.inum;
-	key->local_port = c->skc_num;
-	key->remote_port = bpf_ntohs(c->skc_dport);
-	if (c->skc_family == AF_INET6) {
-		__builtin_memcpy(key->local_addr, c->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
-		__builtin_memcpy(key->remote_addr, c->skc_v6_daddr.in6_u.u6_addr8, 16);
+	struct tcp_endpoints ep = {};
+	read_endpoints(sk, &ep);
+	key->netns = ep.netns;
+	key->local_port = ep.local_port;
+	key->remote_port = ep.remote_port;
+	if (ep.family == AF_INET6) {
+		__builtin_memcpy(key->local_addr, ep.local_addr, 16);
+		__builtin_memcpy(key->remote_addr, ep.remote_addr, 16);
 	} else {
-		ipv4_mapped(key->local_addr, c->skc_rcv_saddr);
-		ipv4_mapped(key->remote_addr, c->skc_daddr);
+		ipv4_mapped(key->local_addr, *(__u32 *)ep.local_addr);
+		ipv4_mapped(key->remote_addr, *(__u32 *)ep.remote_addr);
 	}
 }
 
