@@ -3,7 +3,8 @@ use std::{env, path::PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["tcp_state", "tcp_accept", "process", "udp_send", "udp_packet", "udp_recv"];
+const PROGRAMS: &[&str] =
+    &["tcp_state", "tcp_accept", "tcp_accept_uring", "process", "udp_send", "udp_packet", "udp_recv"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

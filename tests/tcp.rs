@@ -367,3 +367,29 @@ fn time_now() -> String {
     let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S.%3N"]).output().expect("date");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// io_uring accepts make no accept syscall: single-shot requests and a
+/// multishot one, each connection attributed to the listening process.
+#[test]
+fn io_uring_accepts() {
+    let sensor = Sensor::start(&[]);
+    for (accept, n) in [("io-uring", 2usize), ("io-uring-multishot", 3)] {
+        let count = n.to_string();
+        let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0", "--accept", accept, "--count", &count]);
+        let port: u16 = l.expect("listening").parse().expect("port");
+        let to = sockaddr("127.0.0.1", port);
+        let mut c = Peer::spawn(None, &["connect", "--to", &to, "--count", &count]);
+        let connector_pid = u64::from(c.pid());
+        let locals: Vec<SocketAddr> = c.values("local").iter().map(|v| v.parse().expect("addr")).collect();
+        l.wait_ok();
+        assert_eq!(locals.len(), n);
+        for local in locals {
+            let p = Pair { listener_pid: u64::from(l.pid()), connector_pid, port, local };
+            let inn = inbound(&sensor, &p);
+            assert_eq!(inn.len(), 1, "{accept}: one inbound event per connection: {inn:?}\n{}", sensor.stderr_text());
+            assert_eq!(u(&inn[0], "ProcessId"), p.listener_pid, "{}", inn[0]);
+            assert_eq!(s(&inn[0], "Image"), PEER);
+            assert_eq!(s(&inn[0], "Attribution"), "accept");
+        }
+    }
+}

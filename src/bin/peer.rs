@@ -35,6 +35,10 @@ enum AcceptWith {
     AcceptNull,
     /// accept4(fd, &addr, &len, SOCK_CLOEXEC)
     Accept4,
+    /// io_uring IORING_OP_ACCEPT, one request per connection (no syscall accept).
+    IoUring,
+    /// io_uring multishot accept: one request, a completion per connection.
+    IoUringMultishot,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -206,6 +210,7 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
             AcceptWith::Accept => libc::accept(fd, addr, &mut len),
             AcceptWith::AcceptNull => libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()),
             AcceptWith::Accept4 => libc::accept4(fd, addr, &mut len, libc::SOCK_CLOEXEC),
+            AcceptWith::IoUring | AcceptWith::IoUringMultishot => bail!("io_uring accepts go through uring_accept"),
         }
     };
     if ret < 0 {
@@ -213,6 +218,46 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
     }
     // SAFETY: accept returned a new fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// Accepts `count` connections through io_uring: a request per connection,
+/// or one multishot request.
+fn uring_accept(listener: &Socket, multishot: bool, count: usize, deadline: Instant) -> Result<Vec<OwnedFd>> {
+    use io_uring::{cqueue, opcode, types, IoUring};
+    let mut ring = IoUring::new(8).context("io_uring_setup")?;
+    let fd = types::Fd(listener.as_raw_fd());
+    let mut accepted = Vec::with_capacity(count);
+    let mut pending = false;
+    while accepted.len() < count {
+        if !pending {
+            let sqe = if multishot {
+                opcode::AcceptMulti::new(fd).build().user_data(7)
+            } else {
+                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build().user_data(7)
+            };
+            // SAFETY: the SQE points at nothing that must outlive it (no address buffer).
+            unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+            pending = true;
+        }
+        if Instant::now() >= deadline {
+            bail!("io_uring accept: deadline passed with {} of {count}", accepted.len());
+        }
+        let wait = types::Timespec::new().nsec(100_000_000);
+        match ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&wait)) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("io_uring_enter"),
+        }
+        for cqe in ring.completion() {
+            if cqe.result() < 0 {
+                return Err(std::io::Error::from_raw_os_error(-cqe.result())).context("io_uring accept");
+            }
+            // SAFETY: a successful accept completion is a new fd that we now own.
+            accepted.push(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
+            pending = multishot && cqueue::more(cqe.flags());
+        }
+    }
+    Ok(accepted)
 }
 
 fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, deadline: Instant) -> Result<()> {
@@ -243,6 +288,11 @@ fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, dead
     let port = listener.local_addr()?.as_socket().map_or(0, |a| a.port());
     say(format!("pid {}", std::process::id()));
     say(format!("listening {port}"));
+    if matches!(with, AcceptWith::IoUring | AcceptWith::IoUringMultishot) {
+        let accepted = uring_accept(&listener, with == AcceptWith::IoUringMultishot, count, deadline)?;
+        say(format!("accepted {}", accepted.len()));
+        return Ok(());
+    }
     let mut accepted = Vec::with_capacity(count);
     while accepted.len() < count {
         wait_readable(listener.as_raw_fd(), deadline)?;

@@ -17,6 +17,7 @@ use crate::filter::kernel::Exclusion;
 
 use skel::process::{ProcessSkel, ProcessSkelBuilder};
 use skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
+use skel::tcp_accept_uring::{TcpAcceptUringSkel, TcpAcceptUringSkelBuilder};
 use skel::tcp_state::{TcpStateSkel, TcpStateSkelBuilder};
 use skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
 use skel::udp_recv::{UdpRecvSkel, UdpRecvSkelBuilder};
@@ -78,6 +79,7 @@ pub struct ProbeOptions {
 pub struct ObjectStorage {
     tcp_state: MaybeUninit<OpenObject>,
     tcp_accept: MaybeUninit<OpenObject>,
+    tcp_accept_uring: MaybeUninit<OpenObject>,
     process: MaybeUninit<OpenObject>,
     udp_recv: MaybeUninit<OpenObject>,
     udp_send: MaybeUninit<OpenObject>,
@@ -89,6 +91,7 @@ impl ObjectStorage {
         Self {
             tcp_state: MaybeUninit::uninit(),
             tcp_accept: MaybeUninit::uninit(),
+            tcp_accept_uring: MaybeUninit::uninit(),
             process: MaybeUninit::uninit(),
             udp_recv: MaybeUninit::uninit(),
             udp_send: MaybeUninit::uninit(),
@@ -107,6 +110,8 @@ pub struct Probes<'obj> {
     pub tcp_state: TcpStateSkel<'obj>,
     /// Held so the objects stay loaded while their links are attached.
     _others: (TcpAcceptSkel<'obj>, ProcessSkel<'obj>),
+    /// io_uring accepts; absent when the kernel has no io_uring tracepoints.
+    _uring: Option<TcpAcceptUringSkel<'obj>>,
     pub udp_recv: UdpRecvSkel<'obj>,
     pub udp_send: UdpSend<'obj>,
     links: Vec<Link>,
@@ -252,7 +257,14 @@ impl<'obj> Probes<'obj> {
         attach(&process.progs.process_exec, &mut links)?;
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
-        Ok(Self { tcp_state, _others: (tcp_accept, process), udp_recv, udp_send, links })
+        let uring = match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, &mut links) {
+            Ok(skel) => Some(skel),
+            Err(e) => {
+                tracing::warn!("io_uring accepts not seen ({e:#}): they count as never accepted");
+                None
+            }
+        };
+        Ok(Self { tcp_state, _others: (tcp_accept, process), _uring: uring, udp_recv, udp_send, links })
     }
 
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
@@ -378,6 +390,25 @@ fn share_maps(open: &mut OpenObject, shared: &[(&str, BorrowedFd<'_>)]) -> Resul
         }
     }
     Ok(())
+}
+
+/// The io_uring accept probes: optional, as io_uring may be built out.
+fn load_tcp_accept_uring<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    common: &[(&'static str, BorrowedFd<'_>)],
+    links: &mut Vec<Link>,
+) -> Result<TcpAcceptUringSkel<'obj>> {
+    let mut open =
+        TcpAcceptUringSkelBuilder::default().open(storage).context("opening eBPF object tcp_accept_uring")?;
+    share_maps(open.open_object_mut(), common)?;
+    let skel = open
+        .load()
+        .context("the kernel refused eBPF object tcp_accept_uring (tp_btf/io_uring_submit_req, io_uring_complete)")?;
+    let mut mine = Vec::new();
+    attach(&skel.progs.uring_submit, &mut mine)?;
+    attach(&skel.progs.uring_complete, &mut mine)?;
+    links.append(&mut mine);
+    Ok(skel)
 }
 
 fn load_udp_send<'obj>(

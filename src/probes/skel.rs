@@ -7,6 +7,9 @@ pub mod tcp_state {
 pub mod tcp_accept {
     include!(concat!(env!("OUT_DIR"), "/tcp_accept.skel.rs"));
 }
+pub mod tcp_accept_uring {
+    include!(concat!(env!("OUT_DIR"), "/tcp_accept_uring.skel.rs"));
+}
 pub mod process {
     include!(concat!(env!("OUT_DIR"), "/process.skel.rs"));
 }
