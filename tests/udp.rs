@@ -57,7 +57,7 @@ fn send_variants(mechanism: &str) {
     let sensor = start(mechanism, &[]);
     let net = TestNet::new();
     covered(&sensor, mechanism, &net.a);
-    for via in ["sendto", "sendmsg", "sendmmsg", "send", "write"] {
+    for via in ["sendto", "sendmsg", "sendmmsg", "send", "write", "io-uring"] {
         for family in ["v4", "v6", "mapped"] {
             send_case(&sensor, &net, mechanism, via, family);
         }
@@ -153,7 +153,7 @@ fn unconnected_sends_with_and_without_the_sendmsg_hook() {
 fn receive_variants_report_the_real_sender() {
     let sensor = start("auto", &[]);
     let net = TestNet::new();
-    let vias = ["recvfrom", "recvfrom-null", "recvmsg", "recvmsg-null", "recvmmsg", "recv", "read"];
+    let vias = ["recvfrom", "recvfrom-null", "recvmsg", "recvmsg-null", "recvmmsg", "recv", "read", "io-uring"];
     let cases: Vec<(&str, &str)> =
         vias.iter().flat_map(|via| ["v4", "v6", "mapped"].map(move |family| (*via, family))).collect();
     for (case, (via, family)) in cases.into_iter().enumerate() {

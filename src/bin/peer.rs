@@ -60,6 +60,8 @@ enum SendWith {
     Send,
     /// write() on a connected socket
     Write,
+    /// io_uring IORING_OP_SENDMSG (no send syscall)
+    IoUring,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -74,6 +76,8 @@ enum RecvWith {
     Recvmmsg,
     Recv,
     Read,
+    /// io_uring IORING_OP_RECVMSG with an address buffer (no receive syscall)
+    IoUring,
 }
 
 #[derive(Subcommand)]
@@ -514,8 +518,23 @@ fn udp_send(
     Ok(())
 }
 
+/// One io_uring request, waited for: its result, or the error it carries.
+fn uring_once(ring: &mut io_uring::IoUring, sqe: &io_uring::squeue::Entry) -> Result<isize> {
+    // SAFETY: the caller keeps every buffer the entry points at alive until
+    // this returns, and this waits for the completion.
+    unsafe { ring.submission().push(sqe) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+    ring.submit_and_wait(1).context("io_uring_enter")?;
+    let cqe = ring.completion().next().ok_or_else(|| anyhow::anyhow!("no io_uring completion"))?;
+    if cqe.result() < 0 {
+        return Err(std::io::Error::from_raw_os_error(-cqe.result())).context("io_uring request");
+    }
+    Ok(cqe.result() as isize)
+}
+
 fn send_all(s: &Socket, to: &[SocketAddr], count: usize, via: SendWith) -> Result<()> {
     let payload = [0x5au8; 64];
+    let mut ring =
+        if via == SendWith::IoUring { Some(io_uring::IoUring::new(4).context("io_uring_setup")?) } else { None };
     {
         let fd = s.as_raw_fd();
         for dest in to {
@@ -537,6 +556,13 @@ fn send_all(s: &Socket, to: &[SocketAddr], count: usize, via: SendWith) -> Resul
                         SendWith::Sendmsg => libc::sendmsg(fd, &msg, 0),
                         SendWith::Send => libc::send(fd, payload.as_ptr().cast(), payload.len(), 0),
                         SendWith::Write => libc::write(fd, payload.as_ptr().cast(), payload.len()),
+                        SendWith::IoUring => match ring.as_mut() {
+                            Some(ring) => uring_once(
+                                ring,
+                                &io_uring::opcode::SendMsg::new(io_uring::types::Fd(fd), &msg).build(),
+                            )?,
+                            None => bail!("no io_uring"),
+                        },
                         SendWith::Sendmmsg => {
                             let batch = (count - sent).min(16);
                             let mut msgs: Vec<libc::mmsghdr> =
@@ -576,6 +602,8 @@ fn udp_recv(
     say(format!("pid {}", std::process::id()));
     say(format!("listening {port}"));
     let fd = s.as_raw_fd();
+    let mut ring =
+        if via == RecvWith::IoUring { Some(io_uring::IoUring::new(4).context("io_uring_setup")?) } else { None };
     let mut got = 0;
     while got < count {
         wait_readable(fd, deadline)?;
@@ -608,6 +636,12 @@ fn udp_recv(
                 RecvWith::Recvmsg | RecvWith::RecvmsgNull => libc::recvmsg(fd, &mut msg, 0),
                 RecvWith::Recv => libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0),
                 RecvWith::Read => libc::read(fd, buf.as_mut_ptr().cast(), buf.len()),
+                RecvWith::IoUring => match ring.as_mut() {
+                    Some(ring) => {
+                        uring_once(ring, &io_uring::opcode::RecvMsg::new(io_uring::types::Fd(fd), &mut msg).build())?
+                    }
+                    None => bail!("no io_uring"),
+                },
                 RecvWith::Recvmmsg => {
                     let mut one = [libc::mmsghdr { msg_hdr: msg, msg_len: 0 }];
                     let r = libc::recvmmsg(fd, one.as_mut_ptr(), 1, libc::MSG_DONTWAIT, std::ptr::null_mut());
