@@ -368,23 +368,28 @@ fn time_now() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// io_uring accepts make no accept syscall: single-shot requests and a
-/// multishot one, each connection attributed to the listening process.
+/// io_uring makes no connect or accept syscall: connections opened with
+/// CONNECT requests, accepted by single-shot requests and by a multishot one,
+/// each attributed to the connecting and the listening process.
 #[test]
-fn io_uring_accepts() {
+fn io_uring_connects_and_accepts() {
     let sensor = Sensor::start(&[]);
     for (accept, n) in [("io-uring", 2usize), ("io-uring-multishot", 3)] {
         let count = n.to_string();
         let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0", "--accept", accept, "--count", &count]);
         let port: u16 = l.expect("listening").parse().expect("port");
         let to = sockaddr("127.0.0.1", port);
-        let mut c = Peer::spawn(None, &["connect", "--to", &to, "--count", &count]);
+        let mut c = Peer::spawn(None, &["connect", "--to", &to, "--count", &count, "--via", "io-uring"]);
         let connector_pid = u64::from(c.pid());
         let locals: Vec<SocketAddr> = c.values("local").iter().map(|v| v.parse().expect("addr")).collect();
         l.wait_ok();
         assert_eq!(locals.len(), n);
         for local in locals {
             let p = Pair { listener_pid: u64::from(l.pid()), connector_pid, port, local };
+            let out = outbound(&sensor, &p);
+            assert_eq!(out.len(), 1, "io_uring connect: one outbound event: {out:?}\n{}", sensor.stderr_text());
+            assert_eq!(u(&out[0], "ProcessId"), connector_pid, "{}", out[0]);
+            assert_eq!(s(&out[0], "Attribution"), "connect");
             let inn = inbound(&sensor, &p);
             assert_eq!(inn.len(), 1, "{accept}: one inbound event per connection: {inn:?}\n{}", sensor.stderr_text());
             assert_eq!(u(&inn[0], "ProcessId"), p.listener_pid, "{}", inn[0]);

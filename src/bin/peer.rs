@@ -49,6 +49,8 @@ enum Via {
     Thread,
     /// The parent creates the socket; a forked child connects it.
     ForkChild,
+    /// The main thread connects through io_uring IORING_OP_CONNECT (no connect syscall).
+    IoUring,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -332,7 +334,27 @@ fn connect(
         .join()
         .map_err(|_| anyhow::anyhow!("connecting thread panicked"))?,
         Via::ForkChild => fork_child_connect(to, deadline),
+        Via::IoUring => uring_connect(to, count),
     }
+}
+
+/// `count` connections, each opened by an io_uring CONNECT request.
+fn uring_connect(to: SocketAddr, count: usize) -> Result<()> {
+    let mut ring = io_uring::IoUring::new(4).context("io_uring_setup")?;
+    let addr = SockAddr::from(to);
+    let mut socks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let s = open_socket(to, false)?;
+        let sqe = io_uring::opcode::Connect::new(io_uring::types::Fd(s.as_raw_fd()), addr.as_ptr(), addr.len()).build();
+        uring_once(&mut ring, &sqe).with_context(|| format!("io_uring connect {to}"))?;
+        socks.push(s);
+    }
+    for s in &socks {
+        if let Some(local) = s.local_addr()?.as_socket() {
+            say(format!("local {local}"));
+        }
+    }
+    Ok(())
 }
 
 fn open_socket(to: SocketAddr, nonblocking: bool) -> Result<Socket> {
