@@ -18,6 +18,7 @@ unsafe impl plain::Plain for tcp_t::tcp_aborted_fact {}
 unsafe impl plain::Plain for acc_t::tcp_accept_fact {}
 unsafe impl plain::Plain for proc_t::proc_fork_fact {}
 unsafe impl plain::Plain for proc_t::proc_exit_fact {}
+unsafe impl plain::Plain for proc_t::proc_cgroup_fact {}
 unsafe impl plain::Plain for proc_t::proc_identity {}
 unsafe impl plain::Plain for udp_t::udp_flow_fact {}
 unsafe impl plain::Plain for udp_t::udp_flow_key {}
@@ -30,6 +31,7 @@ const FACT_PROC_EXEC: u32 = 5;
 const FACT_PROC_FORK: u32 = 6;
 const FACT_PROC_EXIT: u32 = 7;
 const FACT_UDP_FLOW: u32 = 8;
+const FACT_PROC_CGROUP: u32 = 9;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -159,6 +161,11 @@ pub enum Fact {
         ts_ns: u64,
         tgid: u32,
     },
+    /// The process moved to another cgroup; `identity` is after the move.
+    ProcCgroup {
+        tgid: u32,
+        identity: Identity,
+    },
     UdpFlow {
         ts_ns: u64,
         key: UdpFlowKey,
@@ -242,6 +249,10 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
         FACT_PROC_EXIT => {
             let f: proc_t::proc_exit_fact = read(data, kind)?;
             Ok(Fact::ProcExit { ts_ns, tgid: f.tgid })
+        }
+        FACT_PROC_CGROUP => {
+            let f: proc_t::proc_cgroup_fact = read(data, kind)?;
+            Ok(Fact::ProcCgroup { tgid: f.tgid, identity: identity(&f.id) })
         }
         FACT_UDP_FLOW => {
             let f: udp_t::udp_flow_fact = read(data, kind)?;

@@ -120,6 +120,7 @@ impl Pipeline {
                 self.procs.fork(parent_tgid, child_tgid, start_boot_ns, uid, identity);
             }
             Fact::ProcExit { ts_ns, tgid } => self.procs.exit(tgid, ts_ns),
+            Fact::ProcCgroup { tgid, identity } => self.procs.moved(tgid, identity),
             Fact::UdpFlow { ts_ns, key, task, recorded, seen_by } => {
                 let process = self.procs.lookup(task.tgid);
                 if let Some(conn) = self.udp.on_flow(ts_ns, key, task, recorded, seen_by, process) {

@@ -218,6 +218,29 @@ fn container_id_from_the_cgroup_path() {
     l.wait_ok();
     let e = outbound_from(&sensor, &local);
     assert_eq!(s(&e, "ContainerId"), id);
-    let host = sensor.wait_for(1, WAIT, |e| e["Initiated"] == false && s(e, "SourceIp") == "127.0.0.1");
+    let listener = u64::from(l.pid());
+    let host = sensor.wait_for(1, WAIT, |e| e["Initiated"] == false && u(e, "ProcessId") == listener);
     assert_eq!(s(&host[0], "ContainerId"), "-", "the listener is not in a container");
+}
+
+/// A process moved into a container's cgroup after its exec (as `cgroup.procs`
+/// writes do) is reported with the container's id from then on.
+#[test]
+fn container_id_follows_a_move_after_exec() {
+    let sensor = Sensor::start(&[]);
+    let id = format!("{:016x}", u64::from(std::process::id()).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)).repeat(4);
+    let cg = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    let (mut l, to) = listen(1);
+    // The listener exec'd in the test's cgroup; move it now, while it waits.
+    std::fs::write(cg.0.join("cgroup.procs"), l.pid().to_string()).expect("moving the listener");
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    let local = c.expect("local");
+    c.wait_ok();
+    l.wait_ok();
+    let port = local.parse::<SocketAddr>().expect("addr").port();
+    let inbound = sensor.wait_for(1, WAIT, |e| e["Initiated"] == false && u(e, "SourcePort") == u64::from(port));
+    assert_eq!(inbound.len(), 1, "{inbound:?}\n{}", sensor.stderr_text());
+    assert_eq!(u(&inbound[0], "ProcessId"), u64::from(l.pid()));
+    assert_eq!(s(&inbound[0], "ContainerId"), id, "{}", inbound[0]);
+    assert_eq!(s(&outbound_from(&sensor, &local), "ContainerId"), "-", "the connector stayed outside");
 }

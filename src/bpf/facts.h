@@ -12,6 +12,7 @@ enum fact_kind {
 	FACT_PROC_FORK = 6,
 	FACT_PROC_EXIT = 7,
 	FACT_UDP_FLOW = 8,        /* a UDP flow not seen within the window */
+	FACT_PROC_CGROUP = 9,     /* a process moved to another cgroup (v2) */
 };
 
 struct fact_header {
@@ -120,6 +121,13 @@ struct proc_exit_fact {
 	struct fact_header hdr;
 	__u32 tgid;
 	__u32 pad;
+};
+
+struct proc_cgroup_fact {
+	struct fact_header hdr;
+	__u32 tgid;
+	__u32 pad;
+	struct proc_identity id; /* after the move */
 };
 
 /* A UDP flow, the de-duplication key. Addresses are always 16 bytes, IPv4

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Process lifecycle facts for the userspace process table: exec (with the full
  * executable path and argv, captured while the process exists), fork (new
- * processes only, not threads) and exit (last thread of the group). */
+ * processes only, not threads), exit (last thread of the group) and moves to
+ * another cgroup (a process put into a container's cgroup after its exec). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -15,6 +16,7 @@ char LICENSE[] SEC("license") = "GPL";
 struct proc_exec_fact _proc_exec_fact = {};
 struct proc_fork_fact _proc_fork_fact = {};
 struct proc_exit_fact _proc_exit_fact = {};
+struct proc_cgroup_fact _proc_cgroup_fact = {};
 
 #define PATH_MAX_DEPTH 48
 
@@ -153,6 +155,27 @@ int BPF_PROG(process_exit, struct task_struct *p)
 		return 0;
 	f->tgid = BPF_CORE_READ(p, tgid);
 	f->pad = 0;
+	bpf_ringbuf_submit(f, 0);
+	return 0;
+}
+
+/* Fires after the move (task->cgroups is the new css_set), once per
+ * hierarchy: only the unified (v2) one, hierarchy 0, names the cgroup
+ * events use. A lone thread moved (threaded cgroups) leaves its process. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(process_cgroup, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
+{
+	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0)
+		return 0;
+	if (!threadgroup && BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	struct proc_cgroup_fact *f = reserve_fact(sizeof(*f), FACT_PROC_CGROUP);
+	if (!f)
+		return 0;
+	f->tgid = BPF_CORE_READ(task, tgid);
+	f->pad = 0;
+	f->id.ns_tgid = ns_tgid(task);
+	f->id.cgroup_len = write_cgroup_leaf_first(f->id.cgroup, task);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }

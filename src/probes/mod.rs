@@ -197,7 +197,8 @@ impl<'obj> Probes<'obj> {
             ro.args_limit = opts.argv_limit;
         }
         let process = open.load().context(
-            "the kernel refused eBPF object process (tp_btf/sched_process_{exec,fork,exit}); see the libbpf log above",
+            "the kernel refused eBPF object process (tp_btf/sched_process_{exec,fork,exit}, cgroup_attach_task); \
+             see the libbpf log above",
         )?;
 
         let mut open =
@@ -257,6 +258,7 @@ impl<'obj> Probes<'obj> {
         attach(&process.progs.process_exec, &mut links)?;
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
+        attach(&process.progs.process_cgroup, &mut links)?;
         let uring = match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, &mut links) {
             Ok(skel) => Some(skel),
             Err(e) => {

@@ -138,6 +138,23 @@ impl ProcessTable {
     }
 
     /// The process behind `pid` if the table knows it (never reads /proc).
+    /// The process moved to another cgroup (e.g. put into a container's
+    /// after its exec): its cgroup and container id change, the rest stays.
+    pub fn moved(&mut self, pid: u32, identity: Identity) {
+        let Some(entry) = self.procs.get_mut(&pid) else {
+            return; // unknown: its next lookup reads /proc, which has the new cgroup
+        };
+        if entry.info.cgroup == identity.cgroup {
+            return;
+        }
+        entry.info = Arc::new(ProcessInfo {
+            container_id: container_id(&identity.cgroup),
+            cgroup: identity.cgroup,
+            text: OnceLock::new(),
+            ..(*entry.info).clone()
+        });
+    }
+
     pub fn get(&self, pid: u32) -> Option<Arc<ProcessInfo>> {
         self.procs.get(&pid).map(|e| e.info.clone())
     }
@@ -304,6 +321,22 @@ mod tests {
         assert_eq!((child.ppid, child.uid, child.start_boot_ns, child.ns_pid), (5, 1000, 777, 1));
         assert_eq!(child.container_id, Some("ab".repeat(32)));
         assert_eq!(child.image, b"/bin/a");
+    }
+
+    #[test]
+    fn a_move_to_a_container_cgroup_changes_the_container_id() {
+        let mut t = ProcessTable::new(100, 1000, no_proc);
+        t.exec(info(5, "/bin/a"));
+        let before = t.lookup(5).expect("known");
+        assert_eq!(before.container_id, None);
+        let id = "cd".repeat(32);
+        let cgroup = format!("/system.slice/docker-{id}.scope").into_bytes();
+        t.moved(5, Identity { ns_tgid: 1, cgroup: cgroup.clone() });
+        let after = t.lookup(5).expect("known");
+        assert_eq!((after.container_id.as_deref(), &after.cgroup), (Some(id.as_str()), &cgroup));
+        assert_eq!((after.image.as_slice(), after.pid), (b"/bin/a".as_slice(), 5), "the rest stays");
+        t.moved(6, Identity { ns_tgid: 1, cgroup }); // unknown pid: nothing to do
+        assert!(t.get(6).is_none());
     }
 
     #[test]
