@@ -81,8 +81,7 @@ int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 	f->ppid = BPF_CORE_READ(p, real_parent, tgid);
 	f->start_boot_ns = BPF_CORE_READ(p, group_leader, start_boottime);
 	f->flags = 0;
-	f->id.ns_tgid = ns_tgid(p);
-	f->id.cgroup_len = write_cgroup_leaf_first(f->id.cgroup, p);
+	fill_identity(&f->id, p);
 
 	__u32 path_len = write_path_leaf_first(f, BPF_CORE_READ(bprm, file));
 	if (path_len > EXEC_PATH_BUF + EXEC_NAME_MAX)
@@ -138,8 +137,7 @@ int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child
 	f->start_boot_ns = BPF_CORE_READ(child, start_boottime);
 	f->uid = (__u32)bpf_get_current_uid_gid();
 	f->pad = 0;
-	f->id.ns_tgid = ns_tgid(child);
-	f->id.cgroup_len = write_cgroup_leaf_first(f->id.cgroup, child);
+	fill_identity(&f->id, child);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }
@@ -174,8 +172,7 @@ int BPF_PROG(process_cgroup, struct cgroup *dst, const char *path, struct task_s
 		return 0;
 	f->tgid = BPF_CORE_READ(task, tgid);
 	f->pad = 0;
-	f->id.ns_tgid = ns_tgid(task);
-	f->id.cgroup_len = write_cgroup_leaf_first(f->id.cgroup, task);
+	fill_identity(&f->id, task);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }

@@ -53,4 +53,11 @@ static __always_inline __u32 write_cgroup_leaf_first(__u8 *buf, struct task_stru
 	return off;
 }
 
+/* Both, for a fact's proc_identity. */
+static __always_inline void fill_identity(struct proc_identity *id, struct task_struct *task)
+{
+	id->ns_tgid = ns_tgid(task);
+	id->cgroup_len = write_cgroup_leaf_first(id->cgroup, task);
+}
+
 #endif
