@@ -398,3 +398,38 @@ fn io_uring_connects_and_accepts() {
         }
     }
 }
+
+/// Simultaneous open: A's SYN is lost (B's link is down), then B connects to
+/// A's port while A is still in SYN_SENT. A's socket goes SYN_SENT ->
+/// SYN_RECV -> ESTABLISHED and is never accepted: both ends are outbound
+/// connections of their own process.
+#[test]
+fn simultaneous_open_is_two_outbound_connections() {
+    let sensor = Sensor::start(&[]);
+    let net = TestNet::new();
+    let vb = format!("vb{}", &net.b[4..]);
+    let (a_addr, b_addr) = (format!("{}:41001", net.ip4(1)), format!("{}:41002", net.ip4(2)));
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip").args(args).status().expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["-n", &net.b, "link", "set", &vb, "down"]);
+    let mut a = Peer::spawn(Some(&net.a), &["connect", "--to", &b_addr, "--bind", &a_addr, "--nonblocking"]);
+    std::thread::sleep(Duration::from_millis(200)); // A's first SYN went nowhere
+    ip(&["-n", &net.b, "link", "set", &vb, "up"]);
+    let mut b = Peer::spawn(Some(&net.b), &["connect", "--to", &a_addr, "--bind", &b_addr, "--nonblocking"]);
+    b.wait_ok();
+    a.wait_ok();
+    for (pid, port, peer_port) in [(a.pid(), 41001u64, 41002u64), (b.pid(), 41002, 41001)] {
+        let got = sensor.wait_for(1, WAIT, |e| {
+            s(e, "Protocol") == "tcp" && u(e, "SourcePort") == port && u(e, "DestinationPort") == peer_port
+        });
+        assert_eq!(got.len(), 1, "one event from port {port}: {got:?}\n{}", sensor.stderr_text());
+        assert_eq!(got[0]["Initiated"], true, "{}", got[0]);
+        assert_eq!(u(&got[0], "ProcessId"), u64::from(pid), "{}", got[0]);
+        assert_eq!(s(&got[0], "Attribution"), "connect");
+    }
+    let inbound = sensor
+        .wait_for(0, Duration::ZERO, |e| e["Initiated"] == false && [41001, 41002].contains(&u(e, "DestinationPort")));
+    assert!(inbound.is_empty(), "no inbound side: {inbound:?}");
+}

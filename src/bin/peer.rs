@@ -113,6 +113,9 @@ enum Cmd {
         /// Exit 0 only if the connection is refused.
         #[arg(long)]
         expect_refused: bool,
+        /// Bind the connecting socket here first (a fixed source port).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
     },
     /// Send UDP datagrams: COUNT to each destination, from each of SOCKETS sockets.
     UdpSend {
@@ -156,8 +159,9 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(cli.timeout_secs);
     let result = match cli.cmd {
         Cmd::Listen { bind, accept, count, fastopen } => listen(bind, accept, count, fastopen, deadline),
-        Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused } => {
-            connect(to, count, via, nonblocking || count > 1, fastopen, expect_refused, deadline)
+        Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused, bind } => {
+            let opts = ConnectOpts { nonblocking: nonblocking || count > 1, fastopen, expect_refused, bind };
+            connect(to, count, via, opts, deadline)
         }
         Cmd::Pair => pair(deadline),
         Cmd::UdpSend { to, count, via, bind, sockets, v6_socket, repeat_after_ms } => {
@@ -314,22 +318,23 @@ fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, dead
     Ok(())
 }
 
-fn connect(
-    to: SocketAddr,
-    count: usize,
-    via: Via,
+/// How `connect` opens its sockets.
+#[derive(Clone, Copy)]
+struct ConnectOpts {
     nonblocking: bool,
     fastopen: bool,
     expect_refused: bool,
-    deadline: Instant,
-) -> Result<()> {
+    bind: Option<SocketAddr>,
+}
+
+fn connect(to: SocketAddr, count: usize, via: Via, opts: ConnectOpts, deadline: Instant) -> Result<()> {
     say(format!("pid {}", std::process::id()));
     match via {
-        Via::Main => connect_many(to, count, nonblocking, fastopen, expect_refused, deadline),
+        Via::Main => connect_many(to, count, opts, deadline),
         Via::Thread => std::thread::spawn(move || {
             // SAFETY: gettid has no preconditions.
             say(format!("tid {}", unsafe { libc::gettid() }));
-            connect_many(to, count, nonblocking, fastopen, expect_refused, deadline)
+            connect_many(to, count, opts, deadline)
         })
         .join()
         .map_err(|_| anyhow::anyhow!("connecting thread panicked"))?,
@@ -372,17 +377,15 @@ fn start_connect(s: &Socket, to: SocketAddr, fastopen: bool) -> std::io::Result<
     }
 }
 
-fn connect_many(
-    to: SocketAddr,
-    count: usize,
-    nonblocking: bool,
-    fastopen: bool,
-    expect_refused: bool,
-    deadline: Instant,
-) -> Result<()> {
+fn connect_many(to: SocketAddr, count: usize, opts: ConnectOpts, deadline: Instant) -> Result<()> {
+    let ConnectOpts { nonblocking, fastopen, expect_refused, bind } = opts;
     let mut socks = Vec::with_capacity(count);
     for _ in 0..count {
         let s = open_socket(to, nonblocking)?;
+        if let Some(local) = bind {
+            s.set_reuse_address(true)?;
+            s.bind(&local.into()).with_context(|| format!("bind {local}"))?;
+        }
         match start_connect(&s, to, fastopen) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

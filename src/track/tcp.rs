@@ -165,8 +165,11 @@ impl TcpTracker {
     }
 
     pub fn on_established(&mut self, ts_ns: u64, sk: u64, outbound: bool, endpoints: Endpoints) -> Option<Connection> {
-        if outbound {
-            let owner = self.connecting.remove(&sk);
+        // A socket seen connecting that arrives from SYN_RECV made a
+        // simultaneous open (SYN_SENT -> SYN_RECV -> ESTABLISHED): it is still
+        // the connecting process's outbound connection, and nobody accepts it.
+        let owner = self.connecting.remove(&sk);
+        if outbound || owner.is_some() {
             self.stats.outbound_reported += 1;
             if owner.is_none() {
                 self.stats.outbound_unattributed += 1;
@@ -268,6 +271,18 @@ mod tests {
         assert!(c.initiated);
         assert_eq!(c.attribution, Attribution::Connect);
         assert_eq!(t.pending().0, 1);
+    }
+
+    #[test]
+    fn simultaneous_open_is_the_connecting_process_outbound() {
+        let mut t = TcpTracker::new(16, AGE);
+        t.on_connect(0xa, owner(10), 1);
+        // SYN_SENT -> SYN_RECV -> ESTABLISHED: the kernel fact says "from SYN_RECV".
+        let c = t.on_established(5, 0xa, false, ep("127.0.0.1:80")).expect("reported at once");
+        assert!(c.initiated);
+        assert_eq!((c.owner.map(|o| o.task.tgid), c.attribution), (Some(10), Attribution::Connect));
+        assert_eq!(t.pending(), (0, 0, 0), "not waiting for an accept");
+        assert_eq!((t.stats.outbound_reported, t.stats.inbound_never_accepted), (1, 0));
     }
 
     #[test]
