@@ -407,6 +407,46 @@ fn io_uring_connects_and_accepts() {
 fn simultaneous_open_is_two_outbound_connections() {
     let sensor = Sensor::start(&[]);
     let net = TestNet::new();
+    let (a, b) = simultaneous_open(&net);
+    let mine = |e: &Value| [TestNet::inode(&net.a), TestNet::inode(&net.b)].contains(&u(e, "NetNs"));
+    for (pid, port, peer_port) in [(a, 41001u64, 41002u64), (b, 41002, 41001)] {
+        let got = sensor.wait_for(1, WAIT, |e| {
+            mine(e) && s(e, "Protocol") == "tcp" && u(e, "SourcePort") == port && u(e, "DestinationPort") == peer_port
+        });
+        assert_eq!(got.len(), 1, "one event from port {port}: {got:?}\n{}", sensor.stderr_text());
+        assert_eq!(got[0]["Initiated"], true, "{}", got[0]);
+        assert_eq!(u(&got[0], "ProcessId"), u64::from(pid), "{}", got[0]);
+        assert_eq!(s(&got[0], "Attribution"), "connect");
+    }
+    let inbound = sensor.wait_for(0, Duration::ZERO, |e| mine(e) && e["Initiated"] == false);
+    assert!(inbound.is_empty(), "no inbound side: {inbound:?}");
+}
+
+/// Excluding DestinationPort 41001 drops B's connection (to A's port) only:
+/// A's socket reaches ESTABLISHED from SYN_RECV like an accepted one, and
+/// judged in that direction in the kernel it would be dropped too.
+#[test]
+fn simultaneous_open_under_a_port_exclusion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("exclude.xml");
+    let rule = r#"<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" groupRelation="or">
+<NetworkConnect onmatch="exclude"><DestinationPort condition="is">41001</DestinationPort></NetworkConnect>
+</RuleGroup></EventFiltering></Sysmon>"#;
+    std::fs::write(&config, rule).expect("config");
+    let sensor = Sensor::start(&["-c", config.to_str().expect("utf8")]);
+    let net = TestNet::new();
+    let (a, _) = simultaneous_open(&net);
+    let mine = |e: &Value| [TestNet::inode(&net.a), TestNet::inode(&net.b)].contains(&u(e, "NetNs"));
+    let got = sensor.wait_for(1, WAIT, |e| mine(e) && u(e, "SourcePort") == 41001);
+    assert_eq!(got.len(), 1, "A's connection: {got:?}\n{}", sensor.stderr_text());
+    assert_eq!((u(&got[0], "ProcessId"), u(&got[0], "DestinationPort")), (u64::from(a), 41002), "{}", got[0]);
+    let to_a = sensor.wait_for(0, Duration::ZERO, |e| mine(e) && u(e, "DestinationPort") == 41001);
+    assert!(to_a.is_empty(), "B's connection is excluded: {to_a:?}");
+}
+
+/// A connects to B while B's link is down (its SYN is lost), then B
+/// connects to A while A is in SYN_SENT. Returns the two pids.
+fn simultaneous_open(net: &TestNet) -> (u32, u32) {
     let vb = format!("vb{}", &net.b[4..]);
     let (a_addr, b_addr) = (format!("{}:41001", net.ip4(1)), format!("{}:41002", net.ip4(2)));
     let ip = |args: &[&str]| {
@@ -420,16 +460,5 @@ fn simultaneous_open_is_two_outbound_connections() {
     let mut b = Peer::spawn(Some(&net.b), &["connect", "--to", &a_addr, "--bind", &b_addr, "--nonblocking"]);
     b.wait_ok();
     a.wait_ok();
-    for (pid, port, peer_port) in [(a.pid(), 41001u64, 41002u64), (b.pid(), 41002, 41001)] {
-        let got = sensor.wait_for(1, WAIT, |e| {
-            s(e, "Protocol") == "tcp" && u(e, "SourcePort") == port && u(e, "DestinationPort") == peer_port
-        });
-        assert_eq!(got.len(), 1, "one event from port {port}: {got:?}\n{}", sensor.stderr_text());
-        assert_eq!(got[0]["Initiated"], true, "{}", got[0]);
-        assert_eq!(u(&got[0], "ProcessId"), u64::from(pid), "{}", got[0]);
-        assert_eq!(s(&got[0], "Attribution"), "connect");
-    }
-    let inbound = sensor
-        .wait_for(0, Duration::ZERO, |e| e["Initiated"] == false && [41001, 41002].contains(&u(e, "DestinationPort")));
-    assert!(inbound.is_empty(), "no inbound side: {inbound:?}");
+    (a.pid(), b.pid())
 }

@@ -41,7 +41,12 @@ static __always_inline int on_established(const struct sock *sk, int oldstate)
 	__u16 remote = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__u16 local = BPF_CORE_READ(sk, __sk_common.skc_num);
 	int outbound = oldstate == TCP_SYN_SENT;
-	if (excluded_by_config(IPPROTO_TCP, outbound ? remote : local, outbound ? local : remote))
+	/* From SYN_RECV, a socket that already has its struct socket is a
+	 * simultaneous open (outbound) or a Fast Open child accepted before its
+	 * handshake ended (inbound). Userspace tells them apart (it saw the
+	 * connect), so the kernel applies no exclusion to it. */
+	int ambiguous = !outbound && BPF_CORE_READ(sk, sk_socket) != NULL;
+	if (!ambiguous && excluded_by_config(IPPROTO_TCP, outbound ? remote : local, outbound ? local : remote))
 		return 0;
 	struct tcp_established_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ESTABLISHED);
 	if (!f)
