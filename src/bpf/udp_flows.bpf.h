@@ -58,33 +58,30 @@ static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr_be)
 
 /* Reports `key` unless it was reported within the window. Returns 1 when the
  * flow is known afterwards (reported now or before), 0 when it is not (shed,
- * ring buffer full): then the next packet must try again. */
+ * ring buffer full): then the next packet must try again.
+ * The insert comes first: a new flow (what reaches here most; the callers'
+ * per-socket fast paths catch repeats) then walks its hash bucket once. */
 static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_by)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
-	__u64 *last = bpf_map_lookup_elem(&udp_flows, key);
-	if (last) {
+	long err = bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		__u64 *last = bpf_map_lookup_elem(&udp_flows, key);
 		/* Keeps the flow alive for the window without a write per packet. */
-		if (now - *last > NS_PER_SEC)
+		if (last && now - *last > NS_PER_SEC)
 			*last = now;
 		udp_count(UDP_SUPPRESSED);
 		return 1;
 	}
 	__u16 dport = key->outbound ? key->remote_port : key->local_port;
 	__u16 sport = key->outbound ? key->local_port : key->remote_port;
-	if (excluded_by_config(IPPROTO_UDP, dport, sport)) {
-		/* Known from now on: its next packets stop at the lookup above. */
-		bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
-		return 1;
-	}
+	if (excluded_by_config(IPPROTO_UDP, dport, sport))
+		return 1; /* known from now on: its next packets stop above */
 	if (udp_shed_above && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > udp_shed_above) {
+		if (!err)
+			bpf_map_delete_elem(&udp_flows, key); /* reported later, when there is room */
 		udp_count(UDP_SHED);
 		return 0;
-	}
-	long err = bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
-	if (err == -EEXIST) { /* another CPU reported it just now */
-		udp_count(UDP_SUPPRESSED);
-		return 1;
 	}
 	struct udp_flow_fact *f = reserve_fact(sizeof(*f), FACT_UDP_FLOW);
 	if (!f) {
