@@ -40,7 +40,9 @@ pub enum SendmsgHook {
     /// On when the kernel can transform packets (IPsec ESP/AH, IPComp, per
     /// its build config), or when its config cannot be read.
     Auto,
+    /// Always attached.
     On,
+    /// Never attached.
     Off,
 }
 
