@@ -201,10 +201,16 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A 64-hex-digit container id of this test run; `salt` keeps tests that
+/// run at the same time apart.
+fn test_container_id(salt: u64) -> String {
+    format!("{:016x}", u64::from(std::process::id()).wrapping_mul(salt)).repeat(4)
+}
+
 #[test]
 fn container_id_from_the_cgroup_path() {
     let sensor = Sensor::start(&[]);
-    let id = format!("{:016x}", u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(4);
+    let id = test_container_id(0x9e37_79b9_7f4a_7c15);
     let cg = TestCgroup::new(&format!("docker-{id}.scope"));
     let (mut l, to) = listen(1);
     let procs = cg.0.join("cgroup.procs");
@@ -228,7 +234,7 @@ fn container_id_from_the_cgroup_path() {
 #[test]
 fn container_id_follows_a_move_after_exec() {
     let sensor = Sensor::start(&[]);
-    let id = format!("{:016x}", u64::from(std::process::id()).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)).repeat(4);
+    let id = test_container_id(0xc2b2_ae3d_27d4_eb4f);
     let cg = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
     let (mut l, to) = listen(1);
     // The listener exec'd in the test's cgroup; move it now, while it waits.

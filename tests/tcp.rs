@@ -447,16 +447,11 @@ fn simultaneous_open_under_a_port_exclusion() {
 /// A connects to B while B's link is down (its SYN is lost), then B
 /// connects to A while A is in SYN_SENT. Returns the two pids.
 fn simultaneous_open(net: &TestNet) -> (u32, u32) {
-    let vb = format!("vb{}", &net.b[4..]);
     let (a_addr, b_addr) = (format!("{}:41001", net.ip4(1)), format!("{}:41002", net.ip4(2)));
-    let ip = |args: &[&str]| {
-        let st = std::process::Command::new("ip").args(args).status().expect("ip");
-        assert!(st.success(), "ip {args:?}");
-    };
-    ip(&["-n", &net.b, "link", "set", &vb, "down"]);
+    net.set_b_link(false);
     let mut a = Peer::spawn(Some(&net.a), &["connect", "--to", &b_addr, "--bind", &a_addr, "--nonblocking"]);
     std::thread::sleep(Duration::from_millis(200)); // A's first SYN went nowhere
-    ip(&["-n", &net.b, "link", "set", &vb, "up"]);
+    net.set_b_link(true);
     let mut b = Peer::spawn(Some(&net.b), &["connect", "--to", &a_addr, "--bind", &b_addr, "--nonblocking"]);
     b.wait_ok();
     a.wait_ok();

@@ -1,10 +1,10 @@
-//! The benchmark's workloads, shared by the load generator and the runner
-//! (both binaries include this file).
+//! The benchmark's workloads and the load generator's report, shared by the
+//! load generator and the runner (both binaries include this file).
 
 use clap::ValueEnum;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Workload {
     #[value(name = "tcp_storm", alias = "tcp-storm")]
@@ -13,4 +13,23 @@ pub enum Workload {
     UdpOneFlow,
     #[value(name = "udp_many_flows", alias = "udp-many-flows")]
     UdpManyFlows,
+}
+
+/// The load generator's last output line: what it did and how fast.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub workload: Workload,
+    pub pid: u32,
+    pub requested: u64,
+    pub ops: u64,
+    pub elapsed_s: f64,
+    pub ops_per_s: f64,
+    pub timed_out: bool,
+    /// Failed send calls (udp); ops counts successful ones only.
+    pub send_errors: u64,
+    /// Datagrams read by the drain thread (udp_one_flow --udp-drain).
+    pub received: u64,
+    /// Distinct destination hosts used (udp_many_flows).
+    pub hosts: u32,
+    pub ipv6: bool,
 }

@@ -354,7 +354,12 @@ fn uring_connect(to: SocketAddr, count: usize) -> Result<()> {
         uring_once(&mut ring, &sqe).with_context(|| format!("io_uring connect {to}"))?;
         socks.push(s);
     }
-    for s in &socks {
+    say_locals(&socks)
+}
+
+/// `local ADDR` for each connected socket.
+fn say_locals(socks: &[Socket]) -> Result<()> {
+    for s in socks {
         if let Some(local) = s.local_addr()?.as_socket() {
             say(format!("local {local}"));
         }
@@ -403,12 +408,7 @@ fn connect_many(to: SocketAddr, count: usize, opts: ConnectOpts, deadline: Insta
     if expect_refused {
         bail!("connection to {to} was not refused");
     }
-    for s in &socks {
-        if let Some(local) = s.local_addr()?.as_socket() {
-            say(format!("local {local}"));
-        }
-    }
-    Ok(())
+    say_locals(&socks)
 }
 
 fn wait_connected(s: &Socket, deadline: Instant) -> Result<()> {

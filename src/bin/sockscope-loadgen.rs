@@ -23,12 +23,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 #[path = "../bench/workload.rs"]
 mod workload;
-use workload::Workload;
+use workload::{Report, Workload};
 
 #[derive(Parser, Debug)]
 #[command(name = "sockscope-loadgen", about = "Loopback-only network workloads for sockscope's benchmark")]
@@ -63,25 +62,6 @@ struct Cli {
     /// Global timeout: every loop stops when it is reached.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout_secs: u64,
-}
-
-/// The last line of the output.
-#[derive(Serialize)]
-struct Report {
-    workload: Workload,
-    pid: u32,
-    requested: u64,
-    ops: u64,
-    elapsed_s: f64,
-    ops_per_s: f64,
-    timed_out: bool,
-    /// Failed send calls (udp); ops counts successful ones only.
-    send_errors: u64,
-    /// Datagrams read by the drain thread (udp_one_flow --udp-drain).
-    received: u64,
-    /// Distinct destination hosts used (udp_many_flows).
-    hosts: u32,
-    ipv6: bool,
 }
 
 struct Outcome {

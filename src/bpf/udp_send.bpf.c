@@ -38,9 +38,9 @@ struct datagram {
 struct send_state {
 	struct datagram wire; /* from cgroup_skb/egress */
 	struct datagram dest; /* from cgroup/sendmsg4|6 */
-	__u64 wire_ns;	      /* when egress filled `wire` */
-	__u32 wire_continues; /* `wire` is `last` again, confirmed within the second */
-	__u32 wire_unparsed;  /* egress saw a packet of this socket that is not UDP (IPsec) */
+	__u64 wire_ns;	     /* when egress filled `wire` */
+	__u32 wire_unparsed; /* egress saw a packet of this socket that is not UDP (IPsec) */
+	__u32 pad;
 	struct udp_flow_key last;
 	__u64 last_ns; /* when `last` was confirmed */
 };
@@ -74,9 +74,7 @@ int udp_egress(struct __sk_buff *skb)
 		st->wire_unparsed = 1;
 		return 1;
 	}
-	__u64 now = bpf_ktime_get_coarse_ns();
-	st->wire_ns = now;
-	st->wire_continues = st->last_ns && now - st->last_ns < NS_PER_SEC && same_endpoints(d, &st->last);
+	st->wire_ns = bpf_ktime_get_coarse_ns();
 	d->pending = 1;
 	return 1; /* observe only: always allow */
 }
@@ -130,7 +128,8 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 	}
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	/* The common case first: the socket's last flow again. */
-	if (st && st->wire.pending && st->wire_continues && st->last.tgid == tgid) {
+	if (st && st->wire.pending && st->last_ns && st->wire_ns - st->last_ns < NS_PER_SEC &&
+	    st->last.tgid == tgid && same_endpoints(&st->wire, &st->last)) {
 		st->wire.pending = 0;
 		st->dest.pending = 0;
 		udp_count(UDP_SUPPRESSED);

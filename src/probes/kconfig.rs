@@ -47,10 +47,13 @@ mod tests {
     }
 
     #[test]
-    fn this_kernels_config_is_readable_when_present() {
-        // Where the kernel publishes its config, it must parse (it is text).
-        if std::path::Path::new("/proc/config.gz").exists() {
-            let config = kernel_config().expect("config");
+    fn this_kernels_config_is_read_when_the_host_has_it() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+        let published = std::path::Path::new(&format!("/boot/config-{}", release.trim())).exists()
+            || std::path::Path::new("/proc/config.gz").exists();
+        let config = kernel_config();
+        assert_eq!(config.is_some(), published, "read exactly when the host publishes it");
+        if let Some(config) = config {
             assert!(config.contains("CONFIG_BPF=y"), "not a kernel config");
         }
     }

@@ -53,28 +53,20 @@ impl Sink {
         Ok(Sink::File { path: path.to_path_buf(), out: BufWriter::with_capacity(OUT_BUFFER, open_append(path)?) })
     }
 
-    /// One formatted event (it ends with its newline).
-    pub fn write_line(&mut self, line: &[u8]) -> Result<()> {
-        match self {
-            Sink::Stdout(w) => w.write_all(line).context("writing event"),
-            Sink::File { out, .. } => out.write_all(line).context("writing event"),
-            Sink::LocalSyslog(s) => {
-                s.send(&syslog_text(line));
-                Ok(())
-            }
-            Sink::RemoteSyslog(s) => {
-                s.send(&syslog_text(line));
-                Ok(())
-            }
-        }
-    }
-
-    /// A batch of lines: streams take it in one write, syslog line by line.
+    /// A batch of lines: streams take it in one write, syslog one message
+    /// per line.
     pub fn write_batch(&mut self, batch: &queue::Batch) -> Result<()> {
         match self {
             Sink::Stdout(w) => w.write_all(batch.text()).context("writing events"),
             Sink::File { out, .. } => out.write_all(batch.text()).context("writing events"),
-            Sink::LocalSyslog(_) | Sink::RemoteSyslog(_) => batch.lines().try_for_each(|line| self.write_line(line)),
+            Sink::LocalSyslog(s) => {
+                batch.lines().for_each(|line| s.send(&syslog_text(line)));
+                Ok(())
+            }
+            Sink::RemoteSyslog(s) => {
+                batch.lines().for_each(|line| s.send(&syslog_text(line)));
+                Ok(())
+            }
         }
     }
 

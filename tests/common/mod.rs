@@ -295,6 +295,8 @@ pub struct TestNet {
     pub a: String,
     pub b: String,
     pub n: u32,
+    /// `b`'s end of the veth pair.
+    b_dev: String,
 }
 
 impl TestNet {
@@ -302,12 +304,12 @@ impl TestNet {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
-        let net = TestNet { a: format!("sscA{tag}"), b: format!("sscB{tag}"), n };
+        let net = TestNet { a: format!("sscA{tag}"), b: format!("sscB{tag}"), n, b_dev: format!("vb{tag}") };
         for ns in [&net.a, &net.b] {
             run(Command::new("ip").args(["netns", "add", ns]));
             run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
         }
-        let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
+        let (va, vb) = (format!("va{tag}"), net.b_dev.clone());
         // Fixed MACs and permanent neighbour entries: no packet waits for
         // ARP/ND, so none is sent later from softirq (where the seed's UDP
         // mechanism would see some other task as the sender).
@@ -375,6 +377,11 @@ impl TestNet {
     /// The namespace's inode, as the sensor's NetNs field reports it.
     pub fn inode(ns: &str) -> u64 {
         std::fs::metadata(format!("/run/netns/{ns}")).expect("netns file").ino()
+    }
+
+    /// Takes `b`'s end of the link down (`a`'s packets are lost) or up.
+    pub fn set_b_link(&self, up: bool) {
+        run(Command::new("ip").args(["-n", &self.b, "link", "set", &self.b_dev, if up { "up" } else { "down" }]));
     }
 
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
