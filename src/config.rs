@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::format::Format;
+use crate::pace::CpuPolicy;
 use crate::probes::{SendmsgHook, UdpMechanism};
 
 #[derive(Debug, Parser)]
@@ -109,6 +110,18 @@ pub struct Cli {
     /// Most formatted events waiting for the output (UDP is shed from 3/4 full).
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub queue_capacity: u64,
+
+    /// Who gets the CPU first. `yield`: the sensor's threads run SCHED_IDLE
+    /// (facts wait in the ring buffer while the host's own work runs) and
+    /// take normal priority to catch up when the ring buffer is half full,
+    /// the output queue a quarter full, or something waited --max-defer-ms.
+    #[arg(long, value_enum, default_value_t = CpuPolicy::Yield)]
+    pub cpu_policy: CpuPolicy,
+
+    /// With --cpu-policy yield: the longest a fact or an output line waits
+    /// before the sensor takes normal priority to catch up.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub max_defer_ms: u64,
 
     /// Apply config exclusions on protocol and ports only in userspace (by
     /// default the kernel applies them too, so excluded traffic costs nothing).

@@ -9,6 +9,7 @@ mod event;
 mod filter;
 mod format;
 mod health;
+mod pace;
 mod pipeline;
 mod probes;
 mod sink;
@@ -16,6 +17,7 @@ mod text;
 mod track;
 
 use std::cell::RefCell;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -204,8 +206,11 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         force_address_match: cli.force_address_match,
         udp: cli.udp_mechanism,
         udp_flow_capacity: cli.udp_flow_capacity,
-        // UDP gives way once the ring buffer is half full: TCP keeps the rest.
-        udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 2,
+        // UDP gives way once the ring buffer is three quarters full: TCP keeps
+        // the rest. Below that, from half full, the sensor takes normal CPU
+        // priority to catch up (pace.rs), so a burst the sensor deferred does
+        // not cost UDP events.
+        udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 4 * 3,
         udp_sendmsg_hook: sendmsg_hook,
     };
     let probes = Probes::load(&mut storage, &opts)?;
@@ -244,6 +249,10 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         p.config_change()?;
         p.sink.commit();
     }
+    let watchdog = (cli.cpu_policy == pace::CpuPolicy::Yield)
+        .then(|| start_watchdog(cli, &probes, &pipeline.borrow().sink))
+        .flatten();
+    let boosts = || watchdog.as_ref().map_or(0, pace::Watchdog::boosts);
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
     let mut last_tick = boot_now_ns();
@@ -292,10 +301,15 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         }
         if signals.stats.swap(false, Ordering::Relaxed) {
             tracing::info!(
-                "{}",
-                p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
+                "{} cpu_boosts={}",
+                p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel()),
+                boosts()
             );
         }
+    }
+    let final_boosts = boosts();
+    if let Some(w) = watchdog {
+        w.stop();
     }
 
     // Drain what the kernel already queued, then flush before detaching.
@@ -306,7 +320,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     p.report_health(boot_now_ns(), totals, udp_kernel)?;
     p.service_state(ServiceState::Stopped)?;
     tracing::info!(
-        "{}",
+        "{} cpu_boosts={final_boosts}",
         p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
     );
     tracing::info!("stopping: detaching probes");
@@ -315,6 +329,26 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     drop(ringbuf);
     drop(probes);
     pipeline.into_inner().close()
+}
+
+/// `--cpu-policy yield`; the sensor keeps normal priority if it cannot yield.
+fn start_watchdog(cli: &Cli, probes: &Probes<'_>, sink: &SinkQueue) -> Option<pace::Watchdog> {
+    let started = probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()).and_then(|ring| {
+        pace::Watchdog::start(
+            ring,
+            u64::from(cli.ringbuf_mib) * 1024 * 1024,
+            sink.backlog_gauge(),
+            cli.queue_capacity,
+            Duration::from_millis(cli.max_defer_ms),
+        )
+    });
+    match started {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("{e:#}; the sensor keeps normal CPU priority");
+            None
+        }
+    }
 }
 
 /// Gives the kernel the part of the rules it can apply with the same answer.

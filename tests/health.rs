@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Duration;
@@ -94,4 +95,130 @@ fn stalled_output_loses_nothing_silently() {
     assert!(reported + lost >= 3000, "every flow reported ({reported}) or counted lost ({lost})");
     assert!(reported < 3000, "the stall really lost something ({reported} reported)");
     assert!(stderr.contains("events lost"), "announced on stderr too: {stderr}");
+}
+
+/// Scheduling policy of each thread of `pid`, by thread name (/proc stat field 41).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
+        else {
+            continue;
+        };
+        // Fields after the command name's closing parenthesis start at field 3.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        if let Some(policy) = rest.split_whitespace().nth(41 - 3).and_then(|p| p.parse().ok()) {
+            out.push((comm.trim().to_string(), policy));
+        }
+    }
+    out
+}
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_IDLE: u32 = 5;
+
+/// True once every sensor thread but the watchdog has `policy`.
+fn wait_policy(pid: u32, policy: u32, timeout: Duration) -> Vec<(String, u32)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = thread_policies(pid);
+        let done = now.iter().filter(|(name, _)| name != "sockscope-pace").all(|(_, p)| *p == policy);
+        if done || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Busy loops on every CPU, killed on drop (and by `timeout` at the latest).
+struct Spinners(Vec<std::process::Child>);
+
+impl Spinners {
+    fn start(seconds: u32) -> Spinners {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Spinners(
+            (0..cpus)
+                .map(|_| {
+                    Command::new("timeout")
+                        .args([&seconds.to_string(), "sh", "-c", "while :; do :; done"])
+                        .process_group(0)
+                        .spawn()
+                        .expect("spawn a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // Its own process group: `timeout` and the shell it runs.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn the_sensor_yields_the_cpu_and_takes_it_back_when_an_event_waits() {
+    require_root();
+    let sensor = Sensor::start(&["--max-defer-ms", "50"]);
+    let pid = sensor.pid();
+    let idle = wait_policy(pid, SCHED_IDLE, Duration::from_secs(5));
+    assert!(
+        idle.iter().any(|(n, p)| n == "sockscope-pace" && *p == SCHED_OTHER),
+        "the watchdog keeps normal priority: {idle:?}"
+    );
+    assert!(
+        idle.iter().filter(|(n, _)| n != "sockscope-pace").all(|(_, p)| *p == SCHED_IDLE),
+        "the sensor's threads yield: {idle:?}"
+    );
+
+    // Every CPU busy at normal priority: the sensor's SCHED_IDLE threads get
+    // only scraps of CPU, so the fact waits past --max-defer-ms and the
+    // watchdog must raise them (counted in cpu_boosts; checked at the end).
+    let spinners = Spinners::start(30);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0"]);
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let to = format!("127.0.0.1:{port}");
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    c.wait_ok();
+    l.wait_ok();
+    let connector = u64::from(c.pid());
+    let got = sensor.wait_for(1, Duration::from_secs(10), |e| {
+        e["EventID"] == 3 && e["Initiated"] == true && u(e, "ProcessId") == connector
+    });
+    assert_eq!(got.len(), 1, "the connection was reported while the CPUs were busy");
+    drop(spinners);
+
+    let again = wait_policy(pid, SCHED_IDLE, Duration::from_secs(5));
+    assert!(
+        again.iter().filter(|(n, _)| n != "sockscope-pace").all(|(_, p)| *p == SCHED_IDLE),
+        "caught up, the sensor yields again: {again:?}"
+    );
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
+    let boosts: u64 = stderr
+        .split("cpu_boosts=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("cpu_boosts in the final stats line");
+    assert!(boosts >= 1, "the watchdog raised the sensor's priority: {stderr}");
+}
+
+#[test]
+fn cpu_policy_normal_keeps_normal_priority() {
+    require_root();
+    let sensor = Sensor::start(&["--cpu-policy", "normal"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let threads = thread_policies(sensor.pid());
+    assert!(!threads.is_empty());
+    assert!(threads.iter().all(|(_, p)| *p == SCHED_OTHER), "{threads:?}");
+    assert!(!threads.iter().any(|(n, _)| n == "sockscope-pace"), "no watchdog: {threads:?}");
 }

@@ -3,6 +3,7 @@
 
 pub mod kconfig;
 pub mod netns;
+pub mod ring_fill;
 pub mod skel;
 
 use std::mem::MaybeUninit;

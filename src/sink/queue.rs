@@ -73,13 +73,31 @@ const SPARE_BATCHES: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct QueueCounters {
+    /// Lines taken by `send` (batched or handed off).
+    pub accepted: AtomicU64,
     pub written: AtomicU64,
+    /// Accepted lines dropped at hand-off (also counted in `dropped`).
+    pub dropped_at_handoff: AtomicU64,
     /// UDP lines shed because the queue was past its high-water mark.
     pub udp_shed: AtomicU64,
     /// Lines dropped because the queue was full.
     pub dropped: AtomicU64,
     /// Lines a sink gave up on (a syslog receiver gone or too slow).
     pub sink_dropped: AtomicU64,
+}
+
+/// The queue's backlog as seen from another thread (see `crate::pace`).
+pub struct BacklogGauge(Arc<QueueCounters>);
+
+impl BacklogGauge {
+    pub fn read(&self) -> crate::pace::Backlog {
+        let c = &self.0;
+        // Read what settled before what was accepted, so pending never
+        // comes out negative for a line in flight.
+        let done = c.written.load(Ordering::Acquire) + c.dropped_at_handoff.load(Ordering::Acquire);
+        let accepted = c.accepted.load(Ordering::Acquire);
+        crate::pace::Backlog { done, pending: accepted.saturating_sub(done) }
+    }
 }
 
 /// Counters as plain numbers.
@@ -190,6 +208,7 @@ impl SinkQueue {
             self.batch_since = Some(Instant::now());
         }
         self.batch.ends.push(self.batch.text.len());
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
         if self.batch.len() >= BATCH_MAX {
             self.commit();
         }
@@ -222,7 +241,13 @@ impl SinkQueue {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Lines(lines)) {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.dropped_at_handoff.fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Lines not yet out (batched or queued), readable from another thread.
+    pub fn backlog_gauge(&self) -> BacklogGauge {
+        BacklogGauge(Arc::clone(&self.counters))
     }
 
     /// Asks the writer to reopen its file (SIGHUP, after logrotate).

@@ -1,0 +1,274 @@
+//! CPU priority: the sensor yields the CPU to the host's own work and takes
+//! it back when it falls behind.
+//!
+//! The kernel side never waits for userspace: facts queue in the ring buffer.
+//! So the sensor's threads can run SCHED_IDLE (they get a CPU only when
+//! nothing else wants it) and handle a burst after it, instead of taking a
+//! share of the CPUs from the work that causes it. A watchdog thread at normal
+//! priority looks at the backlog every `CHECK_EVERY` and puts the sensor back
+//! to normal priority (SCHED_OTHER) until it has caught up when
+//! - the ring buffer is half full (UDP starts to be shed there), or
+//! - the output queue is a quarter full, or
+//! - something has waited `max_defer` (a host whose CPUs stay busy would
+//!   otherwise delay events without bound).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::enrich::boot_now_ns;
+use crate::probes::ring_fill::RingPositions;
+use crate::sink::queue::BacklogGauge;
+
+const CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// Who gets the CPU first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuPolicy {
+    /// SCHED_IDLE while the sensor keeps up; normal priority while it catches up.
+    Yield,
+    /// Always normal priority (SCHED_OTHER).
+    Normal,
+}
+
+/// Work waiting in one stage: `done` counts what left it since start,
+/// `pending` what is still in it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub done: u64,
+    pub pending: u64,
+}
+
+/// The oldest work still waiting: it arrived no later than `since_ns`, and is
+/// gone once `done` reaches `until`.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    since_ns: u64,
+    until: u64,
+}
+
+fn track(waiting: &mut Option<Waiting>, b: Backlog, now_ns: u64) {
+    if waiting.is_some_and(|w| b.done >= w.until) {
+        *waiting = None;
+    }
+    if waiting.is_none() && b.pending > 0 {
+        *waiting = Some(Waiting { since_ns: now_ns, until: b.done + b.pending });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Yielding,
+    CatchingUp,
+}
+
+/// The decisions, apart from the clock and the scheduler (unit-tested).
+#[derive(Debug)]
+pub struct Pacer {
+    ring_bytes: u64,
+    queue_lines: u64,
+    max_defer_ns: u64,
+    mode: Mode,
+    ring: Option<Waiting>,
+    queue: Option<Waiting>,
+}
+
+impl Pacer {
+    pub fn new(ring_bytes: u64, queue_lines: u64, max_defer_ns: u64) -> Self {
+        Self { ring_bytes, queue_lines, max_defer_ns, mode: Mode::Yielding, ring: None, queue: None }
+    }
+
+    /// Takes one look at the backlogs; returns the new mode if it changes.
+    pub fn observe(&mut self, now_ns: u64, ring: Backlog, queue: Backlog) -> Option<Mode> {
+        track(&mut self.ring, ring, now_ns);
+        track(&mut self.queue, queue, now_ns);
+        let overdue =
+            [self.ring, self.queue].iter().flatten().any(|w| now_ns.saturating_sub(w.since_ns) >= self.max_defer_ns);
+        let next = match self.mode {
+            Mode::Yielding
+                if overdue || ring.pending >= self.ring_bytes / 2 || queue.pending >= self.queue_lines / 4 =>
+            {
+                Mode::CatchingUp
+            }
+            Mode::CatchingUp
+                if !overdue && ring.pending <= self.ring_bytes / 16 && queue.pending <= self.queue_lines / 16 =>
+            {
+                Mode::Yielding
+            }
+            same => same,
+        };
+        (next != self.mode).then(|| {
+            self.mode = next;
+            next
+        })
+    }
+}
+
+/// Sets the scheduling policy of every thread of this process but `except`.
+fn set_policy(mode: Mode, except: libc::pid_t) -> Result<()> {
+    let policy = match mode {
+        Mode::Yielding => libc::SCHED_IDLE,
+        Mode::CatchingUp => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    for entry in std::fs::read_dir("/proc/self/task").context("listing the sensor's threads")? {
+        let Some(tid) = entry.ok().and_then(|e| e.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()))
+        else {
+            continue;
+        };
+        if tid == except {
+            continue;
+        }
+        // SAFETY: plain syscall on a thread id with a valid parameter block.
+        if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+            let err = std::io::Error::last_os_error();
+            // A thread that ended since the listing is fine.
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(err).with_context(|| format!("setting the scheduling policy of thread {tid}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The running watchdog.
+pub struct Watchdog {
+    stop: Arc<AtomicBool>,
+    boosts: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Puts the sensor's threads at SCHED_IDLE and starts watching.
+    pub fn start(
+        ring: RingPositions,
+        ring_bytes: u64,
+        queue: BacklogGauge,
+        queue_lines: u64,
+        max_defer: Duration,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let boosts = Arc::new(AtomicU64::new(0));
+        let (s, b) = (Arc::clone(&stop), Arc::clone(&boosts));
+        let max_defer_ns = u64::try_from(max_defer.as_nanos()).unwrap_or(u64::MAX);
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name("sockscope-pace".into())
+            .spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let me = unsafe { libc::gettid() };
+                let first = set_policy(Mode::Yielding, me);
+                let failed = first.is_err();
+                let _ = started_tx.send(first);
+                if failed {
+                    return;
+                }
+                let mut pacer = Pacer::new(ring_bytes, queue_lines, max_defer_ns);
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECK_EVERY);
+                    let consumed = ring.consumed();
+                    let ring_now = Backlog { done: consumed, pending: ring.produced().saturating_sub(consumed) };
+                    if let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read()) {
+                        if mode == Mode::CatchingUp {
+                            b.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::debug!(?mode, ring_pending = ring_now.pending, "CPU priority");
+                        if let Err(e) = set_policy(mode, me) {
+                            tracing::warn!("{e:#}");
+                        }
+                    }
+                }
+                // The final drain runs at normal priority.
+                if let Err(e) = set_policy(Mode::CatchingUp, me) {
+                    tracing::warn!("{e:#}");
+                }
+            })
+            .context("starting the CPU priority watchdog")?;
+        started_rx.recv().context("the CPU priority watchdog ended early")?.context("yielding the CPU")?;
+        Ok(Self { stop, boosts, thread: Some(thread) })
+    }
+
+    /// How often the sensor went back to normal priority to catch up.
+    pub fn boosts(&self) -> u64 {
+        self.boosts.load(Ordering::Relaxed)
+    }
+
+    /// Back to normal priority, for the final drain.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn pacer() -> Pacer {
+        Pacer::new(8 << 20, 16_384, 1000 * MS)
+    }
+
+    fn b(done: u64, pending: u64) -> Backlog {
+        Backlog { done, pending }
+    }
+
+    #[test]
+    fn a_small_backlog_that_clears_keeps_yielding() {
+        let mut p = pacer();
+        for i in 0..200u64 {
+            // 100 ms of 1 KiB bursts, each read within 10 ms.
+            assert_eq!(p.observe(i * 10 * MS, b(i * 1024, 1024), b(i, 1)), None);
+        }
+    }
+
+    #[test]
+    fn half_a_ring_buffer_catches_up_until_nearly_empty() {
+        let mut p = pacer();
+        assert_eq!(p.observe(0, b(0, 4 << 20), b(0, 0)), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(10 * MS, b(2 << 20, 2 << 20), b(0, 0)), None, "still a quarter full");
+        assert_eq!(p.observe(20 * MS, b(4 << 20, 512 << 10), b(0, 0)), Some(Mode::Yielding));
+    }
+
+    #[test]
+    fn a_quarter_full_queue_catches_up() {
+        let mut p = pacer();
+        assert_eq!(p.observe(0, b(0, 0), b(0, 4095)), None);
+        assert_eq!(p.observe(10 * MS, b(0, 0), b(0, 4096)), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(20 * MS, b(0, 0), b(4096, 0)), Some(Mode::Yielding));
+    }
+
+    #[test]
+    fn one_fact_left_waiting_too_long_catches_up() {
+        let mut p = pacer();
+        // A busy host: the reader does not run, the fact stays.
+        assert_eq!(p.observe(0, b(0, 64), b(0, 0)), None);
+        assert_eq!(p.observe(999 * MS, b(0, 64), b(0, 0)), None);
+        assert_eq!(p.observe(1000 * MS, b(0, 64), b(0, 0)), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(1010 * MS, b(64, 0), b(0, 0)), Some(Mode::Yielding));
+    }
+
+    #[test]
+    fn a_reader_that_creeps_along_is_still_overdue() {
+        // New facts keep coming and the reader keeps consuming a little, but
+        // what was there at first is not all read after max_defer.
+        let mut p = pacer();
+        for i in 0..100u64 {
+            assert_eq!(p.observe(i * 10 * MS, b(i, 1000), b(0, 0)), None, "at {i}");
+        }
+        assert_eq!(p.observe(1000 * MS, b(100, 1000), b(0, 0)), Some(Mode::CatchingUp));
+    }
+
+    #[test]
+    fn lines_stuck_in_the_queue_are_overdue_too() {
+        let mut p = pacer();
+        assert_eq!(p.observe(0, b(0, 0), b(0, 3)), None);
+        assert_eq!(p.observe(1000 * MS, b(0, 0), b(0, 3)), Some(Mode::CatchingUp));
+    }
+}
