@@ -113,7 +113,7 @@ pub struct Cli {
 
     /// Who gets the CPU first. `yield`: the sensor's threads run SCHED_IDLE
     /// (facts wait in the ring buffer while the host's own work runs) and
-    /// take normal priority to catch up when the ring buffer is half full,
+    /// take normal priority to catch up when the ring buffer is 5/8 full,
     /// the output queue a quarter full, or something waited --max-defer-ms.
     #[arg(long, value_enum, default_value_t = CpuPolicy::Yield)]
     pub cpu_policy: CpuPolicy,

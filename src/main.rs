@@ -207,7 +207,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         udp: cli.udp_mechanism,
         udp_flow_capacity: cli.udp_flow_capacity,
         // UDP gives way once the ring buffer is three quarters full: TCP keeps
-        // the rest. Below that, from half full, the sensor takes normal CPU
+        // the rest. Below that, from 5/8 full, the sensor takes normal CPU
         // priority to catch up (pace.rs), so a burst the sensor deferred does
         // not cost UDP events.
         udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 4 * 3,

@@ -7,7 +7,7 @@
 //! share of the CPUs from the work that causes it. A watchdog thread at normal
 //! priority looks at the backlog every `CHECK_EVERY` and puts the sensor back
 //! to normal priority (SCHED_OTHER) until it has caught up when
-//! - the ring buffer is half full (UDP starts to be shed there), or
+//! - the ring buffer is five eighths full (UDP is shed from three quarters), or
 //! - the output queue is a quarter full, or
 //! - something has waited `max_defer` (a host whose CPUs stay busy would
 //!   otherwise delay events without bound).
@@ -89,7 +89,7 @@ impl Pacer {
             [self.ring, self.queue].iter().flatten().any(|w| now_ns.saturating_sub(w.since_ns) >= self.max_defer_ns);
         let next = match self.mode {
             Mode::Yielding
-                if overdue || ring.pending >= self.ring_bytes / 2 || queue.pending >= self.queue_lines / 4 =>
+                if overdue || ring.pending >= self.ring_bytes / 8 * 5 || queue.pending >= self.queue_lines / 4 =>
             {
                 Mode::CatchingUp
             }
@@ -229,11 +229,17 @@ mod tests {
     }
 
     #[test]
-    fn half_a_ring_buffer_catches_up_until_nearly_empty() {
+    fn five_eighths_of_the_ring_buffer_catches_up_until_nearly_empty() {
         let mut p = pacer();
-        assert_eq!(p.observe(0, b(0, 4 << 20), b(0, 0)), Some(Mode::CatchingUp));
-        assert_eq!(p.observe(10 * MS, b(2 << 20, 2 << 20), b(0, 0)), None, "still a quarter full");
-        assert_eq!(p.observe(20 * MS, b(4 << 20, 512 << 10), b(0, 0)), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 5 << 20), b(0, 0)), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(10 * MS, b(3 << 20, 2 << 20), b(0, 0)), None, "still a quarter full");
+        assert_eq!(p.observe(20 * MS, b(5 << 20, 512 << 10), b(0, 0)), Some(Mode::Yielding));
+    }
+
+    #[test]
+    fn just_under_five_eighths_keeps_yielding() {
+        let mut p = pacer();
+        assert_eq!(p.observe(0, b(0, (5 << 20) - 1), b(0, 0)), None);
     }
 
     #[test]
