@@ -39,6 +39,30 @@ enum AcceptWith {
     IoUring,
     /// io_uring multishot accept: one request, a completion per connection.
     IoUringMultishot,
+    /// As io-uring, into direct descriptors (the ring's file table, slots
+    /// 0, 1, ... named by each request; no fd).
+    IoUringDirect,
+    /// As io-uring-multishot, into direct descriptors the kernel allocates.
+    IoUringMultishotDirect,
+}
+
+impl AcceptWith {
+    fn uring(self) -> Option<UringAccept> {
+        match self {
+            AcceptWith::IoUring => Some(UringAccept { multishot: false, direct: false }),
+            AcceptWith::IoUringMultishot => Some(UringAccept { multishot: true, direct: false }),
+            AcceptWith::IoUringDirect => Some(UringAccept { multishot: false, direct: true }),
+            AcceptWith::IoUringMultishotDirect => Some(UringAccept { multishot: true, direct: true }),
+            AcceptWith::Accept | AcceptWith::AcceptNull | AcceptWith::Accept4 => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct UringAccept {
+    multishot: bool,
+    /// Into the ring's file table instead of the fd table.
+    direct: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -220,7 +244,7 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
             AcceptWith::Accept => libc::accept(fd, addr, &mut len),
             AcceptWith::AcceptNull => libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()),
             AcceptWith::Accept4 => libc::accept4(fd, addr, &mut len, libc::SOCK_CLOEXEC),
-            AcceptWith::IoUring | AcceptWith::IoUringMultishot => bail!("io_uring accepts go through uring_accept"),
+            _ => bail!("io_uring accepts go through uring_accept"),
         }
     };
     if ret < 0 {
@@ -231,26 +255,38 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
 }
 
 /// Accepts `count` connections through io_uring: a request per connection,
-/// or one multishot request.
-fn uring_accept(listener: &Socket, multishot: bool, count: usize, deadline: Instant) -> Result<Vec<OwnedFd>> {
+/// or one multishot request; into fds, or into the ring's file table. Returns
+/// the fds (none for direct descriptors: they live as long as the ring).
+fn uring_accept(listener: &Socket, how: UringAccept, count: usize, deadline: Instant) -> Result<Vec<OwnedFd>> {
     use io_uring::{cqueue, opcode, types, IoUring};
     let mut ring = IoUring::new(8).context("io_uring_setup")?;
+    if how.direct {
+        let slots = u32::try_from(count).context("too many connections")?;
+        ring.submitter().register_files_sparse(slots).context("registering a sparse file table")?;
+    }
     let fd = types::Fd(listener.as_raw_fd());
     let mut accepted = Vec::with_capacity(count);
+    let mut done = 0usize;
     let mut pending = false;
-    while accepted.len() < count {
+    while done < count {
         if !pending {
-            let sqe = if multishot {
-                opcode::AcceptMulti::new(fd).build().user_data(7)
-            } else {
-                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build().user_data(7)
+            let sqe = match (how.multishot, how.direct) {
+                (true, direct) => opcode::AcceptMulti::new(fd).allocate_file_index(direct).build(),
+                (false, false) => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build(),
+                (false, true) => {
+                    let slot = u32::try_from(done).context("slot")?;
+                    let slot = types::DestinationSlot::try_from_slot_target(slot)
+                        .map_err(|s| anyhow::anyhow!("no file slot {s}"))?;
+                    opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).file_index(Some(slot)).build()
+                }
             };
             // SAFETY: the SQE points at nothing that must outlive it (no address buffer).
-            unsafe { ring.submission().push(&sqe) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+            unsafe { ring.submission().push(&sqe.user_data(7)) }
+                .map_err(|_| anyhow::anyhow!("submission queue full"))?;
             pending = true;
         }
         if Instant::now() >= deadline {
-            bail!("io_uring accept: deadline passed with {} of {count}", accepted.len());
+            bail!("io_uring accept: deadline passed with {done} of {count}");
         }
         let wait = types::Timespec::new().nsec(100_000_000);
         match ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&wait)) {
@@ -262,11 +298,15 @@ fn uring_accept(listener: &Socket, multishot: bool, count: usize, deadline: Inst
             if cqe.result() < 0 {
                 return Err(std::io::Error::from_raw_os_error(-cqe.result())).context("io_uring accept");
             }
-            // SAFETY: a successful accept completion is a new fd that we now own.
-            accepted.push(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
-            pending = multishot && cqueue::more(cqe.flags());
+            if !how.direct {
+                // SAFETY: a successful accept completion is a new fd that we now own.
+                accepted.push(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
+            }
+            done += 1;
+            pending = how.multishot && cqueue::more(cqe.flags());
         }
     }
+    say(format!("accepted {done}"));
     Ok(accepted)
 }
 
@@ -298,9 +338,8 @@ fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, dead
     let port = listener.local_addr()?.as_socket().map_or(0, |a| a.port());
     say(format!("pid {}", std::process::id()));
     say(format!("listening {port}"));
-    if matches!(with, AcceptWith::IoUring | AcceptWith::IoUringMultishot) {
-        let accepted = uring_accept(&listener, with == AcceptWith::IoUringMultishot, count, deadline)?;
-        say(format!("accepted {}", accepted.len()));
+    if let Some(how) = with.uring() {
+        uring_accept(&listener, how, count, deadline)?;
         return Ok(());
     }
     let mut accepted = Vec::with_capacity(count);

@@ -7,7 +7,8 @@
  * request's user_data. So accept requests are remembered by (ring,
  * user_data) from submission to their last completion. CQEs are posted in a
  * thread of the ring's owner (inline, task_work, io-wq worker or SQPOLL
- * thread), which shares the fd table that got the new socket. */
+ * thread), which shares the fd table that got the new socket; an accept into
+ * a direct descriptor put it in the ring's own file table instead. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -30,6 +31,35 @@ struct {
 	__type(key, struct uring_request);
 	__type(value, __u32); /* file_slot: nonzero for a direct descriptor (no fd) */
 } uring_accepts SEC(".maps");
+
+#define IORING_FILE_INDEX_ALLOC (~0U)
+/* Low bits of io_rsrc_node.file_ptr are flags (FFS_NOWAIT, FFS_ISREG). */
+#define FIXED_FILE_FLAGS 3UL
+
+/* The struct sock in slot `index` of the ring's fixed file table, or NULL
+ * (also on kernels whose table has another layout: then the connection is
+ * counted as never accepted, as before). */
+static __always_inline struct sock *sock_of_fixed_file(struct io_ring_ctx *ring, __u32 index)
+{
+	if (!bpf_core_field_exists(struct io_rsrc_node, file_ptr) ||
+	    !bpf_core_field_exists(struct io_file_table, data))
+		return NULL;
+	if (index >= ring->file_table.data.nr)
+		return NULL;
+	struct io_rsrc_node **nodes = ring->file_table.data.nodes;
+	struct io_rsrc_node *node = NULL;
+	if (bpf_probe_read_kernel(&node, sizeof(node), &nodes[index]) || !node)
+		return NULL;
+	unsigned long file_ptr = bpf_core_cast(node, struct io_rsrc_node)->file_ptr & ~FIXED_FILE_FLAGS;
+	if (!file_ptr)
+		return NULL;
+	struct file *file = bpf_core_cast((void *)file_ptr, struct file);
+	struct socket *sock = bpf_core_cast(file->private_data, struct socket);
+	/* A socket's file points back at it: guards against a non-socket file. */
+	if (!sock || sock->file != file)
+		return NULL;
+	return sock->sk;
+}
 
 static __always_inline __u32 accept_file_slot(struct io_kiocb *req)
 {
@@ -66,10 +96,16 @@ int BPF_PROG(uring_complete, struct io_ring_ctx *ring, void *request, struct io_
 		if (!(cqe->flags & IORING_CQE_F_MORE))
 			bpf_map_delete_elem(&uring_accepts, &key);
 	}
-	/* A direct descriptor lives in the ring's file table, not the fd table:
-	 * not resolved (the connection ages off as never accepted, counted). */
-	if (cqe->res < 0 || slot)
+	if (cqe->res < 0)
 		return 0;
+	if (slot) {
+		/* A direct descriptor: the socket went into the ring's file table
+		 * (no fd). The slot was chosen by the request (file_index, 1-based)
+		 * or by the kernel (IORING_FILE_INDEX_ALLOC: the CQE carries it). */
+		__u32 index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)cqe->res : slot - 1;
+		struct sock *sk = sock_of_fixed_file(ring, index);
+		return sk ? report_accept(sk, -1, 0) : 0;
+	}
 	struct sock *sk = sock_of_fd(cqe->res);
 	return sk ? report_accept(sk, cqe->res, 0) : 0;
 }
