@@ -324,6 +324,10 @@ fn resolve(cli: Cli) -> Result<Config> {
 fn loadgen_command(cfg: &Config, w: Workload) -> Command {
     let mut c = Command::new(&cfg.loadgen);
     c.arg(w.name()).arg("--timeout-secs").arg(cfg.cli.loadgen_timeout_secs.to_string());
+    // Each run on a clean network stack: tcp_storm leaves 20,000 TIME_WAIT
+    // sockets, whose expiry 60 s later landed in other runs (A runs of one
+    // bench measured 110k to 163k cycles/s).
+    c.arg("--fresh-netns");
     let count = match w {
         Workload::TcpStorm => cfg.tcp_cycles,
         Workload::UdpOneFlow => cfg.udp_datagrams,
