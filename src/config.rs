@@ -118,9 +118,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = CpuPolicy::Yield)]
     pub cpu_policy: CpuPolicy,
 
-    /// With --cpu-policy yield: the longest a fact or an output line waits
-    /// before the sensor takes normal priority to catch up.
-    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    /// With --cpu-policy yield: the longest a fact, an output line or a round
+    /// of the reader's or writer's loop (signals, periodic work) waits before
+    /// the sensor takes normal priority to catch up. At least 200: the loops
+    /// come around every 100 ms when idle.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
     pub max_defer_ms: u64,
 
     /// Apply config exclusions on protocol and ports only in userspace (by

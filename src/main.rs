@@ -249,8 +249,9 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         p.config_change()?;
         p.sink.commit();
     }
+    let reader_rounds = pace::Heartbeat::default();
     let watchdog = (cli.cpu_policy == pace::CpuPolicy::Yield)
-        .then(|| start_watchdog(cli, &probes, &pipeline.borrow().sink))
+        .then(|| start_watchdog(cli, &probes, &pipeline.borrow().sink, &reader_rounds))
         .flatten();
     let boosts = || watchdog.as_ref().map_or(0, pace::Watchdog::boosts);
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
@@ -259,6 +260,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let mut last_sweep = last_tick;
     let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
+        reader_rounds.beat();
         let facts_before = pipeline.borrow().stats.facts;
         if let Err(e) = ringbuf.poll(POLL) {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
@@ -332,13 +334,19 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
 }
 
 /// `--cpu-policy yield`; the sensor keeps normal priority if it cannot yield.
-fn start_watchdog(cli: &Cli, probes: &Probes<'_>, sink: &SinkQueue) -> Option<pace::Watchdog> {
+fn start_watchdog(
+    cli: &Cli,
+    probes: &Probes<'_>,
+    sink: &SinkQueue,
+    reader_rounds: &pace::Heartbeat,
+) -> Option<pace::Watchdog> {
     let started = probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()).and_then(|ring| {
         pace::Watchdog::start(
             ring,
             u64::from(cli.ringbuf_mib) * 1024 * 1024,
             sink.backlog_gauge(),
             cli.queue_capacity,
+            vec![reader_rounds.clone(), sink.writer_heartbeat()],
             Duration::from_millis(cli.max_defer_ms),
         )
     });

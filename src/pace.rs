@@ -10,7 +10,10 @@
 //! - the ring buffer is five eighths full (UDP is shed from three quarters), or
 //! - the output queue is a quarter full, or
 //! - something has waited `max_defer` (a host whose CPUs stay busy would
-//!   otherwise delay events without bound).
+//!   otherwise delay events without bound): a fact in the ring buffer, a line
+//!   in the queue, or a round of the reader's or the writer's loop (each comes
+//!   around at least every 100 ms when it gets the CPU; a late round means
+//!   signals, ticks, flushes and loss reports wait too).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,6 +62,25 @@ fn track(waiting: &mut Option<Waiting>, b: Backlog, now_ns: u64) {
     }
 }
 
+/// Rounds of a thread's loop, bumped by the thread, watched by the watchdog.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn rounds(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A loop's rounds as a backlog: the next round is always awaited.
+fn next_round(rounds: u64) -> Backlog {
+    Backlog { done: rounds, pending: 1 }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Yielding,
@@ -74,19 +96,28 @@ pub struct Pacer {
     mode: Mode,
     ring: Option<Waiting>,
     queue: Option<Waiting>,
+    loops: Vec<Option<Waiting>>,
 }
 
 impl Pacer {
     pub fn new(ring_bytes: u64, queue_lines: u64, max_defer_ns: u64) -> Self {
-        Self { ring_bytes, queue_lines, max_defer_ns, mode: Mode::Yielding, ring: None, queue: None }
+        Self { ring_bytes, queue_lines, max_defer_ns, mode: Mode::Yielding, ring: None, queue: None, loops: Vec::new() }
     }
 
-    /// Takes one look at the backlogs; returns the new mode if it changes.
-    pub fn observe(&mut self, now_ns: u64, ring: Backlog, queue: Backlog) -> Option<Mode> {
+    /// Takes one look at the backlogs and at the rounds of the watched loops;
+    /// returns the new mode if it changes.
+    pub fn observe(&mut self, now_ns: u64, ring: Backlog, queue: Backlog, loop_rounds: &[u64]) -> Option<Mode> {
         track(&mut self.ring, ring, now_ns);
         track(&mut self.queue, queue, now_ns);
-        let overdue =
-            [self.ring, self.queue].iter().flatten().any(|w| now_ns.saturating_sub(w.since_ns) >= self.max_defer_ns);
+        self.loops.resize(loop_rounds.len(), None);
+        for (waiting, rounds) in self.loops.iter_mut().zip(loop_rounds) {
+            track(waiting, next_round(*rounds), now_ns);
+        }
+        let overdue = [self.ring, self.queue]
+            .iter()
+            .chain(self.loops.iter())
+            .flatten()
+            .any(|w| now_ns.saturating_sub(w.since_ns) >= self.max_defer_ns);
         let next = match self.mode {
             Mode::Yielding
                 if overdue || ring.pending >= self.ring_bytes / 8 * 5 || queue.pending >= self.queue_lines / 4 =>
@@ -148,6 +179,7 @@ impl Watchdog {
         ring_bytes: u64,
         queue: BacklogGauge,
         queue_lines: u64,
+        loops: Vec<Heartbeat>,
         max_defer: Duration,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -171,7 +203,8 @@ impl Watchdog {
                     std::thread::sleep(CHECK_EVERY);
                     let consumed = ring.consumed();
                     let ring_now = Backlog { done: consumed, pending: ring.produced().saturating_sub(consumed) };
-                    if let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read()) {
+                    let rounds: Vec<u64> = loops.iter().map(Heartbeat::rounds).collect();
+                    if let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read(), &rounds) {
                         if mode == Mode::CatchingUp {
                             b.fetch_add(1, Ordering::Relaxed);
                         }
@@ -224,40 +257,40 @@ mod tests {
         let mut p = pacer();
         for i in 0..200u64 {
             // 100 ms of 1 KiB bursts, each read within 10 ms.
-            assert_eq!(p.observe(i * 10 * MS, b(i * 1024, 1024), b(i, 1)), None);
+            assert_eq!(p.observe(i * 10 * MS, b(i * 1024, 1024), b(i, 1), &[]), None);
         }
     }
 
     #[test]
     fn five_eighths_of_the_ring_buffer_catches_up_until_nearly_empty() {
         let mut p = pacer();
-        assert_eq!(p.observe(0, b(0, 5 << 20), b(0, 0)), Some(Mode::CatchingUp));
-        assert_eq!(p.observe(10 * MS, b(3 << 20, 2 << 20), b(0, 0)), None, "still a quarter full");
-        assert_eq!(p.observe(20 * MS, b(5 << 20, 512 << 10), b(0, 0)), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 5 << 20), b(0, 0), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(10 * MS, b(3 << 20, 2 << 20), b(0, 0), &[]), None, "still a quarter full");
+        assert_eq!(p.observe(20 * MS, b(5 << 20, 512 << 10), b(0, 0), &[]), Some(Mode::Yielding));
     }
 
     #[test]
     fn just_under_five_eighths_keeps_yielding() {
         let mut p = pacer();
-        assert_eq!(p.observe(0, b(0, (5 << 20) - 1), b(0, 0)), None);
+        assert_eq!(p.observe(0, b(0, (5 << 20) - 1), b(0, 0), &[]), None);
     }
 
     #[test]
     fn a_quarter_full_queue_catches_up() {
         let mut p = pacer();
-        assert_eq!(p.observe(0, b(0, 0), b(0, 4095)), None);
-        assert_eq!(p.observe(10 * MS, b(0, 0), b(0, 4096)), Some(Mode::CatchingUp));
-        assert_eq!(p.observe(20 * MS, b(0, 0), b(4096, 0)), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 0), b(0, 4095), &[]), None);
+        assert_eq!(p.observe(10 * MS, b(0, 0), b(0, 4096), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(20 * MS, b(0, 0), b(4096, 0), &[]), Some(Mode::Yielding));
     }
 
     #[test]
     fn one_fact_left_waiting_too_long_catches_up() {
         let mut p = pacer();
         // A busy host: the reader does not run, the fact stays.
-        assert_eq!(p.observe(0, b(0, 64), b(0, 0)), None);
-        assert_eq!(p.observe(999 * MS, b(0, 64), b(0, 0)), None);
-        assert_eq!(p.observe(1000 * MS, b(0, 64), b(0, 0)), Some(Mode::CatchingUp));
-        assert_eq!(p.observe(1010 * MS, b(64, 0), b(0, 0)), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 64), b(0, 0), &[]), None);
+        assert_eq!(p.observe(999 * MS, b(0, 64), b(0, 0), &[]), None);
+        assert_eq!(p.observe(1000 * MS, b(0, 64), b(0, 0), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(1010 * MS, b(64, 0), b(0, 0), &[]), Some(Mode::Yielding));
     }
 
     #[test]
@@ -266,15 +299,29 @@ mod tests {
         // what was there at first is not all read after max_defer.
         let mut p = pacer();
         for i in 0..100u64 {
-            assert_eq!(p.observe(i * 10 * MS, b(i, 1000), b(0, 0)), None, "at {i}");
+            assert_eq!(p.observe(i * 10 * MS, b(i, 1000), b(0, 0), &[]), None, "at {i}");
         }
-        assert_eq!(p.observe(1000 * MS, b(100, 1000), b(0, 0)), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(1000 * MS, b(100, 1000), b(0, 0), &[]), Some(Mode::CatchingUp));
+    }
+
+    #[test]
+    fn a_loop_that_comes_around_keeps_yielding_and_a_stalled_one_catches_up() {
+        let mut p = pacer();
+        // Rounds every 100 ms (a reader idle in its poll): never late.
+        for i in 0..30u64 {
+            assert_eq!(p.observe(i * 100 * MS, b(0, 0), b(0, 0), &[i, i / 2]), None, "at {i}");
+        }
+        // The first loop stops coming around (no CPU for it): late after max_defer.
+        let t = 29 * 100 * MS;
+        assert_eq!(p.observe(t + 999 * MS, b(0, 0), b(0, 0), &[29, 15]), None);
+        assert_eq!(p.observe(t + 1000 * MS, b(0, 0), b(0, 0), &[29, 15]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(t + 1010 * MS, b(0, 0), b(0, 0), &[30, 15]), Some(Mode::Yielding));
     }
 
     #[test]
     fn lines_stuck_in_the_queue_are_overdue_too() {
         let mut p = pacer();
-        assert_eq!(p.observe(0, b(0, 0), b(0, 3)), None);
-        assert_eq!(p.observe(1000 * MS, b(0, 0), b(0, 3)), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(0, b(0, 0), b(0, 3), &[]), None);
+        assert_eq!(p.observe(1000 * MS, b(0, 0), b(0, 3), &[]), Some(Mode::CatchingUp));
     }
 }

@@ -84,6 +84,8 @@ pub struct QueueCounters {
     pub dropped: AtomicU64,
     /// Lines a sink gave up on (a syslog receiver gone or too slow).
     pub sink_dropped: AtomicU64,
+    /// Rounds of the writer's loop (at least one per FLUSH_EVERY while it runs).
+    pub writer_rounds: crate::pace::Heartbeat,
 }
 
 /// The queue's backlog as seen from another thread (see `crate::pace`).
@@ -245,6 +247,11 @@ impl SinkQueue {
         }
     }
 
+    /// The writer loop's rounds.
+    pub fn writer_heartbeat(&self) -> crate::pace::Heartbeat {
+        self.counters.writer_rounds.clone()
+    }
+
     /// Lines not yet out (batched or queued), readable from another thread.
     pub fn backlog_gauge(&self) -> BacklogGauge {
         BacklogGauge(Arc::clone(&self.counters))
@@ -331,6 +338,7 @@ fn write_loop(
         Ok(())
     };
     loop {
+        counters.writer_rounds.beat();
         match rx.recv_timeout(FLUSH_EVERY) {
             Ok(msg) => {
                 handle(sinks, msg)?;
