@@ -165,6 +165,20 @@ fn set_policy(mode: Mode, except: libc::pid_t) -> Result<()> {
     Ok(())
 }
 
+/// Leaving SCHED_IDLE needs CAP_SYS_NICE (or RLIMIT_NICE): tried on the
+/// calling thread, so the sensor never yields what it could not take back.
+fn can_take_the_cpu_back() -> Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    for policy in [libc::SCHED_IDLE, libc::SCHED_OTHER] {
+        // SAFETY: plain syscall on the calling thread with a valid parameter block.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("trying SCHED_IDLE and back (taking the CPU back needs CAP_SYS_NICE)");
+        }
+    }
+    Ok(())
+}
+
 /// The running watchdog.
 pub struct Watchdog {
     stop: Arc<AtomicBool>,
@@ -192,7 +206,7 @@ impl Watchdog {
             .spawn(move || {
                 // SAFETY: gettid has no preconditions.
                 let me = unsafe { libc::gettid() };
-                let first = set_policy(Mode::Yielding, me);
+                let first = can_take_the_cpu_back().and_then(|()| set_policy(Mode::Yielding, me));
                 let failed = first.is_err();
                 let _ = started_tx.send(first);
                 if failed {

@@ -261,3 +261,19 @@ fn cpu_policy_normal_keeps_normal_priority() {
     assert!(threads.iter().all(|(_, p)| *p == SCHED_OTHER), "{threads:?}");
     assert!(!threads.iter().any(|(n, _)| n == "sockscope-pace"), "no watchdog: {threads:?}");
 }
+
+#[test]
+fn without_cap_sys_nice_the_sensor_keeps_normal_priority() {
+    // Leaving SCHED_IDLE needs CAP_SYS_NICE: a sensor without it must not
+    // yield what it could not take back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("events.jsonl");
+    let state = dir.path().join("state");
+    let sensor = Sensor::start_via(&["setpriv", "--bounding-set=-sys_nice", "--"], Some(dir), out, &state, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let threads = thread_policies(sensor.pid());
+    assert!(!threads.is_empty());
+    assert!(threads.iter().all(|(_, p)| *p == SCHED_OTHER), "{threads:?}");
+    let stderr = sensor.stderr_text();
+    assert!(stderr.contains("CAP_SYS_NICE") && stderr.contains("keeps normal CPU priority"), "{stderr}");
+}
