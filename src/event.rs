@@ -166,6 +166,8 @@ pub struct SensorStats {
     pub udp_flows_tracked: u64,
     pub tcp_pending: u64,
     pub processes: u64,
+    /// Times the sensor took normal CPU priority to catch up (since start).
+    pub cpu_boosts: u64,
 }
 
 impl SensorStats {
@@ -181,6 +183,7 @@ impl SensorStats {
             ("UdpFlowsTracked", self.udp_flows_tracked.to_string()),
             ("TcpPending", self.tcp_pending.to_string()),
             ("Processes", self.processes.to_string()),
+            ("CpuBoosts", self.cpu_boosts.to_string()),
         ]
     }
 }

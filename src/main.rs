@@ -251,9 +251,11 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     }
     let reader_rounds = pace::Heartbeat::default();
     let watchdog = (cli.cpu_policy == pace::CpuPolicy::Yield)
-        .then(|| start_watchdog(cli, &probes, &pipeline.borrow().sink, &reader_rounds))
+        .then(|| {
+            let p = pipeline.borrow();
+            start_watchdog(cli, &probes, &p.sink, &reader_rounds, &p.cpu_boosts)
+        })
         .flatten();
-    let boosts = || watchdog.as_ref().map_or(0, pace::Watchdog::boosts);
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
     let mut last_tick = boot_now_ns();
@@ -303,13 +305,11 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         }
         if signals.stats.swap(false, Ordering::Relaxed) {
             tracing::info!(
-                "{} cpu_boosts={}",
-                p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel()),
-                boosts()
+                "{}",
+                p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
             );
         }
     }
-    let final_boosts = boosts();
     if let Some(w) = watchdog {
         w.stop();
     }
@@ -322,7 +322,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     p.report_health(boot_now_ns(), totals, udp_kernel)?;
     p.service_state(ServiceState::Stopped)?;
     tracing::info!(
-        "{} cpu_boosts={final_boosts}",
+        "{}",
         p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
     );
     tracing::info!("stopping: detaching probes");
@@ -339,6 +339,7 @@ fn start_watchdog(
     probes: &Probes<'_>,
     sink: &SinkQueue,
     reader_rounds: &pace::Heartbeat,
+    boosts: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<pace::Watchdog> {
     let started = probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()).and_then(|ring| {
         pace::Watchdog::start(
@@ -348,6 +349,7 @@ fn start_watchdog(
             cli.queue_capacity,
             vec![reader_rounds.clone(), sink.writer_heartbeat()],
             Duration::from_millis(cli.max_defer_ms),
+            Arc::clone(boosts),
         )
     });
     match started {

@@ -182,12 +182,12 @@ fn can_take_the_cpu_back() -> Result<()> {
 /// The running watchdog.
 pub struct Watchdog {
     stop: Arc<AtomicBool>,
-    boosts: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watchdog {
-    /// Puts the sensor's threads at SCHED_IDLE and starts watching.
+    /// Puts the sensor's threads at SCHED_IDLE and starts watching; `boosts`
+    /// counts the times the sensor took normal priority to catch up.
     pub fn start(
         ring: RingPositions,
         ring_bytes: u64,
@@ -195,10 +195,10 @@ impl Watchdog {
         queue_lines: u64,
         loops: Vec<Heartbeat>,
         max_defer: Duration,
+        boosts: Arc<AtomicU64>,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let boosts = Arc::new(AtomicU64::new(0));
-        let (s, b) = (Arc::clone(&stop), Arc::clone(&boosts));
+        let (s, b) = (Arc::clone(&stop), boosts);
         let max_defer_ns = u64::try_from(max_defer.as_nanos()).unwrap_or(u64::MAX);
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
         let thread = std::thread::Builder::new()
@@ -235,12 +235,7 @@ impl Watchdog {
             })
             .context("starting the CPU priority watchdog")?;
         started_rx.recv().context("the CPU priority watchdog ended early")?.context("yielding the CPU")?;
-        Ok(Self { stop, boosts, thread: Some(thread) })
-    }
-
-    /// How often the sensor went back to normal priority to catch up.
-    pub fn boosts(&self) -> u64 {
-        self.boosts.load(Ordering::Relaxed)
+        Ok(Self { stop, thread: Some(thread) })
     }
 
     /// Back to normal priority, for the final drain.

@@ -1,6 +1,9 @@
 //! The userspace pipeline: decode -> track -> enrich -> format -> sink.
 //! One instance, driven by the ring-buffer callback and the periodic tick.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use anyhow::Result;
 
 use crate::decode::{decode, Fact, TaskIds};
@@ -38,6 +41,8 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     /// First output error; the main loop stops on it.
     pub fatal: Option<anyhow::Error>,
+    /// Times the sensor took normal CPU priority to catch up (pace.rs).
+    pub cpu_boosts: Arc<AtomicU64>,
 }
 
 /// The stateful trackers of the track stage.
@@ -57,7 +62,19 @@ impl Pipeline {
         health: Health,
     ) -> Self {
         let Trackers { procs, tcp, udp } = track;
-        Self { procs, tcp, udp, enrich, rules, formatter, sink, health, stats: PipelineStats::default(), fatal: None }
+        Self {
+            procs,
+            tcp,
+            udp,
+            enrich,
+            rules,
+            formatter,
+            sink,
+            health,
+            stats: PipelineStats::default(),
+            fatal: None,
+            cpu_boosts: Arc::default(),
+        }
     }
 
     /// Ring-buffer callback body.
@@ -239,6 +256,7 @@ impl Pipeline {
                 udp_flows_tracked: self.udp.tracked as u64,
                 tcp_pending: (connecting + unaccepted + early) as u64,
                 processes: self.procs.len() as u64,
+                cpu_boosts: self.cpu_boosts.load(Ordering::Relaxed),
             };
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
@@ -280,7 +298,7 @@ impl Pipeline {
              process_lookups_proc={} process_unknown={} \
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
              udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
-             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={}",
+             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={}",
             self.stats.events_written,
             self.stats.events_filtered,
             excluded_in_kernel,
@@ -312,6 +330,7 @@ impl Pipeline {
             q.written,
             q.udp_shed,
             q.dropped,
+            self.cpu_boosts.load(Ordering::Relaxed),
         )
     }
 }

@@ -26,7 +26,9 @@ fn stats_events_on_the_interval() {
     }
     assert!(stats.len() >= 2, "one a second: {stats:?}");
     let e = &stats[0];
-    for field in ["EventsPerSecond", "EventsWritten", "Lost", "UdpPacketsSuppressed", "TcpPending", "Processes"] {
+    for field in
+        ["EventsPerSecond", "EventsWritten", "Lost", "UdpPacketsSuppressed", "TcpPending", "Processes", "CpuBoosts"]
+    {
         assert!(e.get(field).is_some(), "{field} in {e}");
     }
     assert!(u(e, "Processes") > 0);
