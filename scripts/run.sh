@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the sensor with its built-in
-# default configuration: every TCP connection, JSON lines on stdout.
+# default configuration: every TCP connection and UDP flow, JSON lines on stdout.
 # Extra arguments go to sockscope (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
