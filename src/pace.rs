@@ -239,7 +239,14 @@ impl Watchdog {
     }
 
     /// Back to normal priority, for the final drain.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Watchdog {
+    /// Also on an early return: the sensor is not left yielding unwatched.
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
