@@ -25,7 +25,8 @@ static __always_inline void count_drop(void)
 		*n += 1;
 }
 
-static __always_inline void *reserve_fact(__u64 size, __u32 kind)
+/* A fact stamped `ts_boot_ns` (for a caller that already read the clock). */
+static __always_inline void *reserve_fact_at(__u64 size, __u32 kind, __u64 ts_boot_ns)
 {
 	struct fact_header *h = bpf_ringbuf_reserve(&events, size, 0);
 	if (!h) {
@@ -34,8 +35,13 @@ static __always_inline void *reserve_fact(__u64 size, __u32 kind)
 	}
 	h->kind = kind;
 	h->cpu = bpf_get_smp_processor_id();
-	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	h->ts_boot_ns = ts_boot_ns;
 	return h;
+}
+
+static __always_inline void *reserve_fact(__u64 size, __u32 kind)
+{
+	return reserve_fact_at(size, kind, bpf_ktime_get_boot_ns());
 }
 
 static __always_inline void fill_task_ids(struct task_ids *ids)

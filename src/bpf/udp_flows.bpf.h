@@ -83,7 +83,8 @@ static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_
 		udp_count(UDP_SHED);
 		return 0;
 	}
-	struct udp_flow_fact *f = reserve_fact(sizeof(*f), FACT_UDP_FLOW);
+	/* Stamped with the clock read above: one read per new flow, not two. */
+	struct udp_flow_fact *f = reserve_fact_at(sizeof(*f), FACT_UDP_FLOW, now);
 	if (!f) {
 		/* Not reported: forget it so the next packet tries again. */
 		if (!err)
