@@ -930,7 +930,7 @@ fn print_runs(runs: &[Run]) {
     println!("\nSensor counters per B run (whole host, not only the load generator; nonzero loss-related ones):");
     for r in runs {
         let Some(s) = &r.sensor else { continue };
-        let mut parts: Vec<String> = ["events_written", "udp_packets_suppressed"]
+        let mut parts: Vec<String> = ["events_written", "udp_packets_suppressed", "cpu_boosts"]
             .iter()
             .chain(LOSS_COUNTERS.iter())
             .map(|k| format!("{k}={}", stat(s, k)))
