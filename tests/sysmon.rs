@@ -19,10 +19,11 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// One loopback TCP connection; returns (listener port, connector local port).
-fn connect_once(port_hint: &str) -> (u16, u16) {
-    let mut l = Peer::spawn(None, &["listen", "--bind", port_hint]);
+fn connect_once(bind: &str) -> (u16, u16) {
+    let mut l = Peer::spawn(None, &["listen", "--bind", bind]);
     let port: u16 = l.expect("listening").parse().expect("port");
-    let to = format!("127.0.0.1:{port}");
+    let host: SocketAddr = bind.parse().expect("bind address");
+    let to = SocketAddr::new(host.ip(), port).to_string();
     let mut c = Peer::spawn(None, &["connect", "--to", &to]);
     let local: SocketAddr = c.expect("local").parse().expect("addr");
     c.wait_ok();
@@ -228,8 +229,9 @@ fn sighup_reopens_the_output_file_for_logrotate() {
     assert!(!old.contains(&format!("\"DestinationPort\":{port}")));
 }
 
-/// The kernel applies the protocol/port part of exclude rules itself; the
-/// answers must be the userspace engine's, on the same traffic.
+/// The kernel applies the protocol/port and protocol/address parts of
+/// exclude rules itself; the answers must be the userspace engine's, on the
+/// same traffic.
 #[test]
 fn kernel_and_userspace_filtering_agree() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -240,13 +242,14 @@ fn kernel_and_userspace_filtering_agree() {
          <RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"include\">\
            <Protocol name=\"all\" condition=\"is any\">tcp;udp</Protocol></NetworkConnect></RuleGroup>\
          <RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"exclude\">\
-           <DestinationPort condition=\"is any\">47301;47302</DestinationPort></NetworkConnect></RuleGroup>\
+           <DestinationPort condition=\"is any\">47301;47302</DestinationPort>\
+           <DestinationIp condition=\"is any\">127.0.0.2;::1</DestinationIp></NetworkConnect></RuleGroup>\
          <RuleGroup groupRelation=\"and\"><NetworkConnect onmatch=\"exclude\">\
            <Protocol condition=\"is\">udp</Protocol><DestinationPort condition=\"is\">47303</DestinationPort>\
          </NetworkConnect></RuleGroup></EventFiltering></Sysmon>\n",
     )
     .expect("write config");
-    let ours = |e: &Value| (47301..=47304).contains(&u(e, "DestinationPort"));
+    let ours = |e: &Value| (47301..=47308).contains(&u(e, "DestinationPort"));
     let mut answers = Vec::new();
     for kernel in [true, false] {
         let mut args = vec!["-c", config.to_str().expect("utf8")];
@@ -261,6 +264,12 @@ fn kernel_and_userspace_filtering_agree() {
             let to = format!("127.0.0.1:{port}");
             Peer::spawn(None, &["udp-send", "--to", &to, "--count", "3"]).wait_ok();
         }
+        // Excluded by address: both ends of the TCP connection (Destination
+        // is the remote end outbound, the local end inbound) and the datagrams.
+        connect_once("127.0.0.2:47305");
+        Peer::spawn(None, &["udp-send", "--to", "127.0.0.2:47306", "--count", "3"]).wait_ok();
+        connect_once("[::1]:47307");
+        Peer::spawn(None, &["udp-send", "--to", "[::1]:47308", "--count", "3"]).wait_ok();
         let got = sensor.wait_for(5, WAIT, ours);
         std::thread::sleep(Duration::from_millis(500));
         let got = sensor.wait_for(got.len(), Duration::ZERO, ours);
@@ -278,10 +287,10 @@ fn kernel_and_userspace_filtering_agree() {
                 .expect("stats line")
         };
         if kernel {
-            assert!(count("excluded_in_kernel") >= 4, "the kernel dropped them: {stderr}");
+            assert!(count("excluded_in_kernel") >= 10, "the kernel dropped them: {stderr}");
         } else {
             assert_eq!(count("excluded_in_kernel"), 0);
-            assert!(count("events_filtered") >= 4, "userspace dropped them: {stderr}");
+            assert!(count("events_filtered") >= 10, "userspace dropped them: {stderr}");
         }
         answers.push(seen);
     }

@@ -4,6 +4,8 @@
 #ifndef SOCKSCOPE_KERNEL_FILTER_H
 #define SOCKSCOPE_KERNEL_FILTER_H
 
+#include "sock_endpoints.bpf.h"
+
 struct exclusion_key {
 	__u8 protocol; /* 0: any, 6: tcp, 17: udp */
 	__u8 side;     /* 0: destination port, 1: source port, 2: every port */
@@ -17,12 +19,28 @@ struct {
 	__type(value, __u8);
 } config_exclusions SEC(".maps");
 
-/* How many entries config_exclusions holds. With none (no config, or none
- * the kernel can apply) an event skips the five hash lookups below; an array
- * lookup is inlined to a load. */
+/* Exclusions on one address: protocol (0: any), side (0: destination, 1:
+ * source), the address (IPv4 as ::ffff:a.b.c.d). */
+struct addr_exclusion_key {
+	__u8 protocol;
+	__u8 side;
+	__u16 pad;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct addr_exclusion_key);
+	__type(value, __u8);
+} config_addr_exclusions SEC(".maps");
+
+/* How many entries config_exclusions [0] and config_addr_exclusions [1]
+ * hold. With none (no config, or none the kernel can apply) an event skips
+ * the hash lookups below; an array lookup is inlined to a load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } config_exclusion_count SEC(".maps");
@@ -33,6 +51,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } excluded_in_kernel SEC(".maps");
+
+static __always_inline void count_excluded(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&excluded_in_kernel, &zero);
+	if (n)
+		*n += 1;
+}
 
 static __always_inline int exclusion_hit(__u8 protocol, __u8 side, __u16 port)
 {
@@ -50,12 +76,54 @@ static __always_inline int excluded_by_config(__u8 protocol, __u16 dport, __u16 
 		return 0;
 	if (exclusion_hit(protocol, 0, dport) || exclusion_hit(0, 0, dport) || exclusion_hit(protocol, 1, sport) ||
 	    exclusion_hit(0, 1, sport) || exclusion_hit(protocol, 2, 0)) {
-		__u64 *n = bpf_map_lookup_elem(&excluded_in_kernel, &zero);
-		if (n)
-			*n += 1;
+		count_excluded();
 		return 1;
 	}
 	return 0;
+}
+
+/* Whether any address exclusion is loaded (callers that must first gather
+ * the addresses ask before doing so). */
+static __always_inline int addr_exclusions_loaded(void)
+{
+	__u32 one = 1;
+	__u32 *count = bpf_map_lookup_elem(&config_exclusion_count, &one);
+	return count && *count;
+}
+
+static __always_inline int addr_hit(__u8 protocol, __u8 side, const __u8 addr[16])
+{
+	struct addr_exclusion_key k = { .protocol = protocol, .side = side };
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&config_addr_exclusions, &k) != NULL;
+}
+
+/* Addresses in Sysmon's direction (as ports above), 16 bytes each. */
+static __always_inline int excluded_by_addr(__u8 protocol, const __u8 daddr[16], const __u8 saddr[16])
+{
+	if (!addr_exclusions_loaded())
+		return 0;
+	if (addr_hit(protocol, 0, daddr) || addr_hit(0, 0, daddr) || addr_hit(protocol, 1, saddr) ||
+	    addr_hit(0, 1, saddr)) {
+		count_excluded();
+		return 1;
+	}
+	return 0;
+}
+
+/* A socket's endpoints against the address exclusions; `outbound`: we
+ * initiated (Destination is the remote end). */
+static __always_inline int endpoints_excluded_by_addr(__u8 protocol, const struct tcp_endpoints *ep, int outbound)
+{
+	__u8 local[16], remote[16];
+	if (ep->family == AF_INET6) {
+		__builtin_memcpy(local, ep->local_addr, 16);
+		__builtin_memcpy(remote, ep->remote_addr, 16);
+	} else {
+		ipv4_mapped(local, *(__u32 *)ep->local_addr);
+		ipv4_mapped(remote, *(__u32 *)ep->remote_addr);
+	}
+	return excluded_by_addr(protocol, outbound ? remote : local, outbound ? local : remote);
 }
 
 #endif

@@ -7,6 +7,15 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 
+/* IPv4 as an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr_be)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(&out[12], &addr_be, 4);
+}
+
 /* `sk` must be a BTF pointer (a tp_btf argument, or bpf_core_cast() of one
  * read elsewhere): its fields are then plain loads, not a helper call each. */
 static __always_inline void read_endpoints(const struct sock *sk, struct tcp_endpoints *ep)

@@ -48,14 +48,6 @@ static __always_inline void udp_count(__u32 which)
 		*n += 1;
 }
 
-static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr_be)
-{
-	__builtin_memset(out, 0, 10);
-	out[10] = 0xff;
-	out[11] = 0xff;
-	__builtin_memcpy(&out[12], &addr_be, 4);
-}
-
 /* Reports `key` unless it was reported within the window. Returns 1 when the
  * flow is known afterwards (reported now or before), 0 when it is not (shed,
  * ring buffer full): then the next packet must try again.
@@ -75,7 +67,9 @@ static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_
 	}
 	__u16 dport = key->outbound ? key->remote_port : key->local_port;
 	__u16 sport = key->outbound ? key->local_port : key->remote_port;
-	if (excluded_by_config(IPPROTO_UDP, dport, sport))
+	if (excluded_by_config(IPPROTO_UDP, dport, sport) ||
+	    excluded_by_addr(IPPROTO_UDP, key->outbound ? key->remote_addr : key->local_addr,
+			     key->outbound ? key->local_addr : key->remote_addr))
 		return 1; /* known from now on: its next packets stop above */
 	if (udp_shed_above && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > udp_shed_above) {
 		if (!err)

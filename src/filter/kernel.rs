@@ -1,17 +1,21 @@
-//! The part of a config the kernel can apply: events whose protocol and port
-//! alone make an exclude filter match. Exclude wins in Sysmon's semantics, so
-//! the userspace engine drops every such event whatever its other fields —
-//! dropping it in the kernel gives the same answer, without the event ever
-//! reaching userspace. Anything less certain is left to userspace.
+//! The part of a config the kernel can apply: events whose protocol and port,
+//! or protocol and address, alone make an exclude filter match. Exclude wins
+//! in Sysmon's semantics, so the userspace engine drops every such event
+//! whatever its other fields — dropping it in the kernel gives the same
+//! answer, without the event ever reaching userspace. Anything less certain
+//! is left to userspace.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::condition::Condition;
 use super::field::Field;
 use super::rules::{Filter, Item, Relation};
+use crate::enrich::{canonical_ip, ip_text};
 
-/// Which port an entry is about, in Sysmon's direction (Destination is the
-/// remote end for connect/send, the local end for accept/receive).
+/// Which port or address an entry is about, in Sysmon's direction
+/// (Destination is the remote end for connect/send, the local end for
+/// accept/receive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     Destination = 0,
@@ -28,10 +32,58 @@ pub struct Exclusion {
     pub port: u16,
 }
 
+/// One kernel exclusion on an address: protocol (0: both), side
+/// (Destination or Source), the address as 16 bytes (IPv4 as ::ffff:a.b.c.d,
+/// as the kernel side compares it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AddrExclusion {
+    pub protocol: u8,
+    pub side: Side,
+    pub addr: [u8; 16],
+}
+
+/// Everything the kernel may apply.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelExclusions {
+    pub ports: BTreeSet<Exclusion>,
+    pub addrs: BTreeSet<AddrExclusion>,
+}
+
+impl KernelExclusions {
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.addrs.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len() + self.addrs.len()
+    }
+}
+
+enum Entry {
+    Port(Exclusion),
+    Addr(AddrExclusion),
+}
+
 /// A constraint one condition puts on the event, if it is one we can map.
 enum Atom {
     Protocols(Vec<u8>),
     Ports(Side, Vec<u16>),
+    Addrs(Side, Vec<[u8; 16]>),
+}
+
+/// The address an event field holds when it reads exactly `value`: only a
+/// value in the form the sensor writes (IPv4 dotted, IPv4-mapped written as
+/// IPv4, IPv6 compressed lowercase) can ever match; others match nothing.
+fn event_addr(value: &str) -> Option<[u8; 16]> {
+    let ip: IpAddr = value.parse().ok()?;
+    let ip = canonical_ip(ip);
+    if ip_text(ip) != value {
+        return None;
+    }
+    Some(match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    })
 }
 
 fn atom(c: &Condition) -> Option<Atom> {
@@ -53,14 +105,19 @@ fn atom(c: &Condition) -> Option<Atom> {
             let ports = values.iter().filter_map(|v| v.parse::<u16>().ok().filter(|p| p.to_string() == *v)).collect();
             Some(Atom::Ports(side, ports))
         }
+        Field::DestinationIp | Field::SourceIp => {
+            let side = if c.field == Field::DestinationIp { Side::Destination } else { Side::Source };
+            Some(Atom::Addrs(side, values.iter().filter_map(|v| event_addr(v)).collect()))
+        }
         _ => None,
     }
 }
 
 /// Exclusions implied by `atoms` all holding (an AND of them).
-fn conjunction(atoms: &[Atom]) -> Option<Vec<Exclusion>> {
+fn conjunction(atoms: &[Atom]) -> Option<Vec<Entry>> {
     let mut protocols: Option<Vec<u8>> = None;
     let mut ports: Option<(Side, Vec<u16>)> = None;
+    let mut addrs: Option<(Side, Vec<[u8; 16]>)> = None;
     for a in atoms {
         match a {
             Atom::Protocols(p) => match &mut protocols {
@@ -73,26 +130,37 @@ fn conjunction(atoms: &[Atom]) -> Option<Vec<Exclusion>> {
                 Some(_) => return None, // both ports constrained: not mapped
                 None => ports = Some((*side, p.clone())),
             },
+            Atom::Addrs(side, p) => match &mut addrs {
+                Some((s, existing)) if s == side => existing.retain(|x| p.contains(x)),
+                Some(_) => return None, // both addresses constrained: not mapped
+                None => addrs = Some((*side, p.clone())),
+            },
         }
     }
     let protocols = protocols.unwrap_or_else(|| vec![0]);
     let mut out = Vec::new();
     for &protocol in &protocols {
-        match &ports {
-            Some((side, list)) => out.extend(list.iter().map(|&port| Exclusion { protocol, side: *side, port })),
-            None if protocol != 0 => out.push(Exclusion { protocol, side: Side::Any, port: 0 }),
-            None => return None, // no constraint at all
+        match (&ports, &addrs) {
+            (Some(_), Some(_)) => return None, // a port and an address: no kernel key for both
+            (Some((side, list)), None) => {
+                out.extend(list.iter().map(|&port| Entry::Port(Exclusion { protocol, side: *side, port })))
+            }
+            (None, Some((side, list))) => {
+                out.extend(list.iter().map(|&addr| Entry::Addr(AddrExclusion { protocol, side: *side, addr })))
+            }
+            (None, None) if protocol != 0 => out.push(Entry::Port(Exclusion { protocol, side: Side::Any, port: 0 })),
+            (None, None) => return None, // no constraint at all
         }
     }
     Some(out)
 }
 
 /// Each of `conditions` alone is enough (an OR of them).
-fn disjunction<'c>(conditions: impl IntoIterator<Item = &'c Condition>) -> Vec<Exclusion> {
+fn disjunction<'c>(conditions: impl IntoIterator<Item = &'c Condition>) -> Vec<Entry> {
     conditions.into_iter().filter_map(|c| atom(c).and_then(|a| conjunction(&[a]))).flatten().collect()
 }
 
-fn filter_exclusions(filter: &Filter) -> Vec<Exclusion> {
+fn filter_exclusions(filter: &Filter) -> Vec<Entry> {
     if filter.items.is_empty() {
         return Vec::new();
     }
@@ -152,13 +220,24 @@ fn merge(atoms: Vec<Atom>) -> Atom {
             x.extend(y);
             Atom::Ports(s, x)
         }
+        (Atom::Addrs(s, mut x), Atom::Addrs(_, y)) => {
+            x.extend(y);
+            Atom::Addrs(s, x)
+        }
         (acc, _) => acc, // one field: never mixed
     })
 }
 
 /// Every exclusion the kernel may apply for these exclude filters.
-pub fn kernel_exclusions(excludes: &[Filter]) -> BTreeSet<Exclusion> {
-    excludes.iter().flat_map(filter_exclusions).collect()
+pub fn kernel_exclusions(excludes: &[Filter]) -> KernelExclusions {
+    let mut out = KernelExclusions::default();
+    for entry in excludes.iter().flat_map(filter_exclusions) {
+        match entry {
+            Entry::Port(e) => out.ports.insert(e),
+            Entry::Addr(e) => out.addrs.insert(e),
+        };
+    }
+    out
 }
 
 #[cfg(test)]
@@ -166,10 +245,69 @@ mod tests {
     use super::*;
     use crate::filter::RuleSet;
 
-    fn of(body: &str) -> BTreeSet<Exclusion> {
+    fn all(body: &str) -> KernelExclusions {
         let xml = format!("<Sysmon schemaversion=\"4.90\"><EventFiltering>{body}</EventFiltering></Sysmon>");
         let (rules, _) = RuleSet::from_str(&xml, "t.xml").unwrap_or_else(|e| panic!("{e}"));
         rules.kernel_exclusions()
+    }
+
+    /// The port exclusions (asserting there are no address ones).
+    fn of(body: &str) -> BTreeSet<Exclusion> {
+        let got = all(body);
+        assert!(got.addrs.is_empty(), "{got:?}");
+        got.ports
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        std::net::Ipv4Addr::from(a).to_ipv6_mapped().octets()
+    }
+
+    fn addr(protocol: u8, side: Side, addr: [u8; 16]) -> AddrExclusion {
+        AddrExclusion { protocol, side, addr }
+    }
+
+    #[test]
+    fn address_conditions_in_exclude() {
+        let got = all("<RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"exclude\">\
+             <DestinationIp condition=\"is\">127.0.0.1</DestinationIp>\
+             <SourceIp condition=\"is any\">FD00::2;10.1.2.3</SourceIp></NetworkConnect></RuleGroup>");
+        let fd00_2 = "fd00::2".parse::<std::net::Ipv6Addr>().expect("addr").octets();
+        assert_eq!(
+            got.addrs,
+            [
+                addr(0, Side::Destination, v4([127, 0, 0, 1])),
+                addr(0, Side::Source, fd00_2),
+                addr(0, Side::Source, v4([10, 1, 2, 3])),
+            ]
+            .into()
+        );
+        assert!(got.ports.is_empty());
+        let udp = all("<RuleGroup groupRelation=\"and\"><NetworkConnect onmatch=\"exclude\">\
+             <Protocol condition=\"is\">udp</Protocol><DestinationIp condition=\"is\">127.0.0.53</DestinationIp>\
+             </NetworkConnect></RuleGroup>");
+        assert_eq!(udp.addrs, [addr(17, Side::Destination, v4([127, 0, 0, 53]))].into());
+    }
+
+    #[test]
+    fn addresses_the_sensor_never_writes_are_not_mapped() {
+        // The sensor writes IPv4-mapped addresses as IPv4 and IPv6
+        // compressed: these texts match no event, so the kernel drops nothing.
+        for v in ["::ffff:127.0.0.1", "fd00:0::2", "127.000.0.1", "localhost", "10.0.0.0/8"] {
+            let got = all(&format!(
+                "<RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"exclude\">\
+                 <DestinationIp condition=\"is\">{v}</DestinationIp></NetworkConnect></RuleGroup>"
+            ));
+            assert!(got.is_empty(), "{v}: {got:?}");
+        }
+        // A port and an address in one AND: no kernel key holds both.
+        assert!(all("<RuleGroup groupRelation=\"and\"><NetworkConnect onmatch=\"exclude\">\
+             <DestinationIp condition=\"is\">127.0.0.1</DestinationIp>\
+             <DestinationPort condition=\"is\">53</DestinationPort></NetworkConnect></RuleGroup>")
+        .is_empty());
+        // Other operators.
+        assert!(all("<RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"exclude\">\
+             <DestinationIp condition=\"begin with\">127.</DestinationIp></NetworkConnect></RuleGroup>")
+        .is_empty());
     }
 
     fn ex(protocol: u8, side: Side, port: u16) -> Exclusion {

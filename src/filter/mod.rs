@@ -126,7 +126,7 @@ impl RuleSet {
     }
 
     /// What the kernel can drop by itself with the same answer (see kernel.rs).
-    pub fn kernel_exclusions(&self) -> std::collections::BTreeSet<kernel::Exclusion> {
+    pub fn kernel_exclusions(&self) -> kernel::KernelExclusions {
         match &self.policy {
             Policy::ReportAll => Default::default(),
             Policy::Filters { excludes, .. } => kernel::kernel_exclusions(excludes),

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut};
 
-use crate::filter::kernel::Exclusion;
+use crate::filter::kernel::KernelExclusions;
 
 use skel::process::{ProcessSkel, ProcessSkelBuilder};
 use skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
@@ -179,6 +179,7 @@ impl<'obj> Probes<'obj> {
             ("events", tcp_state.maps.events.as_fd()),
             ("ringbuf_drops", tcp_state.maps.ringbuf_drops.as_fd()),
             ("config_exclusions", tcp_state.maps.config_exclusions.as_fd()),
+            ("config_addr_exclusions", tcp_state.maps.config_addr_exclusions.as_fd()),
             ("config_exclusion_count", tcp_state.maps.config_exclusion_count.as_fd()),
             ("excluded_in_kernel", tcp_state.maps.excluded_in_kernel.as_fd()),
         ];
@@ -273,26 +274,40 @@ impl<'obj> Probes<'obj> {
     }
 
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
-    pub fn set_exclusions(&self, exclusions: &std::collections::BTreeSet<Exclusion>) -> Result<()> {
-        let map = &self.tcp_state.maps.config_exclusions;
+    pub fn set_exclusions(&self, exclusions: &KernelExclusions) -> Result<()> {
+        let ports = &self.tcp_state.maps.config_exclusions;
+        let addrs = &self.tcp_state.maps.config_addr_exclusions;
         let count = &self.tcp_state.maps.config_exclusion_count;
-        let set_count = |n: u32| {
-            count.update(&0u32.to_ne_bytes(), &n.to_ne_bytes(), MapFlags::ANY).context("counting kernel exclusions")
+        let set_count = |index: u32, n: usize| {
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            count.update(&index.to_ne_bytes(), &n.to_ne_bytes(), MapFlags::ANY).context("counting kernel exclusions")
         };
-        // While the table changes the kernel applies none: userspace applies
+        // While the tables change the kernel applies none: userspace applies
         // every rule anyway, so nothing is excluded twice or wrongly.
-        set_count(0)?;
-        for key in map.keys().collect::<Vec<_>>() {
-            map.delete(&key).context("clearing kernel exclusions")?;
+        set_count(0, 0)?;
+        set_count(1, 0)?;
+        for map in [ports, addrs] {
+            for key in map.keys().collect::<Vec<_>>() {
+                map.delete(&key).context("clearing kernel exclusions")?;
+            }
         }
-        for e in exclusions {
+        for e in &exclusions.ports {
             let mut key = [0u8; 4];
             key[0] = e.protocol;
             key[1] = e.side as u8;
             key[2..].copy_from_slice(&e.port.to_ne_bytes());
-            map.update(&key, &[1u8], MapFlags::ANY).context("loading kernel exclusions")?;
+            ports.update(&key, &[1u8], MapFlags::ANY).context("loading kernel exclusions")?;
         }
-        set_count(u32::try_from(exclusions.len()).unwrap_or(u32::MAX))
+        for e in &exclusions.addrs {
+            // struct addr_exclusion_key: protocol, side, pad, 16-byte address.
+            let mut key = [0u8; 20];
+            key[0] = e.protocol;
+            key[1] = e.side as u8;
+            key[4..].copy_from_slice(&e.addr);
+            addrs.update(&key, &[1u8], MapFlags::ANY).context("loading kernel address exclusions")?;
+        }
+        set_count(0, exclusions.ports.len())?;
+        set_count(1, exclusions.addrs.len())
     }
 
     /// Events the kernel dropped because of config exclusions.
