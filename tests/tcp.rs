@@ -401,6 +401,44 @@ fn io_uring_connects_and_accepts() {
     }
 }
 
+/// io_uring recognises a multishot accept's completions by (ring,
+/// user_data) only. An application that puts another multishot request under
+/// the same user_data (here a poll whose result, 260, is also the fd of its
+/// own outbound TCP socket) must not make that socket look accepted: it would
+/// age off as an early accept and be reported inbound.
+#[test]
+fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
+    let sensor = Sensor::start(&["--pending-timeout", "1"]);
+    let mut l = Peer::spawn(
+        None,
+        &["listen", "--bind", "127.0.0.1:0", "--accept", "io-uring-multishot", "--count", "1", "--uring-decoy"],
+    );
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let decoy: SocketAddr = l.expect("decoy").parse().expect("decoy address");
+    let to = sockaddr("127.0.0.1", port);
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    c.wait_ok();
+    l.wait_ok();
+    let listener_pid = u64::from(l.pid());
+    // Both real accepts (the connector's and the decoy's own connection).
+    let accepted = sensor.wait_for(2, WAIT, |e| {
+        e["Initiated"] == false && u(e, "ProcessId") == listener_pid && u(e, "DestinationPort") == u64::from(port)
+    });
+    assert_eq!(accepted.len(), 2, "{accepted:?}\n{}", sensor.stderr_text());
+    // Past the pending timeout (1 s) and the tick that ages entries off.
+    std::thread::sleep(Duration::from_millis(2500));
+    let false_inbound: Vec<Value> = sensor
+        .events()
+        .into_iter()
+        .filter(|e| e["Initiated"] == false && u(e, "DestinationPort") == u64::from(decoy.port()))
+        .collect();
+    assert!(false_inbound.is_empty(), "the decoy's outbound socket reported as accepted: {false_inbound:?}");
+    let outbound = sensor.events().into_iter().filter(|e| {
+        e["Initiated"] == true && u(e, "ProcessId") == listener_pid && u(e, "SourcePort") == u64::from(decoy.port())
+    });
+    assert_eq!(outbound.count(), 1, "the decoy connection itself is an outbound connection");
+}
+
 /// Simultaneous open: A's SYN is lost (B's link is down), then B connects to
 /// A's port while A is still in SYN_SENT. A's socket goes SYN_SENT ->
 /// SYN_RECV -> ESTABLISHED and is never accepted: both ends are outbound

@@ -119,6 +119,13 @@ enum Cmd {
         /// Enable TCP Fast Open on the listener and read the data it carries.
         #[arg(long)]
         fastopen: bool,
+        /// With --accept io-uring-multishot: also connect to ourselves and
+        /// poll that outbound socket (multishot) under the accept's
+        /// user_data, from fd DECOY_FD, so its completions carry a number
+        /// that is the fd of a TCP socket that was never accepted. Prints
+        /// "decoy LOCAL".
+        #[arg(long)]
+        uring_decoy: bool,
     },
     /// Connect COUNT sockets concurrently, print their local addresses, exit.
     Connect {
@@ -182,7 +189,9 @@ fn main() {
     let cli = Cli::parse();
     let deadline = Instant::now() + Duration::from_secs(cli.timeout_secs);
     let result = match cli.cmd {
-        Cmd::Listen { bind, accept, count, fastopen } => listen(bind, accept, count, fastopen, deadline),
+        Cmd::Listen { bind, accept, count, fastopen, uring_decoy } => {
+            listen(bind, ListenOpts { with: accept, count, fastopen, uring_decoy }, deadline)
+        }
         Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused, bind } => {
             let opts = ConnectOpts { nonblocking: nonblocking || count > 1, fastopen, expect_refused, bind };
             connect(to, count, via, opts, deadline)
@@ -257,7 +266,32 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
 /// Accepts `count` connections through io_uring: a request per connection,
 /// or one multishot request; into fds, or into the ring's file table. Returns
 /// the fds (none for direct descriptors: they live as long as the ring).
-fn uring_accept(listener: &Socket, how: UringAccept, count: usize, deadline: Instant) -> Result<Vec<OwnedFd>> {
+/// Poll events asked of the decoy: a connected socket is writable at once,
+/// so its completions carry exactly this mask, which is also its fd.
+const DECOY_FD: i32 = (libc::POLLOUT | libc::POLLWRNORM) as i32;
+
+/// An outbound TCP connection to `to`, moved to fd DECOY_FD.
+fn decoy_socket(to: SocketAddr) -> Result<OwnedFd> {
+    let s = Socket::new(domain(&to), Type::STREAM, None).context("socket")?;
+    s.connect(&to.into()).with_context(|| format!("connect {to}"))?;
+    say(format!("decoy {}", s.local_addr()?.as_socket().map_or_else(String::new, |a| a.to_string())));
+    // SAFETY: dup2 onto a fixed number this process does not otherwise use;
+    // the result is checked and owned below.
+    let fd = unsafe { libc::dup2(s.as_raw_fd(), DECOY_FD) };
+    if fd != DECOY_FD {
+        return Err(std::io::Error::last_os_error()).context("dup2 to the decoy fd");
+    }
+    // SAFETY: dup2 returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn uring_accept(
+    listener: &Socket,
+    how: UringAccept,
+    count: usize,
+    decoy: Option<&OwnedFd>,
+    deadline: Instant,
+) -> Result<Vec<OwnedFd>> {
     use io_uring::{cqueue, opcode, types, IoUring};
     let mut ring = IoUring::new(8).context("io_uring_setup")?;
     if how.direct {
@@ -265,6 +299,12 @@ fn uring_accept(listener: &Socket, how: UringAccept, count: usize, deadline: Ins
         ring.submitter().register_files_sparse(slots).context("registering a sparse file table")?;
     }
     let fd = types::Fd(listener.as_raw_fd());
+    if let Some(d) = decoy {
+        let mask = u32::try_from(DECOY_FD).context("mask")?;
+        let poll = opcode::PollAdd::new(types::Fd(d.as_raw_fd()), mask).multi(true).build().user_data(7);
+        // SAFETY: the SQE points at nothing that must outlive it.
+        unsafe { ring.submission().push(&poll) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+    }
     let mut accepted = Vec::with_capacity(count);
     let mut done = 0usize;
     let mut pending = false;
@@ -295,6 +335,9 @@ fn uring_accept(listener: &Socket, how: UringAccept, count: usize, deadline: Ins
             Err(e) => return Err(e).context("io_uring_enter"),
         }
         for cqe in ring.completion() {
+            if decoy.is_some() && cqe.result() == DECOY_FD {
+                continue; // the decoy's poll, under the accept's user_data
+            }
             if cqe.result() < 0 {
                 return Err(std::io::Error::from_raw_os_error(-cqe.result())).context("io_uring accept");
             }
@@ -310,7 +353,15 @@ fn uring_accept(listener: &Socket, how: UringAccept, count: usize, deadline: Ins
     Ok(accepted)
 }
 
-fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, deadline: Instant) -> Result<()> {
+struct ListenOpts {
+    with: AcceptWith,
+    count: usize,
+    fastopen: bool,
+    uring_decoy: bool,
+}
+
+fn listen(bind: SocketAddr, opts: ListenOpts, deadline: Instant) -> Result<()> {
+    let ListenOpts { with, count, fastopen, uring_decoy } = opts;
     let listener = Socket::new(domain(&bind), Type::STREAM, None).context("socket")?;
     listener.set_reuse_address(true)?;
     if bind.is_ipv6() {
@@ -339,7 +390,15 @@ fn listen(bind: SocketAddr, with: AcceptWith, count: usize, fastopen: bool, dead
     say(format!("pid {}", std::process::id()));
     say(format!("listening {port}"));
     if let Some(how) = with.uring() {
-        uring_accept(&listener, how, count, deadline)?;
+        let decoy = if uring_decoy {
+            let to = SocketAddr::new(bind.ip(), port);
+            Some(decoy_socket(to).context("decoy connection")?)
+        } else {
+            None
+        };
+        // The decoy's own connection is accepted too.
+        let total = count + usize::from(decoy.is_some());
+        uring_accept(&listener, how, total, decoy.as_ref(), deadline)?;
         return Ok(());
     }
     let mut accepted = Vec::with_capacity(count);

@@ -25,11 +25,17 @@ struct uring_request {
 	__u64 user_data;
 };
 
+struct uring_accept {
+	__u32 file_slot;     /* nonzero for a direct descriptor (no fd) */
+	__u16 listener_port; /* the listening socket's local port; 0: unknown */
+	__u16 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct uring_request);
-	__type(value, __u32); /* file_slot: nonzero for a direct descriptor (no fd) */
+	__type(value, struct uring_accept);
 } uring_accepts SEC(".maps");
 
 #define IORING_FILE_INDEX_ALLOC (~0U)
@@ -66,15 +72,38 @@ static __always_inline __u32 accept_file_slot(struct io_kiocb *req)
 	return bpf_core_cast(&req->cmd, struct io_accept)->file_slot;
 }
 
+/* The listening socket a request names: its fd (in the submitting task,
+ * which shares the ring owner's fd table) or its fixed-file slot. The
+ * request's file is only attached when it is issued, after this point. */
+static __always_inline struct sock *listener_of(struct io_kiocb *req)
+{
+	if (req->flags & REQ_F_FIXED_FILE)
+		return sock_of_fixed_file(req->ctx, (__u32)req->cqe.fd);
+	return sock_of_fd(req->cqe.fd);
+}
+
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(uring_submit, struct io_kiocb *req)
 {
 	if (req->opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_ACCEPT))
 		return 0;
 	struct uring_request key = { .ring = (__u64)req->ctx, .user_data = req->cqe.user_data };
-	__u32 slot = accept_file_slot(req);
-	bpf_map_update_elem(&uring_accepts, &key, &slot, BPF_ANY);
+	struct uring_accept value = { .file_slot = accept_file_slot(req) };
+	struct sock *listener = listener_of(req);
+	if (listener)
+		value.listener_port = BPF_CORE_READ(listener, __sk_common.skc_num);
+	bpf_map_update_elem(&uring_accepts, &key, &value, BPF_ANY);
 	return 0;
+}
+
+/* Whether `sk` can be a connection accepted from a listener on `port`:
+ * another request under the accept's user_data may complete with a number
+ * that is the fd of some other socket. (A connection of the same listener
+ * accepted earlier still passes.) */
+static __always_inline int accepted_from(struct sock *sk, __u16 port)
+{
+	struct sock *s = bpf_core_cast(sk, struct sock);
+	return !port || (s->__sk_common.skc_num == port && s->__sk_common.skc_state != TCP_LISTEN);
 }
 
 SEC("tp_btf/io_uring_complete")
@@ -82,17 +111,22 @@ int BPF_PROG(uring_complete, struct io_ring_ctx *ring, void *request, struct io_
 {
 	struct uring_request key = { .ring = (__u64)ring, .user_data = cqe->user_data };
 	__u32 slot;
+	__u16 port = 0;
 	if (request) {
 		struct io_kiocb *req = bpf_core_cast(request, struct io_kiocb);
 		if (req->opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_ACCEPT))
 			return 0;
 		slot = accept_file_slot(req);
+		struct uring_accept *known = bpf_map_lookup_elem(&uring_accepts, &key);
+		if (known)
+			port = known->listener_port;
 		bpf_map_delete_elem(&uring_accepts, &key); /* its last completion */
 	} else {
-		__u32 *known = bpf_map_lookup_elem(&uring_accepts, &key);
+		struct uring_accept *known = bpf_map_lookup_elem(&uring_accepts, &key);
 		if (!known)
 			return 0; /* not an accept */
-		slot = *known;
+		slot = known->file_slot;
+		port = known->listener_port;
 		if (!(cqe->flags & IORING_CQE_F_MORE))
 			bpf_map_delete_elem(&uring_accepts, &key);
 	}
@@ -104,8 +138,8 @@ int BPF_PROG(uring_complete, struct io_ring_ctx *ring, void *request, struct io_
 		 * or by the kernel (IORING_FILE_INDEX_ALLOC: the CQE carries it). */
 		__u32 index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)cqe->res : slot - 1;
 		struct sock *sk = sock_of_fixed_file(ring, index);
-		return sk ? report_accept(sk, -1, 0) : 0;
+		return sk && accepted_from(sk, port) ? report_accept(sk, -1, 0) : 0;
 	}
 	struct sock *sk = sock_of_fd(cqe->res);
-	return sk ? report_accept(sk, cqe->res, 0) : 0;
+	return sk && accepted_from(sk, port) ? report_accept(sk, cqe->res, 0) : 0;
 }
