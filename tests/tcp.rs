@@ -405,7 +405,8 @@ fn io_uring_connects_and_accepts() {
 /// user_data) only. An application that puts another multishot request under
 /// the same user_data (here a poll whose result, 260, is also the fd of its
 /// own outbound TCP socket) must not make that socket look accepted: it would
-/// age off as an early accept and be reported inbound.
+/// age off as an early accept and be reported inbound. (A repeat naming a
+/// connection of the same listener still passes: see the README.)
 #[test]
 fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
     let sensor = Sensor::start(&["--pending-timeout", "1"]);

@@ -263,9 +263,6 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 
-/// Accepts `count` connections through io_uring: a request per connection,
-/// or one multishot request; into fds, or into the ring's file table. Returns
-/// the fds (none for direct descriptors: they live as long as the ring).
 /// Poll events asked of the decoy: a connected socket is writable at once,
 /// so its completions carry exactly this mask, which is also its fd.
 const DECOY_FD: i32 = (libc::POLLOUT | libc::POLLWRNORM) as i32;
@@ -285,6 +282,10 @@ fn decoy_socket(to: SocketAddr) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Accepts `count` connections through io_uring: a request per connection,
+/// or one multishot request; into fds, or into the ring's file table. Returns
+/// the fds (none for direct descriptors: they live as long as the ring).
+/// `decoy`: see `listen --uring-decoy`.
 fn uring_accept(
     listener: &Socket,
     how: UringAccept,
