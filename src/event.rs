@@ -168,6 +168,8 @@ pub struct SensorStats {
     pub processes: u64,
     /// Times the sensor took normal CPU priority to catch up (since start).
     pub cpu_boosts: u64,
+    /// Most unread bytes seen in the ring buffer during the interval.
+    pub ring_buffer_peak_bytes: u64,
 }
 
 impl SensorStats {
@@ -184,6 +186,7 @@ impl SensorStats {
             ("TcpPending", self.tcp_pending.to_string()),
             ("Processes", self.processes.to_string()),
             ("CpuBoosts", self.cpu_boosts.to_string()),
+            ("RingBufferPeakBytes", self.ring_buffer_peak_bytes.to_string()),
         ]
     }
 }

@@ -258,11 +258,23 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         .flatten();
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
+    // The reader's own view of the ring's fill, for the peak in the stats.
+    let ring_fill = match probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!("{e:#}; no ring-buffer peak in the stats");
+            None
+        }
+    };
     let mut last_tick = boot_now_ns();
     let mut last_sweep = last_tick;
     let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
         reader_rounds.beat();
+        if let Some(r) = &ring_fill {
+            let consumed = r.consumed();
+            pipeline.borrow_mut().note_ring_fill(r.produced().saturating_sub(consumed));
+        }
         let facts_before = pipeline.borrow().stats.facts;
         if let Err(e) = ringbuf.poll(POLL) {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {

@@ -43,6 +43,10 @@ pub struct Pipeline {
     pub fatal: Option<anyhow::Error>,
     /// Times the sensor took normal CPU priority to catch up (pace.rs).
     pub cpu_boosts: Arc<AtomicU64>,
+    /// Most unread bytes seen in the ring buffer: since start, and since
+    /// the last stats event (for sizing --ringbuf-mib).
+    ring_peak: u64,
+    ring_peak_interval: u64,
 }
 
 /// The stateful trackers of the track stage.
@@ -74,7 +78,15 @@ impl Pipeline {
             stats: PipelineStats::default(),
             fatal: None,
             cpu_boosts: Arc::default(),
+            ring_peak: 0,
+            ring_peak_interval: 0,
         }
+    }
+
+    /// Unread bytes in the ring buffer, seen before a poll.
+    pub fn note_ring_fill(&mut self, unread: u64) {
+        self.ring_peak = self.ring_peak.max(unread);
+        self.ring_peak_interval = self.ring_peak_interval.max(unread);
     }
 
     /// Ring-buffer callback body.
@@ -257,6 +269,7 @@ impl Pipeline {
                 tcp_pending: (connecting + unaccepted + early) as u64,
                 processes: self.procs.len() as u64,
                 cpu_boosts: self.cpu_boosts.load(Ordering::Relaxed),
+                ring_buffer_peak_bytes: std::mem::take(&mut self.ring_peak_interval),
             };
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
@@ -298,7 +311,8 @@ impl Pipeline {
              process_lookups_proc={} process_unknown={} \
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
              udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
-             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={}",
+             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={} \
+             ringbuf_peak_bytes={}",
             self.stats.events_written,
             self.stats.events_filtered,
             excluded_in_kernel,
@@ -331,6 +345,7 @@ impl Pipeline {
             q.udp_shed,
             q.dropped,
             self.cpu_boosts.load(Ordering::Relaxed),
+            self.ring_peak,
         )
     }
 }
