@@ -125,8 +125,9 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
     pub max_defer_ms: u64,
 
-    /// Apply config exclusions on protocol and ports only in userspace (by
-    /// default the kernel applies them too, so excluded traffic costs nothing).
+    /// Apply config exclusions only in userspace (by default the kernel also
+    /// applies those decided by protocol and port, or protocol and address, so
+    /// such traffic costs nothing).
     #[arg(long)]
     pub no_kernel_filter: bool,
 
