@@ -213,19 +213,28 @@ impl Watchdog {
                     return;
                 }
                 let mut pacer = Pacer::new(ring_bytes, queue_lines, max_defer_ns);
+                // No allocation or lock in the loop that a yielded thread could
+                // hold (the log line only while the sensor runs at normal priority).
+                let mut rounds = vec![0u64; loops.len()];
                 while !s.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECK_EVERY);
                     let consumed = ring.consumed();
                     let ring_now = Backlog { done: consumed, pending: ring.produced().saturating_sub(consumed) };
-                    let rounds: Vec<u64> = loops.iter().map(Heartbeat::rounds).collect();
-                    if let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read(), &rounds) {
-                        if mode == Mode::CatchingUp {
-                            b.fetch_add(1, Ordering::Relaxed);
-                        }
+                    for (r, l) in rounds.iter_mut().zip(&loops) {
+                        *r = l.rounds();
+                    }
+                    let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read(), &rounds) else {
+                        continue;
+                    };
+                    if mode == Mode::Yielding {
                         tracing::debug!(?mode, ring_pending = ring_now.pending, "CPU priority");
-                        if let Err(e) = set_policy(mode, me) {
-                            tracing::warn!("{e:#}");
-                        }
+                    }
+                    if let Err(e) = set_policy(mode, me) {
+                        tracing::warn!("{e:#}");
+                    }
+                    if mode == Mode::CatchingUp {
+                        b.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(?mode, ring_pending = ring_now.pending, "CPU priority");
                     }
                 }
                 // The final drain runs at normal priority.
