@@ -405,14 +405,23 @@ fn io_uring_connects_and_accepts() {
 /// user_data) only. An application that puts another multishot request under
 /// the same user_data (here a poll whose result, 260, is also the fd of its
 /// own outbound TCP socket) must not make that socket look accepted: it would
-/// age off as an early accept and be reported inbound. (A repeat naming a
-/// connection of the same listener still passes: see the README.)
+/// age off as an early accept and be reported inbound; one naming a
+/// connection accepted before would be reported a second time.
 #[test]
 fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
     let sensor = Sensor::start(&["--pending-timeout", "1"]);
     let mut l = Peer::spawn(
         None,
-        &["listen", "--bind", "127.0.0.1:0", "--accept", "io-uring-multishot", "--count", "1", "--uring-decoy"],
+        &[
+            "listen",
+            "--bind",
+            "127.0.0.1:0",
+            "--accept",
+            "io-uring-multishot",
+            "--count",
+            "1",
+            "--uring-decoy=outbound",
+        ],
     );
     let port: u16 = l.expect("listening").parse().expect("port");
     let decoy: SocketAddr = l.expect("decoy").parse().expect("decoy address");
@@ -438,6 +447,20 @@ fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
         e["Initiated"] == true && u(e, "ProcessId") == listener_pid && u(e, "SourcePort") == u64::from(decoy.port())
     });
     assert_eq!(outbound.count(), 1, "the decoy connection itself is an outbound connection");
+
+    // The same naming a connection accepted just before (the listener's own,
+    // accepted first): one inbound event, not a second when the repeat ages off.
+    let args = ["listen", "--bind", "127.0.0.1:0", "--accept", "io-uring-multishot", "--count", "0"];
+    let mut l = Peer::spawn(None, &[&args[..], &["--uring-decoy=accepted"]].concat());
+    let port: u16 = l.expect("listening").parse().expect("port");
+    let local: SocketAddr = l.expect("decoy").parse().expect("decoy address");
+    l.wait_ok();
+    let pid = u64::from(l.pid());
+    let p = Pair { listener_pid: pid, connector_pid: pid, port, local };
+    assert_eq!(inbound(&sensor, &p).len(), 1, "{}", sensor.stderr_text());
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = inbound(&sensor, &p);
+    assert_eq!(again.len(), 1, "reported once: {again:?}");
 }
 
 /// Simultaneous open: A's SYN is lost (B's link is down), then B connects to

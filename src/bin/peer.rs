@@ -119,13 +119,14 @@ enum Cmd {
         /// Enable TCP Fast Open on the listener and read the data it carries.
         #[arg(long)]
         fastopen: bool,
-        /// With --accept io-uring-multishot: also connect to ourselves and
-        /// poll that outbound socket (multishot) under the accept's
-        /// user_data, from fd DECOY_FD, so its completions carry a number
-        /// that is the fd of a TCP socket that was never accepted. Prints
-        /// "decoy LOCAL".
-        #[arg(long)]
-        uring_decoy: bool,
+        /// With --accept io-uring*: also connect to ourselves and poll a TCP
+        /// socket (multishot) under the accept's user_data, moved to fd
+        /// DECOY_FD, so the poll's completions carry a number that is that
+        /// socket's fd: the outbound end (`outbound`: never accepted) or the
+        /// accepted end (`accepted`: accepted just before). Prints "decoy
+        /// LOCAL" (the outbound end's address); the connection is accepted too.
+        #[arg(long, value_enum)]
+        uring_decoy: Option<DecoyKind>,
     },
     /// Connect COUNT sockets concurrently, print their local addresses, exit.
     Connect {
@@ -263,23 +264,43 @@ fn accept_one(listener: &Socket, with: AcceptWith) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum DecoyKind {
+    Outbound,
+    Accepted,
+}
+
 /// Poll events asked of the decoy: a connected socket is writable at once,
 /// so its completions carry exactly this mask, which is also its fd.
 const DECOY_FD: i32 = (libc::POLLOUT | libc::POLLWRNORM) as i32;
 
-/// An outbound TCP connection to `to`, moved to fd DECOY_FD.
-fn decoy_socket(to: SocketAddr) -> Result<OwnedFd> {
+/// A connection to ourselves (`to`: our listener). Prints "decoy LOCAL".
+fn self_connection(to: SocketAddr) -> Result<OwnedFd> {
     let s = Socket::new(domain(&to), Type::STREAM, None).context("socket")?;
     s.connect(&to.into()).with_context(|| format!("connect {to}"))?;
     say(format!("decoy {}", s.local_addr()?.as_socket().map_or_else(String::new, |a| a.to_string())));
+    Ok(OwnedFd::from(s))
+}
+
+/// `fd` again as DECOY_FD.
+fn to_decoy_fd(fd: &OwnedFd) -> Result<OwnedFd> {
     // SAFETY: dup2 onto a fixed number this process does not otherwise use;
     // the result is checked and owned below.
-    let fd = unsafe { libc::dup2(s.as_raw_fd(), DECOY_FD) };
-    if fd != DECOY_FD {
+    let new = unsafe { libc::dup2(fd.as_raw_fd(), DECOY_FD) };
+    if new != DECOY_FD {
         return Err(std::io::Error::last_os_error()).context("dup2 to the decoy fd");
     }
     // SAFETY: dup2 returned a new fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A multishot poll on the decoy under the accept's user_data (7).
+fn poll_decoy(ring: &mut io_uring::IoUring, decoy: &OwnedFd) -> Result<()> {
+    use io_uring::{opcode, types};
+    let mask = u32::try_from(DECOY_FD).context("mask")?;
+    let poll = opcode::PollAdd::new(types::Fd(decoy.as_raw_fd()), mask).multi(true).build().user_data(7);
+    // SAFETY: the SQE points at nothing that must outlive it.
+    unsafe { ring.submission().push(&poll) }.map_err(|_| anyhow::anyhow!("submission queue full"))
 }
 
 /// Accepts `count` connections through io_uring: a request per connection,
@@ -290,7 +311,7 @@ fn uring_accept(
     listener: &Socket,
     how: UringAccept,
     count: usize,
-    decoy: Option<&OwnedFd>,
+    decoy: Option<DecoyKind>,
     deadline: Instant,
 ) -> Result<Vec<OwnedFd>> {
     use io_uring::{cqueue, opcode, types, IoUring};
@@ -300,16 +321,30 @@ fn uring_accept(
         ring.submitter().register_files_sparse(slots).context("registering a sparse file table")?;
     }
     let fd = types::Fd(listener.as_raw_fd());
-    if let Some(d) = decoy {
-        let mask = u32::try_from(DECOY_FD).context("mask")?;
-        let poll = opcode::PollAdd::new(types::Fd(d.as_raw_fd()), mask).multi(true).build().user_data(7);
-        // SAFETY: the SQE points at nothing that must outlive it.
-        unsafe { ring.submission().push(&poll) }.map_err(|_| anyhow::anyhow!("submission queue full"))?;
+    // The decoy's connection is made before the accept is submitted, so it
+    // is the first one accepted. Its outbound end stays open until we return.
+    let outbound_end = match decoy {
+        Some(_) => {
+            let port = listener.local_addr()?.as_socket().map_or(0, |a| a.port());
+            let ip = listener.local_addr()?.as_socket().map(|a| a.ip()).context("listener address")?;
+            Some(self_connection(SocketAddr::new(ip, port)).context("decoy connection")?)
+        }
+        None => None,
+    };
+    let mut decoy_fd = None;
+    if let (Some(DecoyKind::Outbound), Some(end)) = (decoy, &outbound_end) {
+        let d = to_decoy_fd(end)?;
+        poll_decoy(&mut ring, &d)?;
+        decoy_fd = Some(d);
     }
+    // The decoy's own connection is accepted too; an accepted decoy is done
+    // once its poll completed.
+    let count = count + usize::from(decoy.is_some());
+    let mut decoy_polled = decoy != Some(DecoyKind::Accepted);
     let mut accepted = Vec::with_capacity(count);
     let mut done = 0usize;
     let mut pending = false;
-    while done < count {
+    while done < count || !decoy_polled {
         if !pending {
             let sqe = match (how.multishot, how.direct) {
                 (true, direct) => opcode::AcceptMulti::new(fd).allocate_file_index(direct).build(),
@@ -335,16 +370,24 @@ fn uring_accept(
             Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("io_uring_enter"),
         }
-        for cqe in ring.completion() {
-            if decoy.is_some() && cqe.result() == DECOY_FD {
-                continue; // the decoy's poll, under the accept's user_data
+        let cqes: Vec<cqueue::Entry> = ring.completion().collect();
+        for cqe in cqes {
+            if decoy_fd.is_some() && cqe.result() == DECOY_FD {
+                decoy_polled = true; // the decoy's poll, under the accept's user_data
+                continue;
             }
             if cqe.result() < 0 {
                 return Err(std::io::Error::from_raw_os_error(-cqe.result())).context("io_uring accept");
             }
             if !how.direct {
                 // SAFETY: a successful accept completion is a new fd that we now own.
-                accepted.push(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
+                let new = unsafe { OwnedFd::from_raw_fd(cqe.result()) };
+                if decoy == Some(DecoyKind::Accepted) && decoy_fd.is_none() {
+                    let d = to_decoy_fd(&new)?;
+                    poll_decoy(&mut ring, &d)?;
+                    decoy_fd = Some(d);
+                }
+                accepted.push(new);
             }
             done += 1;
             pending = how.multishot && cqueue::more(cqe.flags());
@@ -358,7 +401,7 @@ struct ListenOpts {
     with: AcceptWith,
     count: usize,
     fastopen: bool,
-    uring_decoy: bool,
+    uring_decoy: Option<DecoyKind>,
 }
 
 fn listen(bind: SocketAddr, opts: ListenOpts, deadline: Instant) -> Result<()> {
@@ -391,15 +434,7 @@ fn listen(bind: SocketAddr, opts: ListenOpts, deadline: Instant) -> Result<()> {
     say(format!("pid {}", std::process::id()));
     say(format!("listening {port}"));
     if let Some(how) = with.uring() {
-        let decoy = if uring_decoy {
-            let to = SocketAddr::new(bind.ip(), port);
-            Some(decoy_socket(to).context("decoy connection")?)
-        } else {
-            None
-        };
-        // The decoy's own connection is accepted too.
-        let total = count + usize::from(decoy.is_some());
-        uring_accept(&listener, how, total, decoy.as_ref(), deadline)?;
+        uring_accept(&listener, how, count, uring_decoy, deadline)?;
         return Ok(());
     }
     let mut accepted = Vec::with_capacity(count);

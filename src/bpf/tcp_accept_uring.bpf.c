@@ -98,12 +98,45 @@ int BPF_PROG(uring_submit, struct io_kiocb *req)
 
 /* Whether `sk` can be a connection accepted from a listener on `port`:
  * another request under the accept's user_data may complete with a number
- * that is the fd of some other socket. (A connection of the same listener
- * accepted earlier still passes.) */
+ * that is the fd of some other socket. */
 static __always_inline int accepted_from(struct sock *sk, __u16 port)
 {
 	struct sock *s = bpf_core_cast(sk, struct sock);
 	return !port || (s->__sk_common.skc_num == port && s->__sk_common.skc_state != TCP_LISTEN);
+}
+
+/* A socket, named so that a later socket at the same address is another
+ * one: its pointer and its inode number (socket inodes are numbered from a
+ * counter). */
+struct socket_id {
+	__u64 sk;
+	__u64 ino;
+};
+
+/* Sockets this program reported accepted recently: a completion that names
+ * one again (another request under the accept's user_data, naming a
+ * connection of the same listener) is not a new accept. (Socket-local
+ * storage would be the natural place, but the verifier refuses it for a
+ * socket found through the fd table: "untrusted_ptr_".) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct socket_id);
+	__type(value, __u8);
+} uring_accepted SEC(".maps");
+
+/* Reports `sk` accepted as `fd`, once. */
+static __always_inline int report_uring_accept(struct sock *sk, long fd)
+{
+	struct sock *s = bpf_core_cast(sk, struct sock);
+	struct socket *sock = bpf_core_cast(s->sk_socket, struct socket);
+	struct file *file = bpf_core_cast(sock->file, struct file);
+	struct inode *inode = bpf_core_cast(file->f_inode, struct inode);
+	struct socket_id id = { .sk = (__u64)sk, .ino = inode->i_ino };
+	__u8 one = 1;
+	if (bpf_map_update_elem(&uring_accepted, &id, &one, BPF_NOEXIST))
+		return 0; /* reported before */
+	return report_accept(sk, fd, 0);
 }
 
 SEC("tp_btf/io_uring_complete")
@@ -138,8 +171,8 @@ int BPF_PROG(uring_complete, struct io_ring_ctx *ring, void *request, struct io_
 		 * or by the kernel (IORING_FILE_INDEX_ALLOC: the CQE carries it). */
 		__u32 index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)cqe->res : slot - 1;
 		struct sock *sk = sock_of_fixed_file(ring, index);
-		return sk && accepted_from(sk, port) ? report_accept(sk, -1, 0) : 0;
+		return sk && accepted_from(sk, port) ? report_uring_accept(sk, -1) : 0;
 	}
 	struct sock *sk = sock_of_fd(cqe->res);
-	return sk && accepted_from(sk, port) ? report_accept(sk, cqe->res, 0) : 0;
+	return sk && accepted_from(sk, port) ? report_uring_accept(sk, cqe->res) : 0;
 }
