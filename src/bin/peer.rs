@@ -88,6 +88,11 @@ enum SendWith {
     Write,
     /// io_uring IORING_OP_SENDMSG (no send syscall)
     IoUring,
+    /// each datagram in two sendto calls, the first with MSG_MORE
+    MsgMore,
+    /// each datagram corked (UDP_CORK on, two sendto calls, UDP_CORK off:
+    /// it leaves in the setsockopt call)
+    Cork,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -677,6 +682,37 @@ fn udp_send(
     Ok(())
 }
 
+/// One datagram from two corked sendto calls; it leaves when uncorked.
+/// SAFETY: `name`/`namelen` must describe a live socket address.
+unsafe fn corked_send(fd: i32, payload: &[u8], name: *const libc::sockaddr, namelen: libc::socklen_t) -> isize {
+    let cork = |on: libc::c_int| {
+        // SAFETY: a valid fd and an int option of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_UDP,
+                libc::UDP_CORK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if cork(1) != 0 {
+        return -1;
+    }
+    let (head, tail) = payload.split_at(payload.len() / 2);
+    for part in [head, tail] {
+        // SAFETY: the caller's address and a live buffer.
+        if unsafe { libc::sendto(fd, part.as_ptr().cast(), part.len(), 0, name, namelen) } < 0 {
+            return -1;
+        }
+    }
+    if cork(0) != 0 {
+        return -1;
+    }
+    payload.len() as isize
+}
+
 /// One io_uring request, waited for: its result, or the error it carries.
 fn uring_once(ring: &mut io_uring::IoUring, sqe: &io_uring::squeue::Entry) -> Result<isize> {
     // SAFETY: the caller keeps every buffer the entry points at alive until
@@ -722,6 +758,16 @@ fn send_all(s: &Socket, to: &[SocketAddr], count: usize, via: SendWith) -> Resul
                             )?,
                             None => bail!("no io_uring"),
                         },
+                        SendWith::MsgMore => {
+                            let (head, tail) = payload.split_at(payload.len() / 2);
+                            let r = libc::sendto(fd, head.as_ptr().cast(), head.len(), libc::MSG_MORE, name, namelen);
+                            if r < 0 {
+                                r
+                            } else {
+                                libc::sendto(fd, tail.as_ptr().cast(), tail.len(), 0, name, namelen)
+                            }
+                        }
+                        SendWith::Cork => corked_send(fd, &payload, name, namelen),
                         SendWith::Sendmmsg => {
                             let batch = (count - sent).min(16);
                             let mut msgs: Vec<libc::mmsghdr> =

@@ -8,7 +8,9 @@
  * leaves the last datagram's addresses in socket-local storage, including
  * the source address the route chose for an unbound socket. If egress did
  * not run for it (the packet was dropped on the way), the destination comes
- * from cgroup/sendmsg4|6 (unconnected sends) or the socket (connected). */
+ * from cgroup/sendmsg4|6 (unconnected sends) or the socket (connected). A
+ * corked datagram may leave in setsockopt(UDP_CORK, 0), with no
+ * sock_send_length: egress reports it itself (send_state.corked). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -40,6 +42,11 @@ struct send_state {
 	struct datagram dest; /* from cgroup/sendmsg4|6 */
 	__u64 wire_ns;	     /* when egress filled `wire` */
 	__u32 wire_unparsed; /* egress saw a packet of this socket that is not UDP (IPsec) */
+	/* A send left data corked (MSG_MORE, UDP_CORK): the datagram leaves
+	 * later, possibly in setsockopt(UDP_CORK, 0), where sock_send_length
+	 * does not fire, so egress reports it. */
+	__u32 corked;
+	__u32 netns; /* the socket's, for egress's report */
 	__u32 pad;
 	struct udp_flow_key last;
 	__u64 last_ns; /* when `last` was confirmed */
@@ -76,6 +83,20 @@ int udp_egress(struct __sk_buff *skb)
 	}
 	st->wire_ns = bpf_ktime_get_coarse_ns();
 	d->pending = 1;
+	if (st->corked) {
+		/* The corked datagram leaves, in the task that uncorked it. A
+		 * send_length that follows (a final send) finds it reported. */
+		st->corked = 0;
+		struct udp_flow_key key = { .netns = st->netns, .tgid = bpf_get_current_pid_tgid() >> 32, .outbound = 1 };
+		__builtin_memcpy(key.local_addr, d->local_addr, 16);
+		__builtin_memcpy(key.remote_addr, d->remote_addr, 16);
+		key.local_port = d->local_port;
+		key.remote_port = d->remote_port;
+		if (report_udp_flow(&key, UDP_SEEN_SEND)) {
+			st->last = key;
+			st->last_ns = st->wire_ns;
+		}
+	}
 	return 1; /* observe only: always allow */
 }
 
@@ -126,6 +147,17 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 		}
 		return 0;
 	}
+	if (bpf_core_cast(sk, struct udp_sock)->pending) {
+		/* Data left corked: nothing was sent yet (see send_state.corked). */
+		struct send_state *cs = st ? st : bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!cs) {
+			udp_count(UDP_SEND_DEST_UNKNOWN);
+			return 0;
+		}
+		cs->corked = 1;
+		cs->netns = sk->__sk_common.skc_net.net->ns.inum;
+		return 0;
+	}
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	/* The common case first: the socket's last flow again. */
 	if (st && st->wire.pending && st->last_ns && st->wire_ns - st->last_ns < NS_PER_SEC &&
@@ -150,9 +182,13 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 		__builtin_memcpy(key.remote_addr, st->dest.remote_addr, 16);
 		key.remote_port = st->dest.remote_port;
 	} else if (!key.remote_port) {
-		/* Nothing was sent (a corked send), or it left transformed and
-		 * no sendmsg hook named its destination: counted, not silent. */
-		if (st && st->wire_unparsed) {
+		/* Nothing reached egress (dropped before it, or the socket has no
+		 * storage: the kernel could not allocate it), or it left
+		 * transformed and no sendmsg hook named its destination: counted,
+		 * not silent. */
+		if (!st) {
+			udp_count(UDP_SEND_DEST_UNKNOWN);
+		} else if (st->wire_unparsed) {
 			st->wire_unparsed = 0;
 			udp_count(UDP_SEND_DEST_UNKNOWN);
 		}
