@@ -374,9 +374,14 @@ fn time_now() -> String {
 #[test]
 fn io_uring_connects_and_accepts() {
     let sensor = Sensor::start(&[]);
-    for (accept, n) in
-        [("io-uring", 2usize), ("io-uring-multishot", 3), ("io-uring-direct", 2), ("io-uring-multishot-direct", 3)]
-    {
+    for (accept, n) in [
+        ("io-uring", 2usize),
+        ("io-uring-multishot", 3),
+        ("io-uring-direct", 2),
+        ("io-uring-multishot-direct", 3),
+        // The listener as a fixed file: its port is known from the ring's table.
+        ("io-uring-multishot-fixed", 2),
+    ] {
         let count = n.to_string();
         let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0", "--accept", accept, "--count", &count]);
         let port: u16 = l.expect("listening").parse().expect("port");

@@ -44,15 +44,23 @@ enum AcceptWith {
     IoUringDirect,
     /// As io-uring-multishot, into direct descriptors the kernel allocates.
     IoUringMultishotDirect,
+    /// As io-uring-multishot, naming the listener as fixed file 0; fd 0 is
+    /// then another listening socket (a mix-up of the two shows).
+    IoUringMultishotFixed,
 }
 
 impl AcceptWith {
     fn uring(self) -> Option<UringAccept> {
         match self {
-            AcceptWith::IoUring => Some(UringAccept { multishot: false, direct: false }),
-            AcceptWith::IoUringMultishot => Some(UringAccept { multishot: true, direct: false }),
-            AcceptWith::IoUringDirect => Some(UringAccept { multishot: false, direct: true }),
-            AcceptWith::IoUringMultishotDirect => Some(UringAccept { multishot: true, direct: true }),
+            AcceptWith::IoUring => Some(UringAccept { multishot: false, direct: false, fixed_listener: false }),
+            AcceptWith::IoUringMultishot => Some(UringAccept { multishot: true, direct: false, fixed_listener: false }),
+            AcceptWith::IoUringDirect => Some(UringAccept { multishot: false, direct: true, fixed_listener: false }),
+            AcceptWith::IoUringMultishotDirect => {
+                Some(UringAccept { multishot: true, direct: true, fixed_listener: false })
+            }
+            AcceptWith::IoUringMultishotFixed => {
+                Some(UringAccept { multishot: true, direct: false, fixed_listener: true })
+            }
             AcceptWith::Accept | AcceptWith::AcceptNull | AcceptWith::Accept4 => None,
         }
     }
@@ -63,6 +71,8 @@ struct UringAccept {
     multishot: bool,
     /// Into the ring's file table instead of the fd table.
     direct: bool,
+    /// The listener named as fixed file 0 (not with `direct`).
+    fixed_listener: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -325,6 +335,21 @@ fn uring_accept(
         let slots = u32::try_from(count).context("too many connections")?;
         ring.submitter().register_files_sparse(slots).context("registering a sparse file table")?;
     }
+    // Fd 0 becomes another listener, so that reading the fixed index as an
+    // fd names the wrong socket. Kept open until we return.
+    let _other_listener = if how.fixed_listener {
+        ring.submitter().register_files(&[listener.as_raw_fd()]).context("registering the listener")?;
+        let other = Socket::new(Domain::IPV4, Type::STREAM, None).context("socket")?;
+        other.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).context("bind")?;
+        other.listen(1).context("listen")?;
+        // SAFETY: dup2 onto fd 0 (stdin, unused here); checked below.
+        if unsafe { libc::dup2(other.as_raw_fd(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("dup2 to fd 0");
+        }
+        Some(other)
+    } else {
+        None
+    };
     let fd = types::Fd(listener.as_raw_fd());
     // The decoy's connection is made before the accept is submitted, so it
     // is the first one accepted. Its outbound end stays open until we return.
@@ -352,6 +377,7 @@ fn uring_accept(
     while done < count || !decoy_polled {
         if !pending {
             let sqe = match (how.multishot, how.direct) {
+                (true, _) if how.fixed_listener => opcode::AcceptMulti::new(types::Fixed(0)).build(),
                 (true, direct) => opcode::AcceptMulti::new(fd).allocate_file_index(direct).build(),
                 (false, false) => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build(),
                 (false, true) => {
