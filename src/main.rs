@@ -249,31 +249,31 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         p.config_change()?;
         p.sink.commit();
     }
-    let reader_rounds = pace::Heartbeat::default();
-    let watchdog = (cli.cpu_policy == pace::CpuPolicy::Yield)
-        .then(|| {
-            let p = pipeline.borrow();
-            start_watchdog(cli, &probes, &p.sink, &reader_rounds, &p.cpu_boosts)
-        })
-        .flatten();
-    tracing::info!(probes = probes.attached(), processes = seeded, "ready");
-
-    // The reader's own view of the ring's fill, for the peak in the stats.
+    // The ring's fill: its peak for the stats, and the watchdog's first cue.
     let ring_fill = match probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()) {
-        Ok(r) => Some(r),
+        Ok(r) => Some(Arc::new(r)),
         Err(e) => {
-            tracing::warn!("{e:#}; no ring-buffer peak in the stats");
+            tracing::warn!("{e:#}; no ring-buffer peak in the stats, normal CPU priority");
             None
         }
     };
+    let reader_rounds = pace::Heartbeat::default();
+    let watchdog = match (&ring_fill, cli.cpu_policy) {
+        (Some(ring), pace::CpuPolicy::Yield) => {
+            let p = pipeline.borrow();
+            start_watchdog(cli, Arc::clone(ring), &p.sink, &reader_rounds, &p.cpu_boosts)
+        }
+        _ => None,
+    };
+    tracing::info!(probes = probes.attached(), processes = seeded, "ready");
+
     let mut last_tick = boot_now_ns();
     let mut last_sweep = last_tick;
     let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
         reader_rounds.beat();
         if let Some(r) = &ring_fill {
-            let consumed = r.consumed();
-            pipeline.borrow_mut().note_ring_fill(r.produced().saturating_sub(consumed));
+            pipeline.borrow_mut().note_ring_fill(r.unread());
         }
         let facts_before = pipeline.borrow().stats.facts;
         if let Err(e) = ringbuf.poll(POLL) {
@@ -348,22 +348,20 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
 /// `--cpu-policy yield`; the sensor keeps normal priority if it cannot yield.
 fn start_watchdog(
     cli: &Cli,
-    probes: &Probes<'_>,
+    ring: Arc<probes::ring_fill::RingPositions>,
     sink: &SinkQueue,
     reader_rounds: &pace::Heartbeat,
     boosts: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<pace::Watchdog> {
-    let started = probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()).and_then(|ring| {
-        pace::Watchdog::start(
-            ring,
-            u64::from(cli.ringbuf_mib) * 1024 * 1024,
-            sink.backlog_gauge(),
-            cli.queue_capacity,
-            vec![reader_rounds.clone(), sink.writer_heartbeat()],
-            Duration::from_millis(cli.max_defer_ms),
-            Arc::clone(boosts),
-        )
-    });
+    let started = pace::Watchdog::start(
+        ring,
+        u64::from(cli.ringbuf_mib) * 1024 * 1024,
+        sink.backlog_gauge(),
+        cli.queue_capacity,
+        vec![reader_rounds.clone(), sink.writer_heartbeat()],
+        Duration::from_millis(cli.max_defer_ms),
+        Arc::clone(boosts),
+    );
     match started {
         Ok(w) => Some(w),
         Err(e) => {

@@ -189,7 +189,7 @@ impl Watchdog {
     /// Puts the sensor's threads at SCHED_IDLE and starts watching; `boosts`
     /// counts the times the sensor took normal priority to catch up.
     pub fn start(
-        ring: RingPositions,
+        ring: Arc<RingPositions>,
         ring_bytes: u64,
         queue: BacklogGauge,
         queue_lines: u64,

@@ -66,12 +66,8 @@ static __always_inline int report_accept(struct sock *sk, long fd, __u64 peer_pt
 		if (excluded_by_config(IPPROTO_TCP, BPF_CORE_READ(sk, __sk_common.skc_num),
 				       bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
 			return 0;
-		if (addr_exclusions_loaded()) {
-			struct tcp_endpoints ep = {};
-			read_endpoints(bpf_core_cast(sk, struct sock), &ep);
-			if (endpoints_excluded_by_addr(IPPROTO_TCP, &ep, 0))
-				return 0;
-		}
+		if (sock_excluded_by_addr(IPPROTO_TCP, bpf_core_cast(sk, struct sock), 0))
+			return 0;
 	}
 	if (!sk && !peer_ptr)
 		return 0; /* nothing userspace could match on */

@@ -111,18 +111,17 @@ static __always_inline int excluded_by_addr(__u8 protocol, const __u8 daddr[16],
 	return 0;
 }
 
-/* A socket's endpoints against the address exclusions; `outbound`: we
- * initiated (Destination is the remote end). */
-static __always_inline int endpoints_excluded_by_addr(__u8 protocol, const struct tcp_endpoints *ep, int outbound)
+/* A socket's addresses against the address exclusions; `outbound`: we
+ * initiated (Destination is the remote end). `sk` is a BTF pointer
+ * (read_endpoints); read only when some exclusion is loaded. */
+static __always_inline int sock_excluded_by_addr(__u8 protocol, const struct sock *sk, int outbound)
 {
+	if (!addr_exclusions_loaded())
+		return 0;
+	struct tcp_endpoints ep = {};
+	read_endpoints(sk, &ep);
 	__u8 local[16], remote[16];
-	if (ep->family == AF_INET6) {
-		__builtin_memcpy(local, ep->local_addr, 16);
-		__builtin_memcpy(remote, ep->remote_addr, 16);
-	} else {
-		ipv4_mapped(local, *(__u32 *)ep->local_addr);
-		ipv4_mapped(remote, *(__u32 *)ep->remote_addr);
-	}
+	endpoint_addrs16(&ep, local, remote);
 	return excluded_by_addr(protocol, outbound ? remote : local, outbound ? local : remote);
 }
 

@@ -34,4 +34,16 @@ static __always_inline void read_endpoints(const struct sock *sk, struct tcp_end
 	}
 }
 
+/* `ep`'s two addresses as 16 bytes each (IPv4 as ::ffff:a.b.c.d). */
+static __always_inline void endpoint_addrs16(const struct tcp_endpoints *ep, __u8 local[16], __u8 remote[16])
+{
+	if (ep->family == AF_INET6) {
+		__builtin_memcpy(local, ep->local_addr, 16);
+		__builtin_memcpy(remote, ep->remote_addr, 16);
+	} else {
+		ipv4_mapped(local, *(__u32 *)ep->local_addr);
+		ipv4_mapped(remote, *(__u32 *)ep->remote_addr);
+	}
+}
+
 #endif

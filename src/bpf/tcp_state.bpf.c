@@ -27,13 +27,9 @@ static __always_inline int on_connect(const struct sock *sk)
 	if (excluded_by_config(IPPROTO_TCP, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
 			       BPF_CORE_READ(sk, __sk_common.skc_num)))
 		return 0;
-	if (addr_exclusions_loaded()) {
-		/* Both addresses are set before SYN_SENT (the port may not be). */
-		struct tcp_endpoints ep = {};
-		read_endpoints(sk, &ep);
-		if (endpoints_excluded_by_addr(IPPROTO_TCP, &ep, 1))
-			return 0;
-	}
+	/* Both addresses are set before SYN_SENT (the port may not be). */
+	if (sock_excluded_by_addr(IPPROTO_TCP, sk, 1))
+		return 0;
 	struct tcp_connect_fact *f = reserve_fact(sizeof(*f), FACT_TCP_CONNECT);
 	if (!f)
 		return 0;
@@ -55,12 +51,8 @@ static __always_inline int on_established(const struct sock *sk, int oldstate)
 	int ambiguous = !outbound && BPF_CORE_READ(sk, sk_socket) != NULL;
 	if (!ambiguous && excluded_by_config(IPPROTO_TCP, outbound ? remote : local, outbound ? local : remote))
 		return 0;
-	if (!ambiguous && addr_exclusions_loaded()) {
-		struct tcp_endpoints ep = {};
-		read_endpoints(sk, &ep);
-		if (endpoints_excluded_by_addr(IPPROTO_TCP, &ep, outbound))
-			return 0;
-	}
+	if (!ambiguous && sock_excluded_by_addr(IPPROTO_TCP, sk, outbound))
+		return 0;
 	struct tcp_established_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ESTABLISHED);
 	if (!f)
 		return 0;

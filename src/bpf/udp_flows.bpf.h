@@ -118,13 +118,7 @@ static __always_inline void sock_endpoints_key(const struct sock *sk, struct udp
 	key->netns = ep.netns;
 	key->local_port = ep.local_port;
 	key->remote_port = ep.remote_port;
-	if (ep.family == AF_INET6) {
-		__builtin_memcpy(key->local_addr, ep.local_addr, 16);
-		__builtin_memcpy(key->remote_addr, ep.remote_addr, 16);
-	} else {
-		ipv4_mapped(key->local_addr, *(__u32 *)ep.local_addr);
-		ipv4_mapped(key->remote_addr, *(__u32 *)ep.remote_addr);
-	}
+	endpoint_addrs16(&ep, key->local_addr, key->remote_addr);
 }
 
 /* The UDP addresses of a packet, from its IP header. Returns 0 if it is UDP. */

@@ -67,6 +67,15 @@ static __always_inline int same_endpoints(const struct datagram *w, const struct
 	       wr[1] == lr[1] && wl[0] == ll[0] && wl[1] == ll[1];
 }
 
+/* A datagram's endpoints into a flow key. */
+static __always_inline void datagram_key(const struct datagram *d, struct udp_flow_key *key)
+{
+	__builtin_memcpy(key->local_addr, d->local_addr, 16);
+	__builtin_memcpy(key->remote_addr, d->remote_addr, 16);
+	key->local_port = d->local_port;
+	key->remote_port = d->remote_port;
+}
+
 SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
 {
@@ -88,10 +97,7 @@ int udp_egress(struct __sk_buff *skb)
 		 * send_length that follows (a final send) finds it reported. */
 		st->corked = 0;
 		struct udp_flow_key key = { .netns = st->netns, .tgid = bpf_get_current_pid_tgid() >> 32, .outbound = 1 };
-		__builtin_memcpy(key.local_addr, d->local_addr, 16);
-		__builtin_memcpy(key.remote_addr, d->remote_addr, 16);
-		key.local_port = d->local_port;
-		key.remote_port = d->remote_port;
+		datagram_key(d, &key);
 		if (report_udp_flow(&key, UDP_SEEN_SEND)) {
 			st->last = key;
 			st->last_ns = st->wire_ns;
@@ -173,10 +179,7 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 	key.outbound = 1;
 	__u64 seen_ns = 0; /* 0: not timed, so the next datagram checks again */
 	if (st && st->wire.pending) {
-		__builtin_memcpy(key.local_addr, st->wire.local_addr, 16);
-		__builtin_memcpy(key.remote_addr, st->wire.remote_addr, 16);
-		key.local_port = st->wire.local_port;
-		key.remote_port = st->wire.remote_port;
+		datagram_key(&st->wire, &key);
 		seen_ns = st->wire_ns;
 	} else if (st && st->dest.pending) {
 		__builtin_memcpy(key.remote_addr, st->dest.remote_addr, 16);

@@ -14,8 +14,10 @@ pub struct RingPositions {
     page: usize,
 }
 
-// The mapping is read-only kernel memory, read with atomic loads only.
+// The mapping is read-only kernel memory, read with atomic loads only, from
+// any thread (the reader and the CPU priority watchdog share one).
 unsafe impl Send for RingPositions {}
+unsafe impl Sync for RingPositions {}
 
 impl RingPositions {
     /// Maps the consumer and producer pages of the ring buffer `map`.
@@ -52,6 +54,12 @@ impl RingPositions {
     /// Bytes the kernel has reserved since the ring was created.
     pub fn produced(&self) -> u64 {
         self.load(self.page)
+    }
+
+    /// Bytes reserved and not yet consumed.
+    pub fn unread(&self) -> u64 {
+        let consumed = self.consumed();
+        self.produced().saturating_sub(consumed)
     }
 }
 
