@@ -135,9 +135,9 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub skip_privilege_check: bool,
 
-    /// Testing aid: attribute accepted connections by peer address only.
+    /// Testing aid: the accept probes act as if no accepted fd resolved.
     #[arg(long, hide = true)]
-    pub force_address_match: bool,
+    pub pretend_unresolved_accepts: bool,
 }
 
 fn parse_remote(s: &str) -> Result<crate::sink::syslog::RemoteTarget, String> {

@@ -128,13 +128,11 @@ pub enum Fact {
     },
     TcpAccept {
         ts_ns: u64,
-        /// None when the kernel could not resolve the fd to its socket.
-        sk: Option<u64>,
+        sk: u64,
         task: TaskIds,
-        /// From the caller's sockaddr, only read when `sk` is None.
-        peer: Option<SocketAddr>,
-        /// The accepted socket's endpoints, when `sk` is known.
-        endpoints: Option<Endpoints>,
+        endpoints: Endpoints,
+        /// False for a TCP Fast Open child accepted in SYN_RECV.
+        handshake_done: bool,
     },
     ProcExec {
         ts_ns: u64,
@@ -186,6 +184,22 @@ fn task_ids(t: &tcp_t::task_ids) -> TaskIds {
     TaskIds { tgid: t.tgid, tid: t.tid, uid: t.uid }
 }
 
+/// include/net/tcp_states.h
+const TCP_SYN_RECV: u32 = 3;
+
+/// A `struct tcp_endpoints` as Endpoints (a macro: each skeleton generates
+/// its own copy of the type).
+macro_rules! endpoints {
+    ($ep:expr) => {{
+        let ep = &$ep;
+        Endpoints {
+            netns: ep.netns,
+            local: SocketAddr::new(ip(ep.family, &ep.local_addr)?, ep.local_port),
+            remote: SocketAddr::new(ip(ep.family, &ep.remote_addr)?, ep.remote_port),
+        }
+    }};
+}
+
 fn ip(family: u16, raw: &[u8; 16]) -> Result<IpAddr, DecodeError> {
     match family {
         AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
@@ -205,13 +219,8 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
         }
         FACT_TCP_ESTABLISHED => {
             let f: tcp_t::tcp_established_fact = read(data, kind)?;
-            let ep = &f.ep;
-            let endpoints = Endpoints {
-                netns: ep.netns,
-                local: SocketAddr::new(ip(ep.family, &ep.local_addr)?, ep.local_port),
-                remote: SocketAddr::new(ip(ep.family, &ep.remote_addr)?, ep.remote_port),
-            };
-            Ok(Fact::TcpEstablished { ts_ns, sk: f.sk, outbound: f.outbound != 0, endpoints })
+            let endpoints = endpoints!(f.ep);
+            Ok(Fact::TcpEstablished { ts_ns, sk: f.sk, outbound: hdr.detail != 0, endpoints })
         }
         FACT_TCP_ABORTED => {
             let f: tcp_t::tcp_aborted_fact = read(data, kind)?;
@@ -219,20 +228,9 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
         }
         FACT_TCP_ACCEPT => {
             let f: acc_t::tcp_accept_fact = read(data, kind)?;
-            let peer = match f.peer_family {
-                0 => None,
-                family => Some(SocketAddr::new(ip(family, &f.peer_addr)?, f.peer_port)),
-            };
             let task = TaskIds { tgid: f.task.tgid, tid: f.task.tid, uid: f.task.uid };
-            let endpoints = match f.sk {
-                0 => None,
-                _ => Some(Endpoints {
-                    netns: f.ep.netns,
-                    local: SocketAddr::new(ip(f.ep.family, &f.ep.local_addr)?, f.ep.local_port),
-                    remote: SocketAddr::new(ip(f.ep.family, &f.ep.remote_addr)?, f.ep.remote_port),
-                }),
-            };
-            Ok(Fact::TcpAccept { ts_ns, sk: (f.sk != 0).then_some(f.sk), task, peer, endpoints })
+            let endpoints = endpoints!(f.ep);
+            Ok(Fact::TcpAccept { ts_ns, sk: f.sk, task, endpoints, handshake_done: hdr.detail != TCP_SYN_RECV })
         }
         FACT_PROC_EXEC => decode_exec(data, ts_ns),
         FACT_PROC_FORK => {
@@ -354,7 +352,7 @@ mod tests {
         f.hdr.kind = FACT_TCP_ESTABLISHED;
         f.hdr.ts_boot_ns = 42;
         f.sk = 0xffff_8888_0000_1000;
-        f.outbound = 1;
+        f.hdr.detail = 1;
         f.ep.family = AF_INET6;
         f.ep.netns = 4026531840;
         f.ep.local_port = 40000;
@@ -371,6 +369,33 @@ mod tests {
     }
 
     #[test]
+    fn decodes_accept_and_its_handshake_state() {
+        let mut f = acc_t::tcp_accept_fact::default();
+        f.hdr.kind = FACT_TCP_ACCEPT;
+        f.hdr.ts_boot_ns = 9;
+        f.hdr.detail = 1; // TCP_ESTABLISHED
+        f.sk = 0xffff_8888_0000_2000;
+        f.task = acc_t::task_ids { tgid: 30, tid: 31, uid: 1000, gid: 1000 };
+        f.fd = 5;
+        f.ep.family = AF_INET;
+        f.ep.local_port = 8080;
+        f.ep.remote_port = 51000;
+        f.ep.local_addr[..4].copy_from_slice(&[169, 254, 0, 2]);
+        f.ep.remote_addr[..4].copy_from_slice(&[169, 254, 0, 1]);
+        let fact = decode(&bytes_of(&f)).expect("decodes");
+        let Fact::TcpAccept { ts_ns, sk, task, endpoints, handshake_done } = fact else {
+            panic!("wrong kind: {fact:?}");
+        };
+        assert_eq!((ts_ns, sk, task.tgid, task.tid, task.uid), (9, 0xffff_8888_0000_2000, 30, 31, 1000));
+        assert_eq!(endpoints.local, "169.254.0.2:8080".parse().expect("addr"));
+        assert_eq!(endpoints.remote, "169.254.0.1:51000".parse().expect("addr"));
+        assert!(handshake_done);
+        f.hdr.detail = TCP_SYN_RECV;
+        let fact = decode(&bytes_of(&f)).expect("decodes");
+        assert!(matches!(fact, Fact::TcpAccept { handshake_done: false, .. }), "{fact:?}");
+    }
+
+    #[test]
     fn rejects_short_and_unknown_records() {
         assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Short { .. })));
         let mut h = tcp_t::fact_header { kind: 99, ..Default::default() };
@@ -382,7 +407,7 @@ mod tests {
     #[test]
     fn decodes_exec_with_path_and_argv() {
         let mut rec = bytes_of(&ExecHead {
-            hdr: tcp_t::fact_header { kind: FACT_PROC_EXEC, cpu: 0, ts_boot_ns: 7 },
+            hdr: tcp_t::fact_header { kind: FACT_PROC_EXEC, detail: 0, ts_boot_ns: 7 },
             task: tcp_t::task_ids { tgid: 10, tid: 10, uid: 0, gid: 0 },
             ppid: 1,
             flags: EXEC_ARGS_TRUNCATED,

@@ -126,6 +126,8 @@ pub struct SensorLoss {
     pub utc_time: String,
     /// Kernel facts that found the ring buffer full.
     pub ring_buffer_drops: u64,
+    /// Accepted TCP connections whose socket the probes could not name.
+    pub tcp_accepts_unresolved: u64,
     /// New UDP flows the kernel held back to keep the ring buffer for TCP.
     pub udp_shed_in_kernel: u64,
     /// UDP events the writer queue shed to keep room for TCP.
@@ -142,6 +144,7 @@ impl SensorLoss {
         vec![
             ("UtcTime", self.utc_time.clone()),
             ("RingBufferDrops", self.ring_buffer_drops.to_string()),
+            ("TcpAcceptsUnresolved", self.tcp_accepts_unresolved.to_string()),
             ("UdpShedInKernel", self.udp_shed_in_kernel.to_string()),
             ("UdpShedInQueue", self.udp_shed_in_queue.to_string()),
             ("QueueDropped", self.queue_dropped.to_string()),
@@ -168,6 +171,8 @@ pub struct SensorStats {
     pub processes: u64,
     /// Times the sensor took normal CPU priority to catch up (since start).
     pub cpu_boosts: u64,
+    /// Bursts the reader left in the ring buffer until they ended (burst.rs).
+    pub bursts_deferred: u64,
     /// Most unread bytes seen in the ring buffer during the interval.
     pub ring_buffer_peak_bytes: u64,
 }
@@ -186,6 +191,7 @@ impl SensorStats {
             ("TcpPending", self.tcp_pending.to_string()),
             ("Processes", self.processes.to_string()),
             ("CpuBoosts", self.cpu_boosts.to_string()),
+            ("BurstsDeferred", self.bursts_deferred.to_string()),
             ("RingBufferPeakBytes", self.ring_buffer_peak_bytes.to_string()),
         ]
     }

@@ -5,6 +5,7 @@
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Loss {
     pub ring_buffer_drops: u64,
+    pub tcp_accepts_unresolved: u64,
     pub udp_shed_in_kernel: u64,
     pub udp_shed_in_queue: u64,
     pub queue_dropped: u64,
@@ -14,6 +15,7 @@ pub struct Loss {
 impl Loss {
     pub fn total(&self) -> u64 {
         self.ring_buffer_drops
+            + self.tcp_accepts_unresolved
             + self.udp_shed_in_kernel
             + self.udp_shed_in_queue
             + self.queue_dropped
@@ -23,6 +25,7 @@ impl Loss {
     fn since(&self, earlier: &Loss) -> Loss {
         Loss {
             ring_buffer_drops: self.ring_buffer_drops.saturating_sub(earlier.ring_buffer_drops),
+            tcp_accepts_unresolved: self.tcp_accepts_unresolved.saturating_sub(earlier.tcp_accepts_unresolved),
             udp_shed_in_kernel: self.udp_shed_in_kernel.saturating_sub(earlier.udp_shed_in_kernel),
             udp_shed_in_queue: self.udp_shed_in_queue.saturating_sub(earlier.udp_shed_in_queue),
             queue_dropped: self.queue_dropped.saturating_sub(earlier.queue_dropped),

@@ -2,6 +2,7 @@
 //!
 //! kernel probes (C) -> ring buffer -> decode -> track -> enrich -> format -> sink
 
+mod burst;
 mod config;
 mod decode;
 mod enrich;
@@ -16,12 +17,12 @@ mod sink;
 mod text;
 mod track;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -49,6 +50,14 @@ const TICK_NS: u64 = 1_000_000_000;
 /// A poll that read fewer facts than this pauses GATHER before the next.
 const BATCH_FACTS: u64 = 256;
 const GATHER: Duration = Duration::from_millis(4);
+/// A ring-buffer callback's "end this read round" (libbpf passes it back
+/// from poll).
+const END_ROUND: i32 = -libc::EAGAIN;
+/// How long the reader leaves the writer to catch up before it looks again.
+const HOLD_BACK_PAUSE: Duration = Duration::from_millis(2);
+/// At exit, how long the reader waits for a slow writer before it reads the
+/// rest of the ring buffer regardless (what the queue cannot take is counted).
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
 const TAPS_REFRESH_NS: u64 = 250_000_000;
 /// Messages held for a slow local syslog receiver (its socket queue is short).
@@ -203,7 +212,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let opts = ProbeOptions {
         ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
         argv_limit: cli.argv_limit,
-        force_address_match: cli.force_address_match,
+        pretend_unresolved_accepts: cli.pretend_unresolved_accepts,
         udp: cli.udp_mechanism,
         udp_flow_capacity: cli.udp_flow_capacity,
         // UDP gives way once the ring buffer is three quarters full: TCP keeps
@@ -234,10 +243,44 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     // Sweep often enough that a flow is reported again soon after its window.
     let sweep_ns = (cli.udp_window * 1_000_000_000 / 10).clamp(TICK_NS, 10 * TICK_NS);
 
+    // The ring's fill: its peak for the stats, the watchdog's first cue, and
+    // how long the reader may leave facts in it.
+    let ring_fill = match probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!("{e:#}; no ring-buffer peak in the stats, normal CPU priority");
+            None
+        }
+    };
+    let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
+    // While the writer is behind (its queue half full, until it is down to a
+    // quarter), facts wait in the ring buffer, the larger buffer, rather than
+    // lines being dropped; once the ring is as full as the sensor lets it get,
+    // the reader reads on and the queue sheds (counted), so a stalled output
+    // never overflows the ring.
+    let held_back = Cell::new(false);
+    // A read round also ends after burst::ROUND_FACTS, for the burst gate.
+    let round_facts = Cell::new(0u64);
+    let round_full = Cell::new(false);
+    // Until the final drain, which reads to the end.
+    let may_end_rounds = Cell::new(true);
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&probes.tcp_state.maps.events, |data| {
-            pipeline.borrow_mut().handle_record(data);
+            let mut p = pipeline.borrow_mut();
+            p.handle_record(data);
+            if !may_end_rounds.get() {
+                return 0;
+            }
+            if p.sink.backed_up() && ring_fill.as_ref().is_some_and(|r| r.unread() < pace::catch_up_at(ring_bytes)) {
+                held_back.set(true);
+                return END_ROUND; // this fact is read; the rest waits
+            }
+            round_facts.set(round_facts.get() + 1);
+            if round_facts.get() >= burst::ROUND_FACTS {
+                round_full.set(true);
+                return END_ROUND;
+            }
             0
         })
         .context("setting up the ring buffer reader")?;
@@ -249,14 +292,6 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         p.config_change()?;
         p.sink.commit();
     }
-    // The ring's fill: its peak for the stats, and the watchdog's first cue.
-    let ring_fill = match probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()) {
-        Ok(r) => Some(Arc::new(r)),
-        Err(e) => {
-            tracing::warn!("{e:#}; no ring-buffer peak in the stats, normal CPU priority");
-            None
-        }
-    };
     let reader_rounds = pace::Heartbeat::default();
     let watchdog = match (&ring_fill, cli.cpu_policy) {
         (Some(ring), pace::CpuPolicy::Yield) => {
@@ -265,31 +300,61 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         }
         _ => None,
     };
+    // Bursts wait in the ring buffer only when the sensor yields the CPU.
+    let mut burst_gate = match (&ring_fill, cli.cpu_policy) {
+        (Some(_), pace::CpuPolicy::Yield) => Some(burst::BurstGate::new(ring_bytes, cli.max_defer_ms * 1_000_000)),
+        _ => None,
+    };
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
+    let mut holding = false;
     let mut last_tick = boot_now_ns();
     let mut last_sweep = last_tick;
     let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
         reader_rounds.beat();
+        // Read now, leave a burst in the ring buffer, or hold back for the writer.
+        let mut gate = burst::Gate::Read;
+        let mut hold_back = false;
         if let Some(r) = &ring_fill {
-            pipeline.borrow_mut().note_ring_fill(r.unread());
+            let unread = r.unread();
+            let mut p = pipeline.borrow_mut();
+            p.note_ring_fill(unread);
+            holding = holding && !p.sink.has_room();
+            hold_back = holding && unread < pace::catch_up_at(ring_bytes);
+            if let (false, Some(g)) = (hold_back, burst_gate.as_mut()) {
+                gate = g.next(boot_now_ns(), r.produced(), unread);
+                p.bursts_deferred = g.bursts;
+            }
         }
         let facts_before = pipeline.borrow().stats.facts;
-        if let Err(e) = ringbuf.poll(POLL) {
-            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+        if hold_back {
+            pipeline.borrow_mut().sink.commit();
+            std::thread::sleep(HOLD_BACK_PAUSE);
+        } else if gate == burst::Gate::Defer {
+            std::thread::sleep(burst::STEP);
+        } else if let Err(e) = ringbuf.poll(POLL) {
+            let ended = held_back.get() || round_full.get();
+            if !ended && e.kind() != libbpf_rs::ErrorKind::Interrupted {
                 return Err(e).context("polling the ring buffer");
             }
         }
+        round_facts.set(0);
+        round_full.set(false);
         let mut p = pipeline.borrow_mut();
         let read = p.stats.facts - facts_before;
-        p.sink.commit_if_due(read == 0);
-        if read > 0 && read < BATCH_FACTS {
-            // A trickle: let facts gather for a moment instead of waking for
-            // each one (a wakeup and two context switches per fact cost more
-            // than handling it). The pause is short enough that the ring
-            // buffer's recent pages stay in the cache.
-            std::thread::sleep(GATHER);
+        if held_back.replace(false) {
+            p.sink.commit(); // the writer's to catch up; the next rounds wait
+            holding = true;
+        } else if !hold_back {
+            p.sink.commit_if_due(read == 0);
+            if read > 0 && read < BATCH_FACTS {
+                // A trickle: let facts gather for a moment instead of waking
+                // for each one (a wakeup and two context switches per fact
+                // cost more than handling it). The pause is short enough that
+                // the ring buffer's recent pages stay in the cache.
+                std::thread::sleep(GATHER);
+            }
         }
         if let Some(e) = p.fatal.take().or_else(|| p.sink.failed()) {
             return Err(e);
@@ -297,9 +362,8 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         let now = boot_now_ns();
         if now.saturating_sub(last_tick) >= TICK_NS {
             p.tick(now);
-            let udp_kernel = probes.udp_counters();
-            let totals = p.loss_totals(probes.ringbuf_drops().unwrap_or(0), udp_kernel);
-            p.report_health(now, totals, udp_kernel)?;
+            let kernel = probes.counters();
+            p.report_health(now, &kernel)?;
             last_tick = now;
         }
         if p.udp.needs_room() || now.saturating_sub(last_sweep) >= sweep_ns {
@@ -316,27 +380,33 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
             reload(cli, &probes, &mut p)?;
         }
         if signals.stats.swap(false, Ordering::Relaxed) {
-            tracing::info!(
-                "{}",
-                p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
-            );
+            tracing::info!("{}", p.stats_line(&probes.counters()));
         }
     }
     if let Some(w) = watchdog {
         w.stop();
     }
 
-    // Drain what the kernel already queued, then flush before detaching.
+    // Drain what the kernel already queued, then flush before detaching: as
+    // the writer takes it for a moment, then whatever the queue holds.
+    let drain_until = Instant::now() + DRAIN_WAIT;
+    let queued_at_stop = ring_fill.as_ref().map_or(0, |r| r.produced());
+    while ring_fill.as_ref().is_some_and(|r| r.consumed() < queued_at_stop) && Instant::now() < drain_until {
+        let _ = ringbuf.consume();
+        round_facts.set(0);
+        round_full.set(false);
+        pipeline.borrow_mut().sink.commit();
+        if held_back.replace(false) {
+            std::thread::sleep(HOLD_BACK_PAUSE);
+        }
+    }
+    may_end_rounds.set(false);
     let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
-    let udp_kernel = probes.udp_counters();
-    let totals = p.loss_totals(probes.ringbuf_drops().unwrap_or(0), udp_kernel);
-    p.report_health(boot_now_ns(), totals, udp_kernel)?;
+    let kernel = probes.counters();
+    p.report_health(boot_now_ns(), &kernel)?;
     p.service_state(ServiceState::Stopped)?;
-    tracing::info!(
-        "{}",
-        p.stats_line(probes.ringbuf_drops().unwrap_or(0), probes.udp_counters(), probes.excluded_in_kernel())
-    );
+    tracing::info!("{}", p.stats_line(&kernel));
     tracing::info!("stopping: detaching probes");
     drop(taps);
     drop(p);

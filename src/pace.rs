@@ -81,6 +81,11 @@ fn next_round(rounds: u64) -> Backlog {
     Backlog { done: rounds, pending: 1 }
 }
 
+/// Unread ring-buffer bytes from which the sensor takes normal priority.
+pub fn catch_up_at(ring_bytes: u64) -> u64 {
+    ring_bytes / 8 * 5
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Yielding,
@@ -120,7 +125,7 @@ impl Pacer {
             .any(|w| now_ns.saturating_sub(w.since_ns) >= self.max_defer_ns);
         let next = match self.mode {
             Mode::Yielding
-                if overdue || ring.pending >= self.ring_bytes / 8 * 5 || queue.pending >= self.queue_lines / 4 =>
+                if overdue || ring.pending >= catch_up_at(self.ring_bytes) || queue.pending >= self.queue_lines / 4 =>
             {
                 Mode::CatchingUp
             }

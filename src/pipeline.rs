@@ -14,7 +14,7 @@ use crate::filter::{RuleSet, Verdict};
 use crate::format::service::ServiceState;
 use crate::format::Formatter;
 use crate::health::{Health, Loss};
-use crate::probes::UDP_KERNEL_COUNTERS;
+use crate::probes::KernelCounters;
 use crate::sink::queue::{LineKind, SinkQueue};
 use crate::track::process::{ProcessInfo, ProcessTable};
 use crate::track::tcp::{Connection, Owner, Protocol, TcpTracker};
@@ -43,6 +43,8 @@ pub struct Pipeline {
     pub fatal: Option<anyhow::Error>,
     /// Times the sensor took normal CPU priority to catch up (pace.rs).
     pub cpu_boosts: Arc<AtomicU64>,
+    /// Bursts the reader left in the ring buffer until they ended (burst.rs).
+    pub bursts_deferred: u64,
     /// Most unread bytes seen in the ring buffer: since start, and since
     /// the last stats event (for sizing --ringbuf-mib).
     ring_peak: u64,
@@ -78,6 +80,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             fatal: None,
             cpu_boosts: Arc::default(),
+            bursts_deferred: 0,
             ring_peak: 0,
             ring_peak_interval: 0,
         }
@@ -121,9 +124,9 @@ impl Pipeline {
                     self.emit(&conn);
                 }
             }
-            Fact::TcpAccept { ts_ns, sk, task, peer, endpoints } => {
+            Fact::TcpAccept { ts_ns, sk, task, endpoints, handshake_done } => {
                 let owner = self.owner(task);
-                if let Some(conn) = self.tcp.on_accept(sk, peer, endpoints, owner, ts_ns) {
+                if let Some(conn) = self.tcp.on_accept(sk, endpoints, handshake_done, owner, ts_ns) {
                     self.emit(&conn);
                 }
             }
@@ -212,11 +215,12 @@ impl Pipeline {
     }
 
     /// Every loss counter there is, as totals since start.
-    pub fn loss_totals(&self, ringbuf_drops: u64, udp_kernel: [u64; UDP_KERNEL_COUNTERS]) -> Loss {
+    fn loss_totals(&self, kernel: &KernelCounters) -> Loss {
         let q = self.sink.stats();
         Loss {
-            ring_buffer_drops: ringbuf_drops,
-            udp_shed_in_kernel: udp_kernel[3],
+            ring_buffer_drops: kernel.ringbuf_drops,
+            tcp_accepts_unresolved: kernel.tcp.accepts_unresolved,
+            udp_shed_in_kernel: kernel.udp[3],
             udp_shed_in_queue: q.udp_shed,
             queue_dropped: q.dropped,
             sink_dropped: q.sink_dropped,
@@ -225,26 +229,25 @@ impl Pipeline {
 
     /// Emits a loss event if anything was lost since the last one, and the
     /// stats event when due.
-    pub fn report_health(
-        &mut self,
-        now_boot_ns: u64,
-        totals: Loss,
-        udp_kernel: [u64; UDP_KERNEL_COUNTERS],
-    ) -> Result<()> {
+    pub fn report_health(&mut self, now_boot_ns: u64, kernel: &KernelCounters) -> Result<()> {
+        let totals = self.loss_totals(kernel);
         let now = self.now_unix_ns();
         if let Some(new) = self.health.unannounced(totals) {
             let event = SensorLoss {
                 event_id: SENSOR_LOSS,
                 utc_time: crate::enrich::format_utc(now),
                 ring_buffer_drops: new.ring_buffer_drops,
+                tcp_accepts_unresolved: new.tcp_accepts_unresolved,
                 udp_shed_in_kernel: new.udp_shed_in_kernel,
                 udp_shed_in_queue: new.udp_shed_in_queue,
                 queue_dropped: new.queue_dropped,
                 output_dropped: new.sink_dropped,
             };
             tracing::warn!(
-                "events lost: ring buffer {}, UDP shed in kernel {}, UDP shed in queue {}, queue full {}, output {}",
+                "events lost: ring buffer {}, TCP accepts unresolved {}, UDP shed in kernel {}, UDP shed in queue {}, \
+                 queue full {}, output {}",
                 new.ring_buffer_drops,
+                new.tcp_accepts_unresolved,
                 new.udp_shed_in_kernel,
                 new.udp_shed_in_queue,
                 new.queue_dropped,
@@ -264,11 +267,12 @@ impl Pipeline {
                 events_written: self.stats.events_written,
                 events_filtered: self.stats.events_filtered,
                 lost: totals.total(),
-                udp_packets_suppressed: udp_kernel[0],
+                udp_packets_suppressed: kernel.udp[0],
                 udp_flows_tracked: self.udp.tracked as u64,
                 tcp_pending: (connecting + unaccepted + early) as u64,
                 processes: self.procs.len() as u64,
                 cpu_boosts: self.cpu_boosts.load(Ordering::Relaxed),
+                bursts_deferred: self.bursts_deferred,
                 ring_buffer_peak_bytes: std::mem::take(&mut self.ring_peak_interval),
             };
             let mut line = Vec::new();
@@ -293,12 +297,8 @@ impl Pipeline {
         self.enrich.clock.maybe_resync(now_boot_ns);
     }
 
-    pub fn stats_line(
-        &self,
-        ringbuf_drops: u64,
-        udp_kernel: [u64; UDP_KERNEL_COUNTERS],
-        excluded_in_kernel: u64,
-    ) -> String {
+    pub fn stats_line(&self, kernel: &KernelCounters) -> String {
+        let udp_kernel = kernel.udp;
         let t = &self.tcp.stats;
         let u = &self.udp.stats;
         let q = self.sink.stats();
@@ -306,26 +306,28 @@ impl Pipeline {
         format!(
             "stats: events_written={} events_filtered={} excluded_in_kernel={} facts={} decode_errors={} ringbuf_drops={} \
              tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
-             tcp_inbound_never_accepted={} tcp_pending_connects_expired={} tcp_accepts_unmatched={} \
+             tcp_inbound_handshakes={} tcp_inbound_never_accepted={} tcp_pending_connects_expired={} \
+             tcp_accepts_unresolved={} \
              pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
              process_lookups_proc={} process_unknown={} \
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
              udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
              udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={} \
-             ringbuf_peak_bytes={}",
+             bursts_deferred={} ringbuf_peak_bytes={}",
             self.stats.events_written,
             self.stats.events_filtered,
-            excluded_in_kernel,
+            kernel.excluded,
             self.stats.facts,
             self.stats.decode_errors,
-            ringbuf_drops,
+            kernel.ringbuf_drops,
             t.outbound_reported,
             t.inbound_reported,
             t.outbound_unattributed,
             t.handshakes_failed,
+            kernel.tcp.inbound_handshakes,
             t.inbound_never_accepted,
             t.pending_connects_expired,
-            t.accepts_unmatched,
+            kernel.tcp.accepts_unresolved,
             connecting,
             unaccepted,
             early_accepts,
@@ -345,6 +347,7 @@ impl Pipeline {
             q.udp_shed,
             q.dropped,
             self.cpu_boosts.load(Ordering::Relaxed),
+            self.bursts_deferred,
             self.ring_peak,
         )
     }

@@ -1,6 +1,7 @@
-//! Loss is never silent, and health is visible: stats events on an interval,
-//! and when the output stalls, every UDP flow is either reported or counted
-//! as lost in a loss event, while TCP keeps the queue's last room.
+//! Loss is never silent, and health is visible: stats events on an interval;
+//! when the output stalls, facts wait in the ring buffer, and once that is as
+//! full as the sensor lets it get, every UDP flow is either reported or
+//! counted as lost in a loss event.
 
 mod common;
 
@@ -45,9 +46,10 @@ fn stats_events_on_the_interval() {
 /// A sensor writing JSON to a pipe nobody reads until the test says so,
 /// with a 64-line queue: once the pipe is full the writer blocks and the
 /// queue fills. Returns when it is ready; the thread collects its stderr.
-fn sensor_on_a_pipe() -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
+fn sensor_on_a_pipe(extra: &[&str]) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
     let mut child = Command::new(SENSOR)
         .args(["--queue-capacity", "64", "--state-dir", "/nonexistent-unused", "--stats-interval", "0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -79,15 +81,15 @@ fn send_udp_flows(net: &TestNet, n: u16, first_port: u16) {
     Peer::spawn(Some(&net.a), &args).wait_ok();
 }
 
-#[test]
-fn stalled_output_loses_nothing_silently() {
-    require_root();
+/// Stalls the output of a sensor on a pipe while `n` UDP flows go from a to
+/// b, then drains it and stops it: the flows reported, the loss events, and
+/// the sensor's stderr.
+fn flows_through_a_stalled_output(n: u16, extra: &[&str]) -> (u64, Vec<Value>, String) {
     let net = TestNet::new();
-    let (mut child, reader) = sensor_on_a_pipe();
+    let (mut child, reader) = sensor_on_a_pipe(extra);
     // Nobody reads stdout yet: the pipe fills, the writer blocks, the queue fills.
-    send_udp_flows(&net, 3000, 10000);
+    send_udp_flows(&net, n, 10000);
     std::thread::sleep(Duration::from_millis(1500)); // a loss event is due within a second
-                                                     // Now drain the output, stop, and account for every flow.
     let mut out = child.stdout.take().expect("stdout");
     let drain = std::thread::spawn(move || {
         let mut text = String::new();
@@ -106,16 +108,40 @@ fn stalled_output_loses_nothing_silently() {
         .iter()
         .filter(|e| e["EventID"] == 3 && s(e, "Protocol") == "udp" && u(e, "NetNs") == ns && e["Initiated"] == true)
         .count() as u64;
-    let losses: Vec<&Value> = events.iter().filter(|e| e["EventID"] == 250).collect();
+    let losses = events.into_iter().filter(|e| e["EventID"] == 250).collect();
+    (reported, losses, stderr)
+}
+
+#[test]
+fn stalled_output_keeps_facts_in_the_ring_buffer() {
+    require_root();
+    let (reported, losses, stderr) = flows_through_a_stalled_output(3000, &[]);
+    assert!(losses.is_empty(), "nothing lost: {losses:?}\n{stderr}");
+    assert_eq!(reported, 3000, "every flow reported once the output moved again; stderr:\n{stderr}");
+    assert_eq!(final_stat(&stderr, "queue_dropped") + final_stat(&stderr, "queue_udp_shed"), 0, "{stderr}");
+}
+
+#[test]
+fn stalled_output_loses_nothing_silently() {
+    require_root();
+    // A 1 MiB ring buffer: 12,000 flow facts (88 bytes each) fill it past
+    // where the reader reads on, so the queue sheds and the kernel sheds UDP.
+    let (reported, losses, stderr) = flows_through_a_stalled_output(12_000, &["--ringbuf-mib", "1"]);
     assert!(!losses.is_empty(), "a loss event was written; stderr:\n{stderr}");
     let lost: u64 = losses
         .iter()
         .map(|e| u(e, "RingBufferDrops") + u(e, "UdpShedInKernel") + u(e, "UdpShedInQueue") + u(e, "QueueDropped"))
         .sum();
     assert!(lost > 0);
-    assert!(reported + lost >= 3000, "every flow reported ({reported}) or counted lost ({lost})");
-    assert!(reported < 3000, "the stall really lost something ({reported} reported)");
+    assert!(reported + lost >= 12_000, "every flow reported ({reported}) or counted lost ({lost})");
+    assert!(reported < 12_000, "the stall really lost something ({reported} reported)");
     assert!(stderr.contains("events lost"), "announced on stderr too: {stderr}");
+}
+
+/// Tests that load every CPU, or need the CPUs for themselves, take turns.
+fn cpu_bound_test() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CPU.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Scheduling policy of each thread of `pid`, by thread name (/proc stat field 41).
@@ -205,7 +231,7 @@ fn the_sensor_yields_the_cpu_and_takes_it_back_when_behind() {
     let net = TestNet::new();
     // JSON to a pipe nobody reads yet: once it is full the writer blocks and
     // the queue (64 lines) fills, the backlog the watchdog must act on.
-    let (mut child, reader) = sensor_on_a_pipe();
+    let (mut child, reader) = sensor_on_a_pipe(&[]);
     let pid = child.id();
     let idle = wait_policy(pid, SCHED_IDLE, Duration::from_secs(5));
     assert!(all_but_watchdog(&idle, SCHED_IDLE), "the sensor's threads yield: {idle:?}");
@@ -242,6 +268,7 @@ fn the_sensor_yields_the_cpu_and_takes_it_back_when_behind() {
 #[test]
 fn an_event_comes_out_while_every_cpu_is_busy() {
     require_root();
+    let _alone = cpu_bound_test();
     let sensor = Sensor::start(&["--max-defer-ms", "200"]);
     assert!(all_but_watchdog(&wait_policy(sensor.pid(), SCHED_IDLE, Duration::from_secs(5)), SCHED_IDLE));
     // Every CPU busy at normal priority: the sensor's SCHED_IDLE threads get
@@ -293,4 +320,34 @@ fn without_cap_sys_nice_the_sensor_keeps_normal_priority() {
     assert!(threads.iter().all(|(_, p)| *p == SCHED_OTHER), "{threads:?}");
     let stderr = sensor.stderr_text();
     assert!(stderr.contains("CAP_SYS_NICE") && stderr.contains("keeps normal CPU priority"), "{stderr}");
+}
+
+#[test]
+fn a_burst_waits_in_the_ring_buffer_until_it_ends() {
+    require_root();
+    // Every CPU busy (the test above) would slow the burst below what the
+    // sensor calls one.
+    let _alone = cpu_bound_test();
+    let sensor = Sensor::start(&[]);
+    // 5,000 loopback connect/accept/close cycles from 2 threads, in a network
+    // namespace of their own: some 10,000 events within a fraction of a second.
+    let out = Command::new(env!("CARGO_BIN_EXE_sockscope-loadgen"))
+        .args(["tcp_storm", "--count", "5000", "--fresh-netns", "--timeout-secs", "60"])
+        .output()
+        .expect("run the load generator");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("ops").is_some())
+        .expect("the load generator's report");
+    assert_eq!(u(&report, "ops"), 5000, "{report}");
+    let pid = u(&report, "pid");
+    let got = sensor.wait_for(10_000, Duration::from_secs(10), |e| u(e, "ProcessId") == pid);
+    assert_eq!(got.len(), 10_000, "every connection, both ends");
+    let (_, stderr) = sensor.stop();
+    assert!(final_stat(&stderr, "bursts_deferred") >= 1, "the burst was left in the ring buffer: {stderr}");
+    // Left there, not read as it came: at least a few thousand facts at once.
+    assert!(final_stat(&stderr, "ringbuf_peak_bytes") >= 256 * 1024, "{stderr}");
+    assert_eq!(final_stat(&stderr, "ringbuf_drops") + final_stat(&stderr, "queue_dropped"), 0, "{stderr}");
 }

@@ -190,12 +190,12 @@ struct Run {
 }
 
 /// Stats-line counters that mean an event was, or may have been, not written.
-const LOSS_COUNTERS: [&str; 5] = ["ringbuf_drops", "decode_errors", "udp_shed", "queue_udp_shed", "queue_dropped"];
+const LOSS_COUNTERS: [&str; 6] =
+    ["ringbuf_drops", "decode_errors", "udp_shed", "queue_udp_shed", "queue_dropped", "tcp_accepts_unresolved"];
 /// Counters that explain a missing or unattributed event without being ring-buffer loss.
-const OTHER_MISS_COUNTERS: [&str; 6] = [
+const OTHER_MISS_COUNTERS: [&str; 5] = [
     "tcp_inbound_never_accepted",
     "tcp_pending_connects_expired",
-    "tcp_accepts_unmatched",
     "tcp_outbound_unattributed",
     "process_unknown",
     "udp_flows_evicted",

@@ -30,62 +30,45 @@ static __always_inline struct sock *sock_of_fd(int fd)
 	return BPF_CORE_READ(sock, sk);
 }
 
-static __always_inline void read_peer_sockaddr(struct tcp_accept_fact *f, __u64 uptr)
+/* Accepted sockets the probes could not name (counted, per CPU: the
+ * connections are not reported). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} accepts_unresolved SEC(".maps");
+
+static __always_inline int count_unresolved_accept(void)
 {
-	__u16 family = 0;
-	if (!uptr || bpf_probe_read_user(&family, sizeof(family), (void *)uptr))
-		return;
-	if (family == AF_INET) {
-		struct sockaddr_in sin = {};
-		if (bpf_probe_read_user(&sin, sizeof(sin), (void *)uptr))
-			return;
-		f->peer_port = bpf_ntohs(sin.sin_port);
-		__builtin_memcpy(f->peer_addr, &sin.sin_addr, 4);
-	} else if (family == AF_INET6) {
-		struct sockaddr_in6 sin6 = {};
-		if (bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uptr))
-			return;
-		f->peer_port = bpf_ntohs(sin6.sin6_port);
-		__builtin_memcpy(f->peer_addr, &sin6.sin6_addr, 16);
-	} else {
-		return;
-	}
-	f->peer_family = family;
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&accepts_unresolved, &zero);
+	if (n)
+		*n += 1;
+	return 0;
 }
 
-/* Reports that the current task accepted `sk` as `fd`; without a socket,
- * the caller's sockaddr at `peer_ptr` is the fallback. */
-static __always_inline int report_accept(struct sock *sk, long fd, __u64 peer_ptr)
+/* Reports that the current task accepted `sk` as `fd` (-1: no fd). */
+static __always_inline int report_accept(struct sock *sk, long fd)
 {
-	if (sk) {
-		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		if ((family != AF_INET && family != AF_INET6) ||
-		    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-			return 0;
-		/* Accepted: Destination is our (local) port. */
-		if (excluded_by_config(IPPROTO_TCP, BPF_CORE_READ(sk, __sk_common.skc_num),
-				       bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
-			return 0;
-		if (sock_excluded_by_addr(IPPROTO_TCP, bpf_core_cast(sk, struct sock), 0))
-			return 0;
-	}
-	if (!sk && !peer_ptr)
-		return 0; /* nothing userspace could match on */
-
+	struct sock *s = bpf_core_cast(sk, struct sock);
+	__u16 family = s->__sk_common.skc_family;
+	if ((family != AF_INET && family != AF_INET6) || s->sk_protocol != IPPROTO_TCP)
+		return 0;
+	/* Accepted: Destination is our (local) port. */
+	if (excluded_by_config(IPPROTO_TCP, s->__sk_common.skc_num, bpf_ntohs(s->__sk_common.skc_dport)))
+		return 0;
+	if (sock_excluded_by_addr(IPPROTO_TCP, s, 0))
+		return 0;
 	struct tcp_accept_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ACCEPT);
 	if (!f)
 		return 0;
+	f->hdr.detail = s->__sk_common.skc_state;
 	f->sk = (__u64)sk;
 	fill_task_ids(&f->task);
 	f->fd = (__s32)fd;
-	f->peer_family = 0;
-	f->peer_port = 0;
-	__builtin_memset(f->peer_addr, 0, sizeof(f->peer_addr));
 	__builtin_memset(&f->ep, 0, sizeof(f->ep));
-	if (sk)
-		read_endpoints(bpf_core_cast(sk, struct sock), &f->ep);
-	else
-		read_peer_sockaddr(f, peer_ptr);
+	read_endpoints(s, &f->ep);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }

@@ -17,7 +17,7 @@ enum fact_kind {
 
 struct fact_header {
 	__u32 kind;
-	__u32 cpu;
+	__u32 detail;     /* a value of the fact's own (see each), else 0: keeps facts small */
 	__u64 ts_boot_ns; /* bpf_ktime_get_boot_ns(): survives suspend */
 };
 
@@ -44,11 +44,10 @@ struct tcp_endpoints {
 	__u8 remote_addr[16];
 };
 
+/* hdr.detail: 1 if it was SYN_SENT (we connected), 0 if SYN_RECV. */
 struct tcp_established_fact {
 	struct fact_header hdr;
 	__u64 sk;
-	__u32 outbound; /* 1: was SYN_SENT (we connected); 0: was SYN_RECV */
-	__u32 pad;
 	struct tcp_endpoints ep;
 };
 
@@ -59,16 +58,16 @@ struct tcp_aborted_fact {
 	__u32 pad;
 };
 
+/* hdr.detail: the socket's TCP state when accept returned it. Anything but
+ * SYN_RECV finished its handshake, and the fact is the connection's report
+ * (no fact is written when an inbound handshake ends); a TCP Fast Open child
+ * is accepted in SYN_RECV, before it is ESTABLISHED, and may be closed
+ * before it ever is. */
 struct tcp_accept_fact {
 	struct fact_header hdr;
-	__u64 sk; /* 0 when the fd could not be resolved in the kernel */
+	__u64 sk;
 	struct task_ids task;
-	__s32 fd;
-	__u16 peer_family; /* from the caller's sockaddr; fallback only */
-	__u16 peer_port;
-	__u8 peer_addr[16];
-	/* The socket's endpoints when sk is set: a TCP Fast Open child is accepted
-	 * before it is ESTABLISHED, and may be closed before it ever is. */
+	__s32 fd; /* -1: a direct descriptor (io_uring) */
 	struct tcp_endpoints ep;
 };
 

@@ -75,7 +75,7 @@ int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 		return 0;
 
 	f->hdr.kind = FACT_PROC_EXEC;
-	f->hdr.cpu = bpf_get_smp_processor_id();
+	f->hdr.detail = 0;
 	f->hdr.ts_boot_ns = bpf_ktime_get_boot_ns();
 	fill_task_ids(&f->task);
 	f->ppid = BPF_CORE_READ(p, real_parent, tgid);

@@ -34,7 +34,7 @@ static __always_inline void *reserve_fact_at(__u64 size, __u32 kind, __u64 ts_bo
 		return NULL;
 	}
 	h->kind = kind;
-	h->cpu = bpf_get_smp_processor_id();
+	h->detail = 0;
 	h->ts_boot_ns = ts_boot_ns;
 	return h;
 }

@@ -136,7 +136,7 @@ static __always_inline int report_uring_accept(struct sock *sk, long fd)
 	__u8 one = 1;
 	if (bpf_map_update_elem(&uring_accepted, &id, &one, BPF_NOEXIST))
 		return 0; /* reported before */
-	return report_accept(sk, fd, 0);
+	return report_accept(sk, fd);
 }
 
 SEC("tp_btf/io_uring_complete")

@@ -2,8 +2,11 @@
 /* TCP handshake facts from sock/inet_sock_set_state.
  *
  * CLOSE->SYN_SENT runs in the connecting task: report who, keyed by socket.
- * ->ESTABLISHED runs in whatever context handled the packet (often pid 0):
- * report only the socket and its endpoints, never the current task.
+ * SYN_SENT->ESTABLISHED (any context, often pid 0): report the socket and its
+ * endpoints, never the current task.
+ * SYN_RECV->ESTABLISHED: only counted. The accept fact (tcp_accept*.bpf.c)
+ * names the socket, its endpoints and the task, and is the report; the
+ * exceptions below still get a fact.
  * SYN_SENT/SYN_RECV->CLOSE: the handshake failed; userspace drops its entry. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -22,6 +25,15 @@ struct tcp_connect_fact _tcp_connect_fact = {};
 struct tcp_established_fact _tcp_established_fact = {};
 struct tcp_aborted_fact _tcp_aborted_fact = {};
 
+/* Inbound handshakes that ended ESTABLISHED, per CPU (for the stats: an
+ * accepted one is reported by its accept). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tcp_inbound_handshakes SEC(".maps");
+
 static __always_inline int on_connect(const struct sock *sk)
 {
 	if (excluded_by_config(IPPROTO_TCP, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
@@ -39,26 +51,37 @@ static __always_inline int on_connect(const struct sock *sk)
 	return 0;
 }
 
+static __always_inline void count_inbound_handshake(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&tcp_inbound_handshakes, &zero);
+	if (n)
+		*n += 1;
+}
+
 static __always_inline int on_established(const struct sock *sk, int oldstate)
 {
-	__u16 remote = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	__u16 local = BPF_CORE_READ(sk, __sk_common.skc_num);
 	int outbound = oldstate == TCP_SYN_SENT;
-	/* From SYN_RECV, a socket that already has its struct socket is a
-	 * simultaneous open (outbound) or a Fast Open child accepted before its
-	 * handshake ended (inbound). Userspace tells them apart (it saw the
-	 * connect), so the kernel applies no exclusion to it. */
-	int ambiguous = !outbound && BPF_CORE_READ(sk, sk_socket) != NULL;
-	if (!ambiguous && excluded_by_config(IPPROTO_TCP, outbound ? remote : local, outbound ? local : remote))
+	if (outbound) {
+		if (excluded_by_config(IPPROTO_TCP, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
+				       BPF_CORE_READ(sk, __sk_common.skc_num)))
+			return 0;
+		if (sock_excluded_by_addr(IPPROTO_TCP, sk, 1))
+			return 0;
+	} else if (!BPF_CORE_READ(sk, sk_socket)) {
+		/* In the accept queue: its accept reports it. */
+		count_inbound_handshake();
 		return 0;
-	if (!ambiguous && sock_excluded_by_addr(IPPROTO_TCP, sk, outbound))
-		return 0;
+	}
+	/* Else from SYN_RECV with its struct socket already: a simultaneous open
+	 * (outbound) or a Fast Open child accepted before its handshake ended
+	 * (inbound). Userspace tells them apart (it saw the connect), so the
+	 * kernel applies no exclusion to it. */
 	struct tcp_established_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ESTABLISHED);
 	if (!f)
 		return 0;
 	f->sk = (__u64)sk;
-	f->outbound = oldstate == TCP_SYN_SENT;
-	f->pad = 0;
+	f->hdr.detail = outbound;
 	__builtin_memset(&f->ep, 0, sizeof(f->ep));
 	read_endpoints(sk, &f->ep);
 	bpf_ringbuf_submit(f, 0);

@@ -68,7 +68,8 @@ pub const UDP_KERNEL_COUNTERS: usize = 5;
 pub struct ProbeOptions {
     pub ringbuf_bytes: u32,
     pub argv_limit: u32,
-    pub force_address_match: bool,
+    /// Testing aid: the accept probes act as if no accepted fd resolved.
+    pub pretend_unresolved_accepts: bool,
     pub udp: UdpMechanism,
     pub udp_flow_capacity: u32,
     /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
@@ -111,8 +112,9 @@ pub enum UdpSend<'obj> {
 
 pub struct Probes<'obj> {
     pub tcp_state: TcpStateSkel<'obj>,
-    /// Held so the objects stay loaded while their links are attached.
-    _others: (TcpAcceptSkel<'obj>, ProcessSkel<'obj>),
+    pub tcp_accept: TcpAcceptSkel<'obj>,
+    /// Held so the object stays loaded while its links are attached.
+    _process: ProcessSkel<'obj>,
     /// io_uring accepts; absent when the kernel has no io_uring tracepoints.
     _uring: Option<TcpAcceptUringSkel<'obj>>,
     pub udp_recv: UdpRecvSkel<'obj>,
@@ -188,7 +190,7 @@ impl<'obj> Probes<'obj> {
             TcpAcceptSkelBuilder::default().open(&mut storage.tcp_accept).context("opening eBPF object tcp_accept")?;
         share_maps(open.open_object_mut(), &common)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.force_address_match = opts.force_address_match;
+            ro.pretend_unresolved = opts.pretend_unresolved_accepts;
         }
         let tcp_accept = open.load().context(
             "the kernel refused eBPF object tcp_accept (syscalls/sys_exit_accept{,4}); see the libbpf log above",
@@ -270,7 +272,7 @@ impl<'obj> Probes<'obj> {
                 None
             }
         };
-        Ok(Self { tcp_state, _others: (tcp_accept, process), _uring: uring, udp_recv, udp_send, links })
+        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
     }
 
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
@@ -384,15 +386,48 @@ impl<'obj> Probes<'obj> {
 
     /// Ring-buffer reservations the kernel side could not make, all CPUs.
     pub fn ringbuf_drops(&self) -> Result<u64> {
-        let per_cpu = self
-            .tcp_state
-            .maps
-            .ringbuf_drops
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .context("reading ring-buffer drop counters")?
-            .unwrap_or_default();
-        Ok(per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum())
+        per_cpu_sum(&self.tcp_state.maps.ringbuf_drops).context("reading ring-buffer drop counters")
     }
+
+    pub fn counters(&self) -> KernelCounters {
+        KernelCounters {
+            ringbuf_drops: self.ringbuf_drops().unwrap_or(0),
+            udp: self.udp_counters(),
+            tcp: self.tcp_counters(),
+            excluded: self.excluded_in_kernel(),
+        }
+    }
+
+    /// Kernel TCP counters summed over CPUs: inbound handshakes that ended
+    /// ESTABLISHED, and accepted sockets the probes could not name (lost).
+    pub fn tcp_counters(&self) -> TcpKernelCounters {
+        TcpKernelCounters {
+            inbound_handshakes: per_cpu_sum(&self.tcp_state.maps.tcp_inbound_handshakes).unwrap_or(0),
+            accepts_unresolved: per_cpu_sum(&self.tcp_accept.maps.accepts_unresolved).unwrap_or(0),
+        }
+    }
+}
+
+/// Every counter the kernel side keeps, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelCounters {
+    pub ringbuf_drops: u64,
+    pub udp: [u64; UDP_KERNEL_COUNTERS],
+    pub tcp: TcpKernelCounters,
+    /// Events config exclusions dropped in the kernel.
+    pub excluded: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpKernelCounters {
+    pub inbound_handshakes: u64,
+    pub accepts_unresolved: u64,
+}
+
+/// Entry 0 of a per-CPU array of u64, summed over CPUs.
+fn per_cpu_sum(map: &impl MapCore) -> Result<u64> {
+    let per_cpu = map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
+    Ok(per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum())
 }
 
 struct SharedUdpMaps<'a> {

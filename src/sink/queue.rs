@@ -247,6 +247,20 @@ impl SinkQueue {
         }
     }
 
+    /// Half the queue or more is waiting for the writer.
+    pub fn backed_up(&self) -> bool {
+        self.pending() >= self.capacity / 2
+    }
+
+    /// A quarter of the queue or less is waiting for the writer.
+    pub fn has_room(&self) -> bool {
+        self.pending() <= self.capacity / 4
+    }
+
+    fn pending(&self) -> usize {
+        self.queued.load(Ordering::Relaxed) + self.batch.len()
+    }
+
     /// The writer loop's rounds.
     pub fn writer_heartbeat(&self) -> crate::pace::Heartbeat {
         self.counters.writer_rounds.clone()

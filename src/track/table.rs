@@ -81,15 +81,6 @@ impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
         gone
     }
 
-    /// Entries for which `pred` holds, oldest first (linear: fallback paths only).
-    pub fn find(&self, mut pred: impl FnMut(&V) -> bool) -> Option<K> {
-        self.order
-            .iter()
-            .filter(|(seq, _, key)| self.entries.get(key).is_some_and(|s| s.seq == *seq))
-            .find(|(_, _, key)| self.entries.get(key).is_some_and(|s| pred(&s.value)))
-            .map(|(_, _, key)| key.clone())
-    }
-
     fn pop_oldest(&mut self) -> Option<(K, V)> {
         while let Some((seq, _, key)) = self.order.pop_front() {
             if self.entries.get(&key).is_some_and(|s| s.seq == seq) {
@@ -160,15 +151,5 @@ mod tests {
             t.remove(&k);
         }
         assert!(t.order.len() <= 2 * t.len() + 65, "order log stays bounded");
-    }
-
-    #[test]
-    fn find_sees_only_live_entries_oldest_first() {
-        let mut t = AgeingTable::new(8);
-        t.insert(1u64, 7, 0);
-        t.insert(2u64, 7, 1);
-        t.remove(&1);
-        assert_eq!(t.find(|v| *v == 7), Some(2));
-        assert_eq!(t.find(|v| *v == 8), None);
     }
 }

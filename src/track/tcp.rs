@@ -2,10 +2,11 @@
 //! fact that proves the connection, both keyed by the kernel socket pointer.
 //!
 //! Outbound: CLOSE->SYN_SENT (connecting task) + SYN_SENT->ESTABLISHED.
-//! Inbound: SYN_RECV->ESTABLISHED + accept() returning that socket. The
-//! accept may come first (a TCP Fast Open child is accepted in SYN_RECV).
+//! Inbound: accept() returning the socket, alone (the kernel writes no fact
+//! when an inbound handshake ends, only counts it). A TCP Fast Open child is
+//! accepted in SYN_RECV: its SYN_RECV->ESTABLISHED fact is then written, and
+//! may come before or after the accept.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::process::ProcessInfo;
@@ -17,10 +18,8 @@ use crate::decode::{Endpoints, TaskIds};
 pub enum Attribution {
     /// The task that moved the socket to SYN_SENT.
     Connect,
-    /// The task whose accept() returned the socket, matched by socket.
+    /// The task whose accept() returned the socket.
     Accept,
-    /// The task whose accept() wrote this peer address (fallback).
-    AddressMatch,
     /// No process fact was seen for this socket.
     Unattributed,
     /// UDP: the sending task (sock_send_length / cgroup sendmsg).
@@ -36,7 +35,6 @@ impl Attribution {
         match self {
             Attribution::Connect => "connect",
             Attribution::Accept => "accept",
-            Attribution::AddressMatch => "address-match",
             Attribution::Unattributed => "unattributed",
             Attribution::Send => "send",
             Attribution::Packet => "packet",
@@ -93,10 +91,10 @@ pub struct TcpStats {
     pub inbound_reported: u64,
     pub outbound_unattributed: u64,
     pub handshakes_failed: u64,
-    /// Inbound connections established but never accept()ed (aged off or evicted).
+    /// Fast Open children established while being accepted whose accept
+    /// never came (aged off or evicted).
     pub inbound_never_accepted: u64,
     pub pending_connects_expired: u64,
-    pub accepts_unmatched: u64,
 }
 
 struct PendingInbound {
@@ -108,7 +106,7 @@ struct PendingInbound {
 struct EarlyAccept {
     owner: Owner,
     accepted_ns: u64,
-    endpoints: Option<Endpoints>,
+    endpoints: Endpoints,
 }
 
 pub struct TcpTracker {
@@ -148,20 +146,12 @@ impl TcpTracker {
             self.stats.handshakes_failed += 1;
         }
         let early = self.accepted_early.remove(&sk)?;
-        self.report_early(early)
+        Some(self.report_early(early))
     }
 
-    fn report_early(&mut self, early: EarlyAccept) -> Option<Connection> {
-        match early.endpoints {
-            Some(endpoints) => {
-                self.stats.inbound_reported += 1;
-                Some(inbound(early.accepted_ns, endpoints, early.owner, Attribution::Accept))
-            }
-            None => {
-                self.stats.accepts_unmatched += 1;
-                None
-            }
-        }
+    fn report_early(&mut self, early: EarlyAccept) -> Connection {
+        self.stats.inbound_reported += 1;
+        inbound(early.accepted_ns, early.endpoints, early.owner, Attribution::Accept)
     }
 
     pub fn on_established(&mut self, ts_ns: u64, sk: u64, outbound: bool, endpoints: Endpoints) -> Option<Connection> {
@@ -193,38 +183,29 @@ impl TcpTracker {
         None
     }
 
-    /// An accept() returned a TCP socket. `sk` is None when the kernel could
-    /// not resolve it; then `peer` (the caller's sockaddr) is matched instead.
+    /// An accept() returned a TCP socket: the report of the connection,
+    /// unless it is a Fast Open child still in SYN_RECV (its ESTABLISHED or
+    /// its abort follows, and reports it).
     pub fn on_accept(
         &mut self,
-        sk: Option<u64>,
-        peer: Option<SocketAddr>,
-        endpoints: Option<Endpoints>,
+        sk: u64,
+        endpoints: Endpoints,
+        handshake_done: bool,
         owner: Owner,
         now_ns: u64,
     ) -> Option<Connection> {
-        let (key, attribution) = match (sk, peer) {
-            (Some(sk), _) => (Some(sk), Attribution::Accept),
-            (None, Some(peer)) => {
-                let key = self.established_inbound.find(|p| same_peer(&p.endpoints.remote, &peer));
-                (key, Attribution::AddressMatch)
-            }
-            (None, None) => (None, Attribution::AddressMatch),
-        };
-        if let Some(p) = key.and_then(|k| self.established_inbound.remove(&k)) {
+        // A Fast Open child that became ESTABLISHED while being accepted.
+        if let Some(p) = self.established_inbound.remove(&sk) {
             self.stats.inbound_reported += 1;
-            return Some(inbound(p.established_ns, p.endpoints, owner, attribution));
+            return Some(inbound(p.established_ns, p.endpoints, owner, Attribution::Accept));
         }
-        match sk {
-            Some(sk) => {
-                let early = EarlyAccept { owner, accepted_ns: now_ns, endpoints };
-                if let Some((_, evicted)) = self.accepted_early.insert(sk, early, now_ns).evicted {
-                    return self.report_early(evicted);
-                }
-            }
-            None => self.stats.accepts_unmatched += 1,
+        if handshake_done {
+            self.stats.inbound_reported += 1;
+            return Some(inbound(now_ns, endpoints, owner, Attribution::Accept));
         }
-        None
+        let early = EarlyAccept { owner, accepted_ns: now_ns, endpoints };
+        let (_, evicted) = self.accepted_early.insert(sk, early, now_ns).evicted?;
+        Some(self.report_early(evicted))
     }
 
     /// Ages off entries whose other half never came; accepted sockets that
@@ -233,18 +214,12 @@ impl TcpTracker {
         self.stats.pending_connects_expired += self.connecting.expire(now_ns, self.max_age_ns).len() as u64;
         self.stats.inbound_never_accepted += self.established_inbound.expire(now_ns, self.max_age_ns).len() as u64;
         let early = self.accepted_early.expire(now_ns, self.max_age_ns);
-        early.into_iter().filter_map(|(_, e)| self.report_early(e)).collect()
+        early.into_iter().map(|(_, e)| self.report_early(e)).collect()
     }
 }
 
 fn inbound(established_ns: u64, endpoints: Endpoints, owner: Owner, attribution: Attribution) -> Connection {
     Connection { protocol: Protocol::Tcp, established_ns, endpoints, initiated: false, owner: Some(owner), attribution }
-}
-
-/// A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d on one side
-/// and a.b.c.d on the other: compare them as the same address.
-fn same_peer(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() == b.port() && crate::enrich::canonical_ip(a.ip()) == crate::enrich::canonical_ip(b.ip())
 }
 
 #[cfg(test)]
@@ -326,29 +301,52 @@ mod tests {
     }
 
     #[test]
-    fn inbound_matches_accept_by_socket_either_order() {
+    fn an_accept_after_the_handshake_is_the_report() {
         let mut t = TcpTracker::new(16, AGE);
-        assert!(t.on_established(5, 0xa, false, ep("10.0.0.1:999")).is_none());
-        let c = t.on_accept(Some(0xa), None, None, owner(20), 6).expect("matched");
+        let c = t.on_accept(0xa, ep("10.0.0.1:999"), true, owner(20), 6).expect("reported at once");
         assert!(!c.initiated);
-        assert_eq!((c.established_ns, c.attribution), (5, Attribution::Accept));
+        assert_eq!((c.established_ns, c.attribution), (6, Attribution::Accept));
+        assert_eq!(c.owner.map(|o| o.task.tgid), Some(20));
+        assert_eq!(c.endpoints.remote, "10.0.0.1:999".parse().expect("addr"));
+        assert_eq!(t.pending(), (0, 0, 0), "nothing left waiting");
+        assert_eq!(t.stats.inbound_reported, 1);
+    }
 
-        assert!(t.on_accept(Some(0xb), None, None, owner(21), 7).is_none());
+    #[test]
+    fn fast_open_child_matches_its_established_either_order() {
+        let mut t = TcpTracker::new(16, AGE);
+        // Accepted in SYN_RECV, ESTABLISHED later.
+        assert!(t.on_accept(0xb, ep("10.0.0.2:999"), false, owner(21), 7).is_none());
         let c = t.on_established(8, 0xb, false, ep("10.0.0.2:999")).expect("matched late");
-        assert_eq!(c.owner.map(|o| o.task.tgid), Some(21));
+        assert_eq!((c.owner.map(|o| o.task.tgid), c.established_ns), (Some(21), 8));
+        // ESTABLISHED while being accepted: its fact comes first.
+        assert!(t.on_established(9, 0xc, false, ep("10.0.0.3:999")).is_none());
+        let c = t.on_accept(0xc, ep("10.0.0.3:999"), true, owner(22), 10).expect("matched");
+        assert_eq!((c.owner.map(|o| o.task.tgid), c.established_ns), (Some(22), 9));
         assert_eq!(t.pending(), (0, 0, 0));
+        assert_eq!(t.stats.inbound_reported, 2);
     }
 
     #[test]
     fn accepted_before_established_is_reported_even_if_it_never_is() {
         let mut t = TcpTracker::new(16, AGE);
-        assert!(t.on_accept(Some(0xa), None, Some(ep("10.0.0.1:999")), owner(20), 5).is_none());
+        assert!(t.on_accept(0xa, ep("10.0.0.1:999"), false, owner(20), 5).is_none());
         let c = t.on_aborted(0xa).expect("an accepted TFO child that closed in SYN_RECV");
         assert_eq!((c.established_ns, c.owner.map(|o| o.task.tgid)), (5, Some(20)));
-        t.on_accept(Some(0xb), None, Some(ep("10.0.0.2:999")), owner(21), 6);
+        t.on_accept(0xb, ep("10.0.0.2:999"), false, owner(21), 6);
         let aged = t.expire(6 + AGE + 1);
         assert_eq!(aged.len(), 1, "reported when it ages off, not lost");
         assert_eq!(t.stats.inbound_reported, 2);
+    }
+
+    #[test]
+    fn early_accepts_are_bounded_and_the_evicted_reported() {
+        let mut t = TcpTracker::new(2, AGE);
+        assert!(t.on_accept(1, ep("10.0.0.1:1"), false, owner(20), 1).is_none());
+        assert!(t.on_accept(2, ep("10.0.0.1:2"), false, owner(20), 2).is_none());
+        let c = t.on_accept(3, ep("10.0.0.1:3"), false, owner(20), 3).expect("the oldest, evicted");
+        assert_eq!(c.endpoints.remote.port(), 1);
+        assert_eq!(t.pending().2, 2);
     }
 
     #[test]
@@ -358,18 +356,5 @@ mod tests {
         assert!(t.expire(5 + AGE + 1).is_empty());
         assert_eq!(t.stats.inbound_never_accepted, 1);
         assert_eq!(t.stats.inbound_reported, 0);
-    }
-
-    #[test]
-    fn address_match_fallback_handles_mapped_ipv4() {
-        let mut t = TcpTracker::new(16, AGE);
-        t.on_established(5, 0xa, false, ep("[::ffff:169.254.1.2]:4000"));
-        t.on_established(6, 0xb, false, ep("169.254.1.3:4000"));
-        let c =
-            t.on_accept(None, Some("169.254.1.2:4000".parse().expect("addr")), None, owner(30), 7).expect("matched");
-        assert_eq!(c.attribution, Attribution::AddressMatch);
-        assert_eq!(c.established_ns, 5);
-        assert!(t.on_accept(None, Some("169.254.1.9:4000".parse().expect("addr")), None, owner(30), 8).is_none());
-        assert_eq!(t.stats.accepts_unmatched, 1);
     }
 }
