@@ -32,19 +32,11 @@ static __always_inline struct sock *sock_of_fd(int fd)
 
 /* Accepted sockets the probes could not name (counted, per CPU: the
  * connections are not reported). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} accepts_unresolved SEC(".maps");
+PERCPU_COUNTER(accepts_unresolved);
 
 static __always_inline int count_unresolved_accept(void)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&accepts_unresolved, &zero);
-	if (n)
-		*n += 1;
+	count_one(&accepts_unresolved);
 	return 0;
 }
 

@@ -5,6 +5,7 @@
 #define SOCKSCOPE_KERNEL_FILTER_H
 
 #include "sock_endpoints.bpf.h"
+#include "counter.bpf.h"
 
 struct exclusion_key {
 	__u8 protocol; /* 0: any, 6: tcp, 17: udp */
@@ -45,19 +46,11 @@ struct {
 	__type(value, __u32);
 } config_exclusion_count SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} excluded_in_kernel SEC(".maps");
+PERCPU_COUNTER(excluded_in_kernel);
 
 static __always_inline void count_excluded(void)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&excluded_in_kernel, &zero);
-	if (n)
-		*n += 1;
+	count_one(&excluded_in_kernel);
 }
 
 static __always_inline int exclusion_hit(__u8 protocol, __u8 side, __u16 port)

@@ -4,25 +4,19 @@
 #ifndef SOCKSCOPE_RINGBUF_H
 #define SOCKSCOPE_RINGBUF_H
 
+#include "counter.bpf.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 24);
 } events SEC(".maps");
 
 /* Reservation failures, per CPU, so loss is never silent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} ringbuf_drops SEC(".maps");
+PERCPU_COUNTER(ringbuf_drops);
 
 static __always_inline void count_drop(void)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&ringbuf_drops, &zero);
-	if (n)
-		*n += 1;
+	count_one(&ringbuf_drops);
 }
 
 /* A fact stamped `ts_boot_ns` (for a caller that already read the clock). */

@@ -27,12 +27,7 @@ struct tcp_aborted_fact _tcp_aborted_fact = {};
 
 /* Inbound handshakes that ended ESTABLISHED, per CPU (for the stats: an
  * accepted one is reported by its accept). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} tcp_inbound_handshakes SEC(".maps");
+PERCPU_COUNTER(tcp_inbound_handshakes);
 
 static __always_inline int on_connect(const struct sock *sk)
 {
@@ -51,14 +46,6 @@ static __always_inline int on_connect(const struct sock *sk)
 	return 0;
 }
 
-static __always_inline void count_inbound_handshake(void)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&tcp_inbound_handshakes, &zero);
-	if (n)
-		*n += 1;
-}
-
 static __always_inline int on_established(const struct sock *sk, int oldstate)
 {
 	int outbound = oldstate == TCP_SYN_SENT;
@@ -70,7 +57,7 @@ static __always_inline int on_established(const struct sock *sk, int oldstate)
 			return 0;
 	} else if (!BPF_CORE_READ(sk, sk_socket)) {
 		/* In the accept queue: its accept reports it. */
-		count_inbound_handshake();
+		count_one(&tcp_inbound_handshakes);
 		return 0;
 	}
 	/* Else from SYN_RECV with its struct socket already: a simultaneous open
