@@ -53,8 +53,9 @@ const GATHER: Duration = Duration::from_millis(4);
 /// A ring-buffer callback's "end this read round" (libbpf passes it back
 /// from poll).
 const END_ROUND: i32 = -libc::EAGAIN;
-/// How long the reader leaves the writer to catch up before it looks again.
-const HOLD_BACK_PAUSE: Duration = Duration::from_millis(2);
+/// The longest the reader waits for the writer to catch up before it looks
+/// again (it is woken as soon as the writer has).
+const HOLD_BACK_WAIT: Duration = Duration::from_millis(10);
 /// At exit, how long the reader waits for a slow writer before it reads the
 /// rest of the ring buffer regardless (what the queue cannot take is counted).
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
@@ -329,8 +330,9 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         }
         let facts_before = pipeline.borrow().stats.facts;
         if hold_back {
-            pipeline.borrow_mut().sink.commit();
-            std::thread::sleep(HOLD_BACK_PAUSE);
+            let mut p = pipeline.borrow_mut();
+            p.sink.commit();
+            p.sink.wait_for_room(HOLD_BACK_WAIT);
         } else if gate == burst::Gate::Defer {
             std::thread::sleep(burst::STEP);
         } else if let Err(e) = ringbuf.poll(POLL) {
@@ -395,9 +397,10 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         let _ = ringbuf.consume();
         round_facts.set(0);
         round_full.set(false);
-        pipeline.borrow_mut().sink.commit();
+        let mut p = pipeline.borrow_mut();
+        p.sink.commit();
         if held_back.replace(false) {
-            std::thread::sleep(HOLD_BACK_PAUSE);
+            p.sink.wait_for_room(HOLD_BACK_WAIT);
         }
     }
     may_end_rounds.set(false);

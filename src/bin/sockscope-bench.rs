@@ -219,6 +219,12 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     let cfg = resolve(cli)?;
     std::fs::create_dir_all(&cfg.work_dir).with_context(|| format!("creating {}", cfg.work_dir.display()))?;
     print_header(&cfg);
+    if bpf_stats_enabled() {
+        println!(
+            "  WARNING: kernel.bpf_stats_enabled is 1: every eBPF program run also reads the clock twice, \
+             so the probes cost more than they do without it (sysctl -w kernel.bpf_stats_enabled=0)"
+        );
+    }
 
     let mut runs = Vec::new();
     let mut failures = Vec::new();
@@ -860,6 +866,11 @@ fn print_header(cfg: &Config) {
     if !others.is_empty() {
         println!("  WARNING: other sockscope processes are running (pids {others:?}): their probes load both A and B");
     }
+}
+
+/// Whether the kernel times every eBPF program run (bpftool's run_time_ns).
+fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
 }
 
 fn print_footer(cfg: &Config) {

@@ -12,22 +12,23 @@
 struct tcp_accept_fact _tcp_accept_fact = {};
 
 /* The struct sock behind the current task's `fd` (task -> files -> fdtable
- * -> file -> socket -> sock), or NULL. */
+ * -> file -> socket -> sock), or NULL. BTF loads all the way (one helper call,
+ * for the fd array, whose element type the verifier does not follow). */
 static __always_inline struct sock *sock_of_fd(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) || !file)
 		return NULL;
-	struct socket *sock = BPF_CORE_READ(file, private_data);
+	file = bpf_core_cast(file, struct file);
+	struct socket *sock = bpf_core_cast(file->private_data, struct socket);
 	/* A socket's file points back at it: guards against a non-socket fd. */
-	if (!sock || BPF_CORE_READ(sock, file) != file)
+	if (!sock || sock->file != file)
 		return NULL;
-	return BPF_CORE_READ(sock, sk);
+	return sock->sk;
 }
 
 /* Accepted sockets the probes could not name (counted, per CPU: the

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ pub struct QueueCounters {
     pub sink_dropped: AtomicU64,
     /// Rounds of the writer's loop (at least one per FLUSH_EVERY while it runs).
     pub writer_rounds: crate::pace::Heartbeat,
+    /// Notified each time the writer has written a batch (`wait_for_room`).
+    written_batch: (Mutex<()>, Condvar),
 }
 
 /// The queue's backlog as seen from another thread (see `crate::pace`).
@@ -257,6 +259,13 @@ impl SinkQueue {
         self.pending() <= self.capacity / 4
     }
 
+    /// Blocks until the queue has room (`has_room`), at most `max`.
+    pub fn wait_for_room(&self, max: Duration) {
+        let (lock, written) = &self.counters.written_batch;
+        let Ok(guard) = lock.lock() else { return };
+        let _ = written.wait_timeout_while(guard, max, |_| !self.has_room());
+    }
+
     fn pending(&self) -> usize {
         self.queued.load(Ordering::Relaxed) + self.batch.len()
     }
@@ -332,6 +341,9 @@ fn write_loop(
                 }
                 queued.fetch_sub(batch.len(), Ordering::Relaxed);
                 counters.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                // Taking the lock orders this after a waiter's check of the queue.
+                drop(counters.written_batch.0.lock());
+                counters.written_batch.1.notify_all();
                 batch.clear();
                 // Full: the reader has enough spares; this one is freed.
                 let _ = spare.try_send(batch);
