@@ -10,7 +10,7 @@
 //! `ROUND_FACTS` apart), the reader sleeps in short steps instead of reading,
 //! for as long as
 //! - the producers keep writing that fast (the burst goes on),
-//! - every CPU's ring buffer is less than five eighths full (there the watchdog in
+//! - the ring buffer is less than five eighths full (there the watchdog in
 //!   pace.rs takes normal priority to catch up; the kernel sheds UDP from
 //!   three quarters), and
 //! - the deferral is younger than half of `--max-defer-ms` (events stay
@@ -28,10 +28,9 @@ use std::time::Duration;
 
 use crate::pace::catch_up_at;
 
-/// A read round takes at most this many facts from each ring, so the reader
-/// can tell a burst
-/// from a backlog (libbpf reads a ring for as long as facts keep coming).
-pub const ROUND_FACTS: usize = 1024;
+/// A read round ends after this many facts, so the reader can tell a burst
+/// from a backlog (libbpf's read goes on for as long as facts keep coming).
+pub const ROUND_FACTS: u64 = 1024;
 /// How long the reader sleeps between looks while it defers.
 pub const STEP: Duration = Duration::from_millis(5);
 /// The producers are in a burst while they write at least this fast (8 MiB/s:

@@ -74,8 +74,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     pub process_capacity: u64,
 
-    /// Ring-buffer size in MiB, shared out among the CPUs' rings (at least 1 MiB each; a power of
-    /// two; counted twice in RSS, as the kernel maps each ring twice).
+    /// Ring-buffer size in MiB (a power of two; counted twice in RSS, as the kernel maps it twice).
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ringbuf_mib)]
     pub ringbuf_mib: u32,
 

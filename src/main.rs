@@ -17,7 +17,7 @@ mod sink;
 mod text;
 mod track;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use libbpf_rs::RingBufferBuilder;
 
 use config::Cli;
 use enrich::{boot_now_ns, read_machine_prefix, Enricher, WallClock};
@@ -36,7 +37,6 @@ use format::Formatter;
 use health::Health;
 use pipeline::{Pipeline, Trackers};
 use probes::netns::NetnsTaps;
-use probes::reader::Reader;
 use probes::{ObjectStorage, ProbeOptions, Probes};
 use sink::queue::SinkQueue;
 use sink::syslog::{LocalSyslog, RemoteSyslog};
@@ -50,8 +50,9 @@ const TICK_NS: u64 = 1_000_000_000;
 /// A poll that read fewer facts than this pauses GATHER before the next.
 const BATCH_FACTS: u64 = 256;
 const GATHER: Duration = Duration::from_millis(4);
-/// The longest wait for new facts while some are held for the merge.
-const REORDER_WAIT: Duration = Duration::from_millis(1);
+/// A ring-buffer callback's "end this read round" (libbpf passes it back
+/// from poll).
+const END_ROUND: i32 = -libc::EAGAIN;
 /// The longest the reader waits for the writer to catch up before it looks
 /// again (it is woken as soon as the writer has).
 const HOLD_BACK_WAIT: Duration = Duration::from_millis(10);
@@ -62,15 +63,6 @@ const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
 const TAPS_REFRESH_NS: u64 = 250_000_000;
 /// Messages held for a slow local syslog receiver (its socket queue is short).
 const LOCAL_SYSLOG_BACKLOG: usize = 4096;
-
-/// Each CPU's ring buffer: `--ringbuf-mib` shared out, at least 1 MiB each
-/// (a power of two, as the kernel requires).
-fn ring_bytes_per_cpu(total_mib: u32) -> Result<u32> {
-    let cpus = libbpf_rs::num_possible_cpus().context("counting the CPUs")?;
-    let share = (u64::from(total_mib) << 20) / u64::try_from(cpus.max(1))?;
-    let bytes = if share.is_power_of_two() { share } else { share.next_power_of_two() / 2 };
-    Ok(u32::try_from(bytes.max(1 << 20))?)
-}
 
 /// Ages the kernel's UDP flow table and makes room in it (policy in track::udp).
 fn sweep_udp_flows(probes: &Probes<'_>, p: &mut Pipeline, now: u64) {
@@ -218,18 +210,17 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         tracing::info!("UDP sendmsg hook {}: {why}", if sendmsg_hook { "on" } else { "off" });
     }
     let mut storage = ObjectStorage::new();
-    let ring_bytes = ring_bytes_per_cpu(cli.ringbuf_mib)?;
     let opts = ProbeOptions {
-        ring_bytes,
+        ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
         argv_limit: cli.argv_limit,
         pretend_unresolved_accepts: cli.pretend_unresolved_accepts,
         udp: cli.udp_mechanism,
         udp_flow_capacity: cli.udp_flow_capacity,
-        // UDP gives way once a CPU's ring is three quarters full: TCP keeps
+        // UDP gives way once the ring buffer is three quarters full: TCP keeps
         // the rest. Below that, from 5/8 full, the sensor takes normal CPU
         // priority to catch up (pace.rs), so a burst the sensor deferred does
         // not cost UDP events.
-        udp_shed_above: u64::from(ring_bytes) / 4 * 3,
+        udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 4 * 3,
         udp_sendmsg_hook: sendmsg_hook,
     };
     let probes = Probes::load(&mut storage, &opts)?;
@@ -253,17 +244,49 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     // Sweep often enough that a flow is reported again soon after its window.
     let sweep_ns = (cli.udp_window * 1_000_000_000 / 10).clamp(TICK_NS, 10 * TICK_NS);
 
-    // The rings' fill: the fullest one's peak for the stats, the watchdog's
-    // first cue, and how long the reader may leave facts in them.
-    let ring_fill = match probes::ring_fill::RingsFill::map(probes.rings.iter().map(AsFd::as_fd)) {
+    // The ring's fill: its peak for the stats, the watchdog's first cue, and
+    // how long the reader may leave facts in it.
+    let ring_fill = match probes::ring_fill::RingPositions::map(probes.tcp_state.maps.events.as_fd()) {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
             tracing::warn!("{e:#}; no ring-buffer peak in the stats, normal CPU priority");
             None
         }
     };
-    let ring_bytes = u64::from(ring_bytes);
-    let reader = Reader::new(&probes.rings)?;
+    let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
+    // While the writer is behind (its queue half full, until it is down to a
+    // quarter), facts wait in the ring buffer, the larger buffer, rather than
+    // lines being dropped; once the ring is as full as the sensor lets it get,
+    // the reader reads on and the queue sheds (counted), so a stalled output
+    // never overflows the ring.
+    let held_back = Cell::new(false);
+    // A read round also ends after burst::ROUND_FACTS, for the burst gate.
+    let round_facts = Cell::new(0u64);
+    let round_full = Cell::new(false);
+    // Until the final drain, which reads to the end.
+    let may_end_rounds = Cell::new(true);
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&probes.tcp_state.maps.events, |data| {
+            let mut p = pipeline.borrow_mut();
+            p.handle_record(data);
+            if !may_end_rounds.get() {
+                return 0;
+            }
+            if p.sink.backed_up() && ring_fill.as_ref().is_some_and(|r| r.unread() < pace::catch_up_at(ring_bytes)) {
+                held_back.set(true);
+                return END_ROUND; // this fact is read; the rest waits
+            }
+            round_facts.set(round_facts.get() + 1);
+            if round_facts.get() >= burst::ROUND_FACTS {
+                round_full.set(true);
+                return END_ROUND;
+            }
+            0
+        })
+        .context("setting up the ring buffer reader")?;
+    let ringbuf = builder.build().context("setting up the ring buffer reader")?;
+
     {
         let mut p = pipeline.borrow_mut();
         p.service_state(ServiceState::Started)?;
@@ -274,7 +297,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let watchdog = match (&ring_fill, cli.cpu_policy) {
         (Some(ring), pace::CpuPolicy::Yield) => {
             let p = pipeline.borrow();
-            start_watchdog(cli, Arc::clone(ring), ring_bytes, &p.sink, &reader_rounds, &p.cpu_boosts)
+            start_watchdog(cli, Arc::clone(ring), &p.sink, &reader_rounds, &p.cpu_boosts)
         }
         _ => None,
     };
@@ -291,51 +314,38 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let mut last_taps = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
         reader_rounds.beat();
-        let round_start = boot_now_ns();
-        // Read now, leave a burst in the rings, or hold back for the writer.
-        // While the writer is behind (its queue half full, until it is down
-        // to a quarter), facts wait in the rings, the larger buffer, rather
-        // than lines being dropped; once a ring is as full as the sensor lets
-        // it get, the reader reads on and the queue sheds (counted), so a
-        // stalled output never overflows a ring.
+        // Read now, leave a burst in the ring buffer, or hold back for the writer.
         let mut gate = burst::Gate::Read;
-        let mut room_in_rings = true;
         let mut hold_back = false;
         if let Some(r) = &ring_fill {
-            let fullest = r.fullest();
-            room_in_rings = fullest < pace::catch_up_at(ring_bytes);
+            let unread = r.unread();
             let mut p = pipeline.borrow_mut();
-            p.note_ring_fill(fullest);
+            p.note_ring_fill(unread);
             holding = holding && !p.sink.has_room();
-            hold_back = holding && room_in_rings;
+            hold_back = holding && unread < pace::catch_up_at(ring_bytes);
             if let (false, Some(g)) = (hold_back, burst_gate.as_mut()) {
-                gate = g.next(round_start, r.produced(), fullest);
+                gate = g.next(boot_now_ns(), r.produced(), unread);
                 p.bursts_deferred = g.bursts;
             }
         }
+        let facts_before = pipeline.borrow().stats.facts;
         if hold_back {
             let mut p = pipeline.borrow_mut();
             p.sink.commit();
             p.sink.wait_for_room(HOLD_BACK_WAIT);
         } else if gate == burst::Gate::Defer {
             std::thread::sleep(burst::STEP);
-        } else {
-            // Facts held for the merge are due within REORDER_NS.
-            let wait = if reader.held() > 0 { REORDER_WAIT } else { POLL };
-            reader.read_round(wait, burst::ROUND_FACTS)?;
+        } else if let Err(e) = ringbuf.poll(POLL) {
+            let ended = held_back.get() || round_full.get();
+            if !ended && e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                return Err(e).context("polling the ring buffer");
+            }
         }
+        round_facts.set(0);
+        round_full.set(false);
         let mut p = pipeline.borrow_mut();
-        let mut stopped = false;
-        let read = if hold_back {
-            0
-        } else {
-            reader.release(round_start, |fact| {
-                p.handle_record(fact);
-                stopped = room_in_rings && p.sink.backed_up();
-                !stopped
-            })
-        };
-        if stopped {
+        let read = p.stats.facts - facts_before;
+        if held_back.replace(false) {
             p.sink.commit(); // the writer's to catch up; the next rounds wait
             holding = true;
         } else if !hold_back {
@@ -344,7 +354,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
                 // A trickle: let facts gather for a moment instead of waking
                 // for each one (a wakeup and two context switches per fact
                 // cost more than handling it). The pause is short enough that
-                // the rings' recent pages stay in the cache.
+                // the ring buffer's recent pages stay in the cache.
                 std::thread::sleep(GATHER);
             }
         }
@@ -383,24 +393,18 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     // the writer takes it for a moment, then whatever the queue holds.
     let drain_until = Instant::now() + DRAIN_WAIT;
     let queued_at_stop = ring_fill.as_ref().map_or(0, |r| r.produced());
-    loop {
-        reader.read_round(Duration::ZERO, usize::MAX)?;
-        let read_all = ring_fill.as_ref().is_none_or(|r| r.consumed() >= queued_at_stop);
-        let patient = Instant::now() < drain_until;
+    while ring_fill.as_ref().is_some_and(|r| r.consumed() < queued_at_stop) && Instant::now() < drain_until {
+        let _ = ringbuf.consume();
+        round_facts.set(0);
+        round_full.set(false);
         let mut p = pipeline.borrow_mut();
-        let mut stopped = false;
-        reader.release_all(|fact| {
-            p.handle_record(fact);
-            stopped = patient && p.sink.backed_up();
-            !stopped
-        });
         p.sink.commit();
-        if stopped {
+        if held_back.replace(false) {
             p.sink.wait_for_room(HOLD_BACK_WAIT);
-        } else if read_all || !patient {
-            break;
         }
     }
+    may_end_rounds.set(false);
+    let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
     let kernel = probes.counters();
     p.report_health(boot_now_ns(), &kernel)?;
@@ -409,7 +413,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     tracing::info!("stopping: detaching probes");
     drop(taps);
     drop(p);
-    drop(reader);
+    drop(ringbuf);
     drop(probes);
     pipeline.into_inner().close()
 }
@@ -417,15 +421,14 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
 /// `--cpu-policy yield`; the sensor keeps normal priority if it cannot yield.
 fn start_watchdog(
     cli: &Cli,
-    ring: Arc<probes::ring_fill::RingsFill>,
-    ring_bytes: u64,
+    ring: Arc<probes::ring_fill::RingPositions>,
     sink: &SinkQueue,
     reader_rounds: &pace::Heartbeat,
     boosts: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<pace::Watchdog> {
     let started = pace::Watchdog::start(
         ring,
-        ring_bytes,
+        u64::from(cli.ringbuf_mib) * 1024 * 1024,
         sink.backlog_gauge(),
         cli.queue_capacity,
         vec![reader_rounds.clone(), sink.writer_heartbeat()],

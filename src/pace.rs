@@ -1,14 +1,13 @@
 //! CPU priority: the sensor yields the CPU to the host's own work and takes
 //! it back when it falls behind.
 //!
-//! The kernel side never waits for userspace: facts queue in the ring buffers.
+//! The kernel side never waits for userspace: facts queue in the ring buffer.
 //! So the sensor's threads can run SCHED_IDLE (they get a CPU only when
 //! nothing else wants it) and handle a burst after it, instead of taking a
 //! share of the CPUs from the work that causes it. A watchdog thread at normal
 //! priority looks at the backlog every `CHECK_EVERY` and puts the sensor back
 //! to normal priority (SCHED_OTHER) until it has caught up when
-//! - a CPU's ring buffer is five eighths full (UDP is shed from three
-//!   quarters), or
+//! - the ring buffer is five eighths full (UDP is shed from three quarters), or
 //! - the output queue is a quarter full, or
 //! - something has waited `max_defer` (a host whose CPUs stay busy would
 //!   otherwise delay events without bound): a fact in the ring buffer, a line
@@ -24,7 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::enrich::boot_now_ns;
-use crate::probes::ring_fill::RingsFill;
+use crate::probes::ring_fill::RingPositions;
 use crate::sink::queue::BacklogGauge;
 
 const CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -110,18 +109,9 @@ impl Pacer {
         Self { ring_bytes, queue_lines, max_defer_ns, mode: Mode::Yielding, ring: None, queue: None, loops: Vec::new() }
     }
 
-    /// Takes one look at the backlogs (the rings' together, and the unread
-    /// bytes of the fullest ring, which the thresholds compare with one
-    /// ring's size) and at the rounds of the watched loops; returns the new
-    /// mode if it changes.
-    pub fn observe(
-        &mut self,
-        now_ns: u64,
-        ring: Backlog,
-        ring_fullest: u64,
-        queue: Backlog,
-        loop_rounds: &[u64],
-    ) -> Option<Mode> {
+    /// Takes one look at the backlogs and at the rounds of the watched loops;
+    /// returns the new mode if it changes.
+    pub fn observe(&mut self, now_ns: u64, ring: Backlog, queue: Backlog, loop_rounds: &[u64]) -> Option<Mode> {
         track(&mut self.ring, ring, now_ns);
         track(&mut self.queue, queue, now_ns);
         self.loops.resize(loop_rounds.len(), None);
@@ -135,12 +125,12 @@ impl Pacer {
             .any(|w| now_ns.saturating_sub(w.since_ns) >= self.max_defer_ns);
         let next = match self.mode {
             Mode::Yielding
-                if overdue || ring_fullest >= catch_up_at(self.ring_bytes) || queue.pending >= self.queue_lines / 4 =>
+                if overdue || ring.pending >= catch_up_at(self.ring_bytes) || queue.pending >= self.queue_lines / 4 =>
             {
                 Mode::CatchingUp
             }
             Mode::CatchingUp
-                if !overdue && ring_fullest <= self.ring_bytes / 16 && queue.pending <= self.queue_lines / 16 =>
+                if !overdue && ring.pending <= self.ring_bytes / 16 && queue.pending <= self.queue_lines / 16 =>
             {
                 Mode::Yielding
             }
@@ -204,7 +194,7 @@ impl Watchdog {
     /// Puts the sensor's threads at SCHED_IDLE and starts watching; `boosts`
     /// counts the times the sensor took normal priority to catch up.
     pub fn start(
-        ring: Arc<RingsFill>,
+        ring: Arc<RingPositions>,
         ring_bytes: u64,
         queue: BacklogGauge,
         queue_lines: u64,
@@ -235,22 +225,21 @@ impl Watchdog {
                     std::thread::sleep(CHECK_EVERY);
                     let consumed = ring.consumed();
                     let ring_now = Backlog { done: consumed, pending: ring.produced().saturating_sub(consumed) };
-                    let fullest = ring.fullest();
                     for (r, l) in rounds.iter_mut().zip(&loops) {
                         *r = l.rounds();
                     }
-                    let Some(mode) = pacer.observe(boot_now_ns(), ring_now, fullest, queue.read(), &rounds) else {
+                    let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read(), &rounds) else {
                         continue;
                     };
                     if mode == Mode::Yielding {
-                        tracing::debug!(?mode, ring_fullest = fullest, "CPU priority");
+                        tracing::debug!(?mode, ring_pending = ring_now.pending, "CPU priority");
                     }
                     if let Err(e) = set_policy(mode, me) {
                         tracing::warn!("{e:#}");
                     }
                     if mode == Mode::CatchingUp {
                         b.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(?mode, ring_fullest = fullest, "CPU priority");
+                        tracing::debug!(?mode, ring_pending = ring_now.pending, "CPU priority");
                     }
                 }
                 // The final drain runs at normal priority.
@@ -283,11 +272,6 @@ impl Drop for Watchdog {
 mod tests {
     use super::*;
 
-    /// One ring: its backlog's pending bytes are the fullest ring's.
-    fn look(p: &mut Pacer, now_ns: u64, ring: Backlog, queue: Backlog, loops: &[u64]) -> Option<Mode> {
-        p.observe(now_ns, ring, ring.pending, queue, loops)
-    }
-
     const MS: u64 = 1_000_000;
 
     fn pacer() -> Pacer {
@@ -303,40 +287,40 @@ mod tests {
         let mut p = pacer();
         for i in 0..200u64 {
             // 100 ms of 1 KiB bursts, each read within 10 ms.
-            assert_eq!(look(&mut p, i * 10 * MS, b(i * 1024, 1024), b(i, 1), &[]), None);
+            assert_eq!(p.observe(i * 10 * MS, b(i * 1024, 1024), b(i, 1), &[]), None);
         }
     }
 
     #[test]
     fn five_eighths_of_the_ring_buffer_catches_up_until_nearly_empty() {
         let mut p = pacer();
-        assert_eq!(look(&mut p, 0, b(0, 5 << 20), b(0, 0), &[]), Some(Mode::CatchingUp));
-        assert_eq!(look(&mut p, 10 * MS, b(3 << 20, 2 << 20), b(0, 0), &[]), None, "still a quarter full");
-        assert_eq!(look(&mut p, 20 * MS, b(5 << 20, 512 << 10), b(0, 0), &[]), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 5 << 20), b(0, 0), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(10 * MS, b(3 << 20, 2 << 20), b(0, 0), &[]), None, "still a quarter full");
+        assert_eq!(p.observe(20 * MS, b(5 << 20, 512 << 10), b(0, 0), &[]), Some(Mode::Yielding));
     }
 
     #[test]
     fn just_under_five_eighths_keeps_yielding() {
         let mut p = pacer();
-        assert_eq!(look(&mut p, 0, b(0, (5 << 20) - 1), b(0, 0), &[]), None);
+        assert_eq!(p.observe(0, b(0, (5 << 20) - 1), b(0, 0), &[]), None);
     }
 
     #[test]
     fn a_quarter_full_queue_catches_up() {
         let mut p = pacer();
-        assert_eq!(look(&mut p, 0, b(0, 0), b(0, 4095), &[]), None);
-        assert_eq!(look(&mut p, 10 * MS, b(0, 0), b(0, 4096), &[]), Some(Mode::CatchingUp));
-        assert_eq!(look(&mut p, 20 * MS, b(0, 0), b(4096, 0), &[]), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 0), b(0, 4095), &[]), None);
+        assert_eq!(p.observe(10 * MS, b(0, 0), b(0, 4096), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(20 * MS, b(0, 0), b(4096, 0), &[]), Some(Mode::Yielding));
     }
 
     #[test]
     fn one_fact_left_waiting_too_long_catches_up() {
         let mut p = pacer();
         // A busy host: the reader does not run, the fact stays.
-        assert_eq!(look(&mut p, 0, b(0, 64), b(0, 0), &[]), None);
-        assert_eq!(look(&mut p, 999 * MS, b(0, 64), b(0, 0), &[]), None);
-        assert_eq!(look(&mut p, 1000 * MS, b(0, 64), b(0, 0), &[]), Some(Mode::CatchingUp));
-        assert_eq!(look(&mut p, 1010 * MS, b(64, 0), b(0, 0), &[]), Some(Mode::Yielding));
+        assert_eq!(p.observe(0, b(0, 64), b(0, 0), &[]), None);
+        assert_eq!(p.observe(999 * MS, b(0, 64), b(0, 0), &[]), None);
+        assert_eq!(p.observe(1000 * MS, b(0, 64), b(0, 0), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(1010 * MS, b(64, 0), b(0, 0), &[]), Some(Mode::Yielding));
     }
 
     #[test]
@@ -345,9 +329,9 @@ mod tests {
         // what was there at first is not all read after max_defer.
         let mut p = pacer();
         for i in 0..100u64 {
-            assert_eq!(look(&mut p, i * 10 * MS, b(i, 1000), b(0, 0), &[]), None, "at {i}");
+            assert_eq!(p.observe(i * 10 * MS, b(i, 1000), b(0, 0), &[]), None, "at {i}");
         }
-        assert_eq!(look(&mut p, 1000 * MS, b(100, 1000), b(0, 0), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(1000 * MS, b(100, 1000), b(0, 0), &[]), Some(Mode::CatchingUp));
     }
 
     #[test]
@@ -355,19 +339,19 @@ mod tests {
         let mut p = pacer();
         // Rounds every 100 ms (a reader idle in its poll): never late.
         for i in 0..30u64 {
-            assert_eq!(look(&mut p, i * 100 * MS, b(0, 0), b(0, 0), &[i, i / 2]), None, "at {i}");
+            assert_eq!(p.observe(i * 100 * MS, b(0, 0), b(0, 0), &[i, i / 2]), None, "at {i}");
         }
         // The first loop stops coming around (no CPU for it): late after max_defer.
         let t = 29 * 100 * MS;
-        assert_eq!(look(&mut p, t + 999 * MS, b(0, 0), b(0, 0), &[29, 15]), None);
-        assert_eq!(look(&mut p, t + 1000 * MS, b(0, 0), b(0, 0), &[29, 15]), Some(Mode::CatchingUp));
-        assert_eq!(look(&mut p, t + 1010 * MS, b(0, 0), b(0, 0), &[30, 15]), Some(Mode::Yielding));
+        assert_eq!(p.observe(t + 999 * MS, b(0, 0), b(0, 0), &[29, 15]), None);
+        assert_eq!(p.observe(t + 1000 * MS, b(0, 0), b(0, 0), &[29, 15]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(t + 1010 * MS, b(0, 0), b(0, 0), &[30, 15]), Some(Mode::Yielding));
     }
 
     #[test]
     fn lines_stuck_in_the_queue_are_overdue_too() {
         let mut p = pacer();
-        assert_eq!(look(&mut p, 0, b(0, 0), b(0, 3), &[]), None);
-        assert_eq!(look(&mut p, 1000 * MS, b(0, 0), b(0, 3), &[]), Some(Mode::CatchingUp));
+        assert_eq!(p.observe(0, b(0, 0), b(0, 3), &[]), None);
+        assert_eq!(p.observe(1000 * MS, b(0, 0), b(0, 3), &[]), Some(Mode::CatchingUp));
     }
 }

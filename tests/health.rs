@@ -125,10 +125,9 @@ fn stalled_output_keeps_facts_in_the_ring_buffer() {
 #[test]
 fn stalled_output_loses_nothing_silently() {
     require_root();
-    // 1 MiB ring buffers (the least a CPU gets): 20,000 flow facts (88 bytes
-    // each, 1.7 MB) from one sender fill its CPU's ring, or both of two CPUs'
-    // if it moves, past where the reader reads on, so the queue sheds and
-    // the kernel sheds UDP.
+    // A 1 MiB ring buffer: 20,000 flow facts (88 bytes each, 1.7 MB) fill it
+    // past where the reader reads on, so the queue sheds and the kernel sheds
+    // UDP.
     let (reported, losses, stderr) = flows_through_a_stalled_output(20_000, &["--ringbuf-mib", "1"]);
     assert!(!losses.is_empty(), "a loss event was written; stderr:\n{stderr}");
     let lost: u64 = losses

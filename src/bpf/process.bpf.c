@@ -119,8 +119,7 @@ int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 	__u64 size = offsetof(struct proc_exec_fact, data) + path_len + args_len;
 	if (size > sizeof(*f))
 		return 0;
-	void *ring = this_cpu_ring();
-	if (!ring || bpf_ringbuf_output(ring, f, size, 0))
+	if (bpf_ringbuf_output(&events, f, size, 0))
 		count_drop();
 	return 0;
 }

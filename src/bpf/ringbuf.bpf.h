@@ -1,33 +1,15 @@
-/* One ring buffer per CPU, each program writing to its own CPU's: with one
- * ring for all, two CPUs contended for its lock and producer position at every
- * fact (measured: 3-4 points of tcp_storm's throughput). Userspace creates the
- * rings, puts them in `events`, and merges them by timestamp, so it still sees
- * facts in the order the kernel produced them (an exec before the connect
- * that follows it). Every object declares `events`; userspace makes them
- * share one map (reuse_fd). */
+/* The one ring buffer all programs write to, so userspace sees facts in the
+ * order the kernel produced them (an exec before the connect that follows it).
+ * Every object declares it; userspace makes them share one map (reuse_fd). */
 #ifndef SOCKSCOPE_RINGBUF_H
 #define SOCKSCOPE_RINGBUF_H
 
 #include "counter.bpf.h"
 
-struct cpu_ring {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22); /* a template: userspace sizes the rings */
-};
-
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1); /* userspace: one per possible CPU */
-	__type(key, __u32);
-	__array(values, struct cpu_ring);
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
 } events SEC(".maps");
-
-/* The ring of the CPU this runs on, or NULL. */
-static __always_inline void *this_cpu_ring(void)
-{
-	__u32 cpu = bpf_get_smp_processor_id();
-	return bpf_map_lookup_elem(&events, &cpu);
-}
 
 /* Reservation failures, per CPU, so loss is never silent. */
 PERCPU_COUNTER(ringbuf_drops);
@@ -40,8 +22,7 @@ static __always_inline void count_drop(void)
 /* A fact stamped `ts_boot_ns` (for a caller that already read the clock). */
 static __always_inline void *reserve_fact_at(__u64 size, __u32 kind, __u64 ts_boot_ns)
 {
-	void *ring = this_cpu_ring();
-	struct fact_header *h = ring ? bpf_ringbuf_reserve(ring, size, 0) : NULL;
+	struct fact_header *h = bpf_ringbuf_reserve(&events, size, 0);
 	if (!h) {
 		count_drop();
 		return NULL;

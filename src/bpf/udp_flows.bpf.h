@@ -39,7 +39,7 @@ struct udp_flow_fact _udp_flow_fact = {};
 /* Overload protection: above this many unread bytes in the ring buffer, new
  * UDP flows are shed (counted, and reported later: they stay out of the
  * table) so TCP events keep the room. 0: never. Set by userspace. */
-const volatile __u64 udp_shed_above = 0; /* in this CPU's ring */
+const volatile __u64 udp_shed_above = 0;
 
 static __always_inline void udp_count(__u32 which)
 {
@@ -71,8 +71,7 @@ static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_
 	    excluded_by_addr(IPPROTO_UDP, key->outbound ? key->remote_addr : key->local_addr,
 			     key->outbound ? key->local_addr : key->remote_addr))
 		return 1; /* known from now on: its next packets stop above */
-	void *ring = this_cpu_ring();
-	if (udp_shed_above && ring && bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) > udp_shed_above) {
+	if (udp_shed_above && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > udp_shed_above) {
 		if (!err)
 			bpf_map_delete_elem(&udp_flows, key); /* reported later, when there is room */
 		udp_count(UDP_SHED);

@@ -2,19 +2,17 @@
 //! every program (naming any the kernel refuses, with its reason).
 
 pub mod kconfig;
-pub mod merge;
 pub mod netns;
-pub mod reader;
 pub mod ring_fill;
 pub mod skel;
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, MapType, OpenObject, ProgramMut};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut};
 
 use crate::filter::kernel::KernelExclusions;
 
@@ -68,14 +66,13 @@ impl SendmsgHook {
 pub const UDP_KERNEL_COUNTERS: usize = 5;
 
 pub struct ProbeOptions {
-    /// Bytes of each CPU's ring buffer (a power of two).
-    pub ring_bytes: u32,
+    pub ringbuf_bytes: u32,
     pub argv_limit: u32,
     /// Testing aid: the accept probes act as if no accepted fd resolved.
     pub pretend_unresolved_accepts: bool,
     pub udp: UdpMechanism,
     pub udp_flow_capacity: u32,
-    /// Unread bytes in a CPU's ring above which new UDP flows are shed (0: never).
+    /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
     pub udp_shed_above: u64,
     /// Attach cgroup sendmsg4/6 (the destination of unconnected sends whose
     /// packet leaves IPsec-transformed).
@@ -114,8 +111,6 @@ pub enum UdpSend<'obj> {
 }
 
 pub struct Probes<'obj> {
-    /// One ring buffer per possible CPU, in CPU order (facts.h: `events`).
-    pub rings: Vec<MapHandle>,
     pub tcp_state: TcpStateSkel<'obj>,
     pub tcp_accept: TcpAcceptSkel<'obj>,
     /// Held so the object stays loaded while its links are attached.
@@ -174,23 +169,12 @@ fn attach(prog: &ProgramMut<'_>, links: &mut Vec<Link>) -> Result<()> {
 
 impl<'obj> Probes<'obj> {
     pub fn load(storage: &'obj mut ObjectStorage, opts: &ProbeOptions) -> Result<Self> {
-        let rings = create_rings(opts.ring_bytes)?;
         let mut open =
             TcpStateSkelBuilder::default().open(&mut storage.tcp_state).context("opening eBPF object tcp_state")?;
-        let Some(first) = rings.first() else { bail!("no CPUs to make ring buffers for") };
-        open.maps.events.set_inner_map_fd(first.as_fd()).context("the ring buffers' map")?;
-        open.maps.events.set_max_entries(u32::try_from(rings.len())?).context("the ring buffers' map")?;
+        open.maps.events.set_max_entries(opts.ringbuf_bytes).context("sizing the ring buffer")?;
         let tcp_state = open.load().context(
             "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
         )?;
-        for (cpu, ring) in rings.iter().enumerate() {
-            let fd = u32::try_from(ring.as_fd().as_raw_fd()).context("ring buffer fd")?;
-            tcp_state
-                .maps
-                .events
-                .update(&u32::try_from(cpu)?.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-                .context("putting the ring buffers in place")?;
-        }
 
         // Maps every object declares (facts.h headers) but that must be one.
         let common = [
@@ -288,7 +272,7 @@ impl<'obj> Probes<'obj> {
                 None
             }
         };
-        Ok(Self { rings, tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
+        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
     }
 
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
@@ -438,21 +422,6 @@ pub struct KernelCounters {
 pub struct TcpKernelCounters {
     pub inbound_handshakes: u64,
     pub accepts_unresolved: u64,
-}
-
-/// One ring buffer of `bytes` per possible CPU.
-fn create_rings(bytes: u32) -> Result<Vec<MapHandle>> {
-    let cpus = libbpf_rs::num_possible_cpus().context("counting the CPUs")?;
-    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as libbpf_rs::libbpf_sys::size_t,
-        ..Default::default()
-    };
-    (0..cpus)
-        .map(|cpu| {
-            MapHandle::create(MapType::RingBuf, Some(format!("sockscope_cpu{cpu}")), 0, 0, bytes, &opts)
-                .with_context(|| format!("creating the ring buffer of CPU {cpu} ({bytes} bytes)"))
-        })
-        .collect()
 }
 
 /// Entry 0 of a per-CPU array of u64, summed over CPUs.

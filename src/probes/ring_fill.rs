@@ -71,30 +71,3 @@ impl Drop for RingPositions {
         }
     }
 }
-
-/// The positions of every CPU's ring.
-pub struct RingsFill {
-    rings: Vec<RingPositions>,
-}
-
-impl RingsFill {
-    pub fn map<'a>(maps: impl IntoIterator<Item = BorrowedFd<'a>>) -> Result<Self> {
-        Ok(Self { rings: maps.into_iter().map(RingPositions::map).collect::<Result<_>>()? })
-    }
-
-    /// Bytes the kernel has reserved in all rings since they were created.
-    pub fn produced(&self) -> u64 {
-        self.rings.iter().map(RingPositions::produced).sum()
-    }
-
-    /// Bytes the reader has consumed from all rings.
-    pub fn consumed(&self) -> u64 {
-        self.rings.iter().map(RingPositions::consumed).sum()
-    }
-
-    /// Unread bytes in the fullest ring (what thresholds compare with one
-    /// ring's size: a burst on one CPU fills its ring alone).
-    pub fn fullest(&self) -> u64 {
-        self.rings.iter().map(RingPositions::unread).max().unwrap_or(0)
-    }
-}
