@@ -192,21 +192,49 @@ const TCP_SYN_RECV: u32 = 3;
 macro_rules! endpoints {
     ($ep:expr) => {{
         let ep = &$ep;
+        let (local, remote) = addrs(ep.family, &ep.addrs)?;
         Endpoints {
             netns: ep.netns,
-            local: SocketAddr::new(ip(ep.family, &ep.local_addr)?, ep.local_port),
-            remote: SocketAddr::new(ip(ep.family, &ep.remote_addr)?, ep.remote_port),
+            local: SocketAddr::new(local, ep.local_port),
+            remote: SocketAddr::new(remote, ep.remote_port),
         }
     }};
 }
 
-fn ip(family: u16, raw: &[u8; 16]) -> Result<IpAddr, DecodeError> {
+/// The local and remote address of a `struct tcp_endpoints`, packed by
+/// family (facts.h).
+fn addrs(family: u16, raw: &[u8; 32]) -> Result<(IpAddr, IpAddr), DecodeError> {
+    let v4 = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let v6 = |b: &[u8]| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        IpAddr::V6(Ipv6Addr::from(a))
+    };
     match family {
-        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
-        AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*raw))),
+        AF_INET => Ok((v4(&raw[0..4]), v4(&raw[4..8]))),
+        AF_INET6 => Ok((v6(&raw[0..16]), v6(&raw[16..32]))),
         other => Err(DecodeError::Family(other)),
     }
 }
+
+/// A fact that ends in `struct tcp_endpoints`: the kernel writes it
+/// ENDPOINTS_V4_SPARE bytes shorter for IPv4; the missing tail reads as zeros
+/// (the family says which bytes count).
+fn read_with_endpoints<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let size = std::mem::size_of::<T>();
+    if data.len() + ENDPOINTS_V4_SPARE < size {
+        return Err(DecodeError::Short { kind, len: data.len() });
+    }
+    let mut value = T::default();
+    // SAFETY: T is Plain (repr(C) integers and arrays): any bytes are a value.
+    let bytes = unsafe { plain::as_mut_bytes(&mut value) };
+    let n = data.len().min(size);
+    bytes[..n].copy_from_slice(&data[..n]);
+    Ok(value)
+}
+
+/// facts.h
+const ENDPOINTS_V4_SPARE: usize = 24;
 
 pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
     let hdr: tcp_t::fact_header = read(data, 0)?;
@@ -218,7 +246,7 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
             Ok(Fact::TcpConnect { ts_ns, sk: f.sk, task: task_ids(&f.task) })
         }
         FACT_TCP_ESTABLISHED => {
-            let f: tcp_t::tcp_established_fact = read(data, kind)?;
+            let f: tcp_t::tcp_established_fact = read_with_endpoints(data, kind)?;
             let endpoints = endpoints!(f.ep);
             Ok(Fact::TcpEstablished { ts_ns, sk: f.sk, outbound: hdr.detail != 0, endpoints })
         }
@@ -227,7 +255,7 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
             Ok(Fact::TcpAborted { ts_ns, sk: f.sk })
         }
         FACT_TCP_ACCEPT => {
-            let f: acc_t::tcp_accept_fact = read(data, kind)?;
+            let f: acc_t::tcp_accept_fact = read_with_endpoints(data, kind)?;
             let task = TaskIds { tgid: f.task.tgid, tid: f.task.tid, uid: f.task.uid };
             let endpoints = endpoints!(f.ep);
             Ok(Fact::TcpAccept { ts_ns, sk: f.sk, task, endpoints, handshake_done: hdr.detail != TCP_SYN_RECV })
@@ -357,8 +385,9 @@ mod tests {
         f.ep.netns = 4026531840;
         f.ep.local_port = 40000;
         f.ep.remote_port = 80;
-        f.ep.local_addr = Ipv6Addr::LOCALHOST.octets();
-        f.ep.remote_addr = "fd00::2".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
+        f.ep.addrs[..16].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        let remote: Ipv6Addr = "fd00::2".parse().expect("addr");
+        f.ep.addrs[16..].copy_from_slice(&remote.octets());
         let fact = decode(&bytes_of(&f)).expect("decodes");
         let Fact::TcpEstablished { ts_ns, sk, outbound, endpoints } = fact else {
             panic!("wrong kind: {fact:?}");
@@ -380,9 +409,11 @@ mod tests {
         f.ep.family = AF_INET;
         f.ep.local_port = 8080;
         f.ep.remote_port = 51000;
-        f.ep.local_addr[..4].copy_from_slice(&[169, 254, 0, 2]);
-        f.ep.remote_addr[..4].copy_from_slice(&[169, 254, 0, 1]);
-        let fact = decode(&bytes_of(&f)).expect("decodes");
+        f.ep.addrs[..8].copy_from_slice(&[169, 254, 0, 2, 169, 254, 0, 1]);
+        // IPv4: the kernel writes the fact without the unused address tail.
+        let mut rec = bytes_of(&f);
+        rec.truncate(rec.len() - ENDPOINTS_V4_SPARE);
+        let fact = decode(&rec).expect("decodes");
         let Fact::TcpAccept { ts_ns, sk, task, endpoints, handshake_done } = fact else {
             panic!("wrong kind: {fact:?}");
         };
@@ -393,6 +424,28 @@ mod tests {
         f.hdr.detail = TCP_SYN_RECV;
         let fact = decode(&bytes_of(&f)).expect("decodes");
         assert!(matches!(fact, Fact::TcpAccept { handshake_done: false, .. }), "{fact:?}");
+        // Shorter than even IPv4 endpoints need: rejected.
+        rec.truncate(rec.len() - 1);
+        assert!(matches!(decode(&rec), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn established_ipv4_is_written_short() {
+        let mut f = tcp_t::tcp_established_fact::default();
+        f.hdr.kind = FACT_TCP_ESTABLISHED;
+        f.ep.family = AF_INET;
+        f.ep.local_port = 40000;
+        f.ep.remote_port = 443;
+        f.ep.addrs[..8].copy_from_slice(&[127, 0, 0, 1, 127, 0, 0, 2]);
+        let mut rec = bytes_of(&f);
+        // sizeof rounds the struct up to 8: the kernel reserves sizeof - 24.
+        rec.truncate(rec.len() - ENDPOINTS_V4_SPARE);
+        let Ok(Fact::TcpEstablished { outbound, endpoints, .. }) = decode(&rec) else {
+            panic!("established not decoded");
+        };
+        assert!(!outbound);
+        assert_eq!(endpoints.local, "127.0.0.1:40000".parse().expect("addr"));
+        assert_eq!(endpoints.remote, "127.0.0.2:443".parse().expect("addr"));
     }
 
     #[test]

@@ -53,15 +53,14 @@ static __always_inline int report_accept(struct sock *sk, long fd)
 		return 0;
 	if (sock_excluded_by_addr(IPPROTO_TCP, s, 0))
 		return 0;
-	struct tcp_accept_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ACCEPT);
+	struct tcp_accept_fact *f;
+	reserve_with_endpoints(f, FACT_TCP_ACCEPT, s);
 	if (!f)
 		return 0;
 	f->hdr.detail = s->__sk_common.skc_state;
 	f->sk = (__u64)sk;
 	fill_task_ids(&f->task);
 	f->fd = (__s32)fd;
-	__builtin_memset(&f->ep, 0, sizeof(f->ep));
-	read_endpoints(s, &f->ep);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }

@@ -64,13 +64,12 @@ static __always_inline int on_established(const struct sock *sk, int oldstate)
 	 * (outbound) or a Fast Open child accepted before its handshake ended
 	 * (inbound). Userspace tells them apart (it saw the connect), so the
 	 * kernel applies no exclusion to it. */
-	struct tcp_established_fact *f = reserve_fact(sizeof(*f), FACT_TCP_ESTABLISHED);
+	struct tcp_established_fact *f;
+	reserve_with_endpoints(f, FACT_TCP_ESTABLISHED, sk);
 	if (!f)
 		return 0;
 	f->sk = (__u64)sk;
 	f->hdr.detail = outbound;
-	__builtin_memset(&f->ep, 0, sizeof(f->ep));
-	read_endpoints(sk, &f->ep);
 	bpf_ringbuf_submit(f, 0);
 	return 0;
 }
