@@ -374,6 +374,26 @@ mod tests {
         unsafe { plain::as_bytes(v) }.to_vec()
     }
 
+    /// A fact ending in IPv4 endpoints as the kernel writes it: without the
+    /// unused address tail (sizeof rounds the struct up to 8; the kernel
+    /// reserves sizeof - 24).
+    fn as_written_for_ipv4<T: plain::Plain>(f: &T) -> Vec<u8> {
+        let mut rec = bytes_of(f);
+        rec.truncate(rec.len() - ENDPOINTS_V4_SPARE);
+        rec
+    }
+
+    /// IPv4 endpoints into a `struct tcp_endpoints` (either skeleton's copy).
+    macro_rules! set_ipv4 {
+        ($ep:expr, $local:expr, $lport:expr, $remote:expr, $rport:expr) => {{
+            $ep.family = AF_INET;
+            $ep.local_port = $lport;
+            $ep.remote_port = $rport;
+            $ep.addrs[..4].copy_from_slice(&$local);
+            $ep.addrs[4..8].copy_from_slice(&$remote);
+        }};
+    }
+
     #[test]
     fn decodes_established_ipv6() {
         let mut f = tcp_t::tcp_established_fact::default();
@@ -406,13 +426,8 @@ mod tests {
         f.sk = 0xffff_8888_0000_2000;
         f.task = acc_t::task_ids { tgid: 30, tid: 31, uid: 1000, gid: 1000 };
         f.fd = 5;
-        f.ep.family = AF_INET;
-        f.ep.local_port = 8080;
-        f.ep.remote_port = 51000;
-        f.ep.addrs[..8].copy_from_slice(&[169, 254, 0, 2, 169, 254, 0, 1]);
-        // IPv4: the kernel writes the fact without the unused address tail.
-        let mut rec = bytes_of(&f);
-        rec.truncate(rec.len() - ENDPOINTS_V4_SPARE);
+        set_ipv4!(f.ep, [169, 254, 0, 2], 8080, [169, 254, 0, 1], 51000);
+        let mut rec = as_written_for_ipv4(&f);
         let fact = decode(&rec).expect("decodes");
         let Fact::TcpAccept { ts_ns, sk, task, endpoints, handshake_done } = fact else {
             panic!("wrong kind: {fact:?}");
@@ -433,13 +448,8 @@ mod tests {
     fn established_ipv4_is_written_short() {
         let mut f = tcp_t::tcp_established_fact::default();
         f.hdr.kind = FACT_TCP_ESTABLISHED;
-        f.ep.family = AF_INET;
-        f.ep.local_port = 40000;
-        f.ep.remote_port = 443;
-        f.ep.addrs[..8].copy_from_slice(&[127, 0, 0, 1, 127, 0, 0, 2]);
-        let mut rec = bytes_of(&f);
-        // sizeof rounds the struct up to 8: the kernel reserves sizeof - 24.
-        rec.truncate(rec.len() - ENDPOINTS_V4_SPARE);
+        set_ipv4!(f.ep, [127, 0, 0, 1], 40000, [127, 0, 0, 2], 443);
+        let rec = as_written_for_ipv4(&f);
         let Ok(Fact::TcpEstablished { outbound, endpoints, .. }) = decode(&rec) else {
             panic!("established not decoded");
         };

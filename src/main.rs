@@ -210,6 +210,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         tracing::info!("UDP sendmsg hook {}: {why}", if sendmsg_hook { "on" } else { "off" });
     }
     let mut storage = ObjectStorage::new();
+    let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
     let opts = ProbeOptions {
         ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
         argv_limit: cli.argv_limit,
@@ -220,7 +221,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         // the rest. Below that, from 5/8 full, the sensor takes normal CPU
         // priority to catch up (pace.rs), so a burst the sensor deferred does
         // not cost UDP events.
-        udp_shed_above: u64::from(cli.ringbuf_mib) * 1024 * 1024 / 4 * 3,
+        udp_shed_above: ring_bytes / 4 * 3,
         udp_sendmsg_hook: sendmsg_hook,
     };
     let probes = Probes::load(&mut storage, &opts)?;
@@ -253,36 +254,19 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
             None
         }
     };
-    let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
+    let ring_has_room = || ring_fill.as_ref().is_some_and(|r| r.unread() < pace::catch_up_at(ring_bytes));
     // While the writer is behind (its queue half full, until it is down to a
     // quarter), facts wait in the ring buffer, the larger buffer, rather than
     // lines being dropped; once the ring is as full as the sensor lets it get,
     // the reader reads on and the queue sheds (counted), so a stalled output
     // never overflows the ring.
-    let held_back = Cell::new(false);
-    // A read round also ends after burst::ROUND_FACTS, for the burst gate.
-    let round_facts = Cell::new(0u64);
-    let round_full = Cell::new(false);
-    // Until the final drain, which reads to the end.
-    let may_end_rounds = Cell::new(true);
+    let round = ReadRound::default();
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&probes.tcp_state.maps.events, |data| {
             let mut p = pipeline.borrow_mut();
             p.handle_record(data);
-            if !may_end_rounds.get() {
-                return 0;
-            }
-            if p.sink.backed_up() && ring_fill.as_ref().is_some_and(|r| r.unread() < pace::catch_up_at(ring_bytes)) {
-                held_back.set(true);
-                return END_ROUND; // this fact is read; the rest waits
-            }
-            round_facts.set(round_facts.get() + 1);
-            if round_facts.get() >= burst::ROUND_FACTS {
-                round_full.set(true);
-                return END_ROUND;
-            }
-            0
+            round.after_fact(|| p.sink.backed_up() && ring_has_room())
         })
         .context("setting up the ring buffer reader")?;
     let ringbuf = builder.build().context("setting up the ring buffer reader")?;
@@ -297,7 +281,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let watchdog = match (&ring_fill, cli.cpu_policy) {
         (Some(ring), pace::CpuPolicy::Yield) => {
             let p = pipeline.borrow();
-            start_watchdog(cli, Arc::clone(ring), &p.sink, &reader_rounds, &p.cpu_boosts)
+            start_watchdog(cli, Arc::clone(ring), ring_bytes, &p.sink, &reader_rounds, &p.cpu_boosts)
         }
         _ => None,
     };
@@ -336,16 +320,13 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         } else if gate == burst::Gate::Defer {
             std::thread::sleep(burst::STEP);
         } else if let Err(e) = ringbuf.poll(POLL) {
-            let ended = held_back.get() || round_full.get();
-            if !ended && e.kind() != libbpf_rs::ErrorKind::Interrupted {
+            if !round.ended_early() && e.kind() != libbpf_rs::ErrorKind::Interrupted {
                 return Err(e).context("polling the ring buffer");
             }
         }
-        round_facts.set(0);
-        round_full.set(false);
         let mut p = pipeline.borrow_mut();
         let read = p.stats.facts - facts_before;
-        if held_back.replace(false) {
+        if round.finish() {
             p.sink.commit(); // the writer's to catch up; the next rounds wait
             holding = true;
         } else if !hold_back {
@@ -395,15 +376,13 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let queued_at_stop = ring_fill.as_ref().map_or(0, |r| r.produced());
     while ring_fill.as_ref().is_some_and(|r| r.consumed() < queued_at_stop) && Instant::now() < drain_until {
         let _ = ringbuf.consume();
-        round_facts.set(0);
-        round_full.set(false);
         let mut p = pipeline.borrow_mut();
         p.sink.commit();
-        if held_back.replace(false) {
+        if round.finish() {
             p.sink.wait_for_room(HOLD_BACK_WAIT);
         }
     }
-    may_end_rounds.set(false);
+    round.read_to_the_end();
     let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
     let kernel = probes.counters();
@@ -418,17 +397,66 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     pipeline.into_inner().close()
 }
 
+/// One round of reading the ring buffer, as the ring-buffer callback ends it:
+/// early when the writer is behind (the rest waits in the ring), or after
+/// burst::ROUND_FACTS facts (so the burst gate gets a look).
+#[derive(Default)]
+struct ReadRound {
+    facts: Cell<u64>,
+    held_back: Cell<bool>,
+    full: Cell<bool>,
+    /// The final drain: no early end.
+    to_the_end: Cell<bool>,
+}
+
+impl ReadRound {
+    /// The callback's answer after a fact was handled; `writer_behind` is
+    /// asked only when it matters.
+    fn after_fact(&self, writer_behind: impl FnOnce() -> bool) -> i32 {
+        if self.to_the_end.get() {
+            return 0;
+        }
+        if writer_behind() {
+            self.held_back.set(true);
+            return END_ROUND; // this fact is read; the rest waits
+        }
+        self.facts.set(self.facts.get() + 1);
+        if self.facts.get() >= burst::ROUND_FACTS {
+            self.full.set(true);
+            return END_ROUND;
+        }
+        0
+    }
+
+    /// The callback ended the round (libbpf then returns an error).
+    fn ended_early(&self) -> bool {
+        self.held_back.get() || self.full.get()
+    }
+
+    /// Readies the next round; returns whether this one was held back.
+    fn finish(&self) -> bool {
+        self.facts.set(0);
+        self.full.set(false);
+        self.held_back.replace(false)
+    }
+
+    fn read_to_the_end(&self) {
+        self.to_the_end.set(true);
+    }
+}
+
 /// `--cpu-policy yield`; the sensor keeps normal priority if it cannot yield.
 fn start_watchdog(
     cli: &Cli,
     ring: Arc<probes::ring_fill::RingPositions>,
+    ring_bytes: u64,
     sink: &SinkQueue,
     reader_rounds: &pace::Heartbeat,
     boosts: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<pace::Watchdog> {
     let started = pace::Watchdog::start(
         ring,
-        u64::from(cli.ringbuf_mib) * 1024 * 1024,
+        ring_bytes,
         sink.backlog_gauge(),
         cli.queue_capacity,
         vec![reader_rounds.clone(), sink.writer_heartbeat()],

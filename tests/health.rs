@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use common::{require_root, s, u, Peer, Sensor, TestNet, SENSOR};
+use common::{final_stat, require_root, s, u, Peer, Sensor, TestNet, SENSOR};
 use serde_json::Value;
 
 #[test]
@@ -211,16 +211,6 @@ impl Drop for Spinners {
             let _ = c.wait();
         }
     }
-}
-
-/// A counter of the stats line the sensor logs when it stops.
-fn final_stat(stderr: &str, name: &str) -> u64 {
-    stderr
-        .split(&format!(" {name}="))
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in the final stats line: {stderr}"))
 }
 
 /// Threads other than the watchdog, all with `policy`?

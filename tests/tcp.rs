@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{host_netns_inode, s, u, Peer, Sensor, TestNet, PEER};
+use common::{final_stat, host_netns_inode, s, u, Peer, Sensor, TestNet, PEER};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -349,12 +349,7 @@ fn accept_whose_socket_cannot_be_named_is_counted_lost_and_announced() {
     assert!(announced >= 1, "announced: {loss:?}");
     assert!(inbound(&sensor, &p).is_empty(), "no inbound event without the socket");
     let (_, stderr) = sensor.stop();
-    let counted: u64 = stderr
-        .split(" tcp_accepts_unresolved=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("tcp_accepts_unresolved in the stats line: {stderr}"));
+    let counted = final_stat(&stderr, "tcp_accepts_unresolved");
     assert!(counted >= announced, "counted {counted}, announced {announced}");
     assert!(stderr.contains("events lost: ") && stderr.contains(", TCP accepts unresolved "), "warned: {stderr}");
 }

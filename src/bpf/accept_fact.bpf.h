@@ -35,12 +35,6 @@ static __always_inline struct sock *sock_of_fd(int fd)
  * connections are not reported). */
 PERCPU_COUNTER(accepts_unresolved);
 
-static __always_inline int count_unresolved_accept(void)
-{
-	count_one(&accepts_unresolved);
-	return 0;
-}
-
 /* Reports that the current task accepted `sk` as `fd` (-1: no fd). */
 static __always_inline int report_accept(struct sock *sk, long fd)
 {
@@ -48,10 +42,8 @@ static __always_inline int report_accept(struct sock *sk, long fd)
 	__u16 family = s->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || s->sk_protocol != IPPROTO_TCP)
 		return 0;
-	/* Accepted: Destination is our (local) port. */
-	if (excluded_by_config(IPPROTO_TCP, s->__sk_common.skc_num, bpf_ntohs(s->__sk_common.skc_dport)))
-		return 0;
-	if (sock_excluded_by_addr(IPPROTO_TCP, s, 0))
+	/* Accepted: Destination is our (local) end. */
+	if (sock_excluded(IPPROTO_TCP, s, 0))
 		return 0;
 	struct tcp_accept_fact *f;
 	reserve_with_endpoints(f, FACT_TCP_ACCEPT, s);

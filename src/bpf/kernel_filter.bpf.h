@@ -48,11 +48,6 @@ struct {
 
 PERCPU_COUNTER(excluded_in_kernel);
 
-static __always_inline void count_excluded(void)
-{
-	count_one(&excluded_in_kernel);
-}
-
 static __always_inline int exclusion_hit(__u8 protocol, __u8 side, __u16 port)
 {
 	struct exclusion_key k = { .protocol = protocol, .side = side, .port = port };
@@ -69,7 +64,7 @@ static __always_inline int excluded_by_config(__u8 protocol, __u16 dport, __u16 
 		return 0;
 	if (exclusion_hit(protocol, 0, dport) || exclusion_hit(0, 0, dport) || exclusion_hit(protocol, 1, sport) ||
 	    exclusion_hit(0, 1, sport) || exclusion_hit(protocol, 2, 0)) {
-		count_excluded();
+		count_one(&excluded_in_kernel);
 		return 1;
 	}
 	return 0;
@@ -98,7 +93,7 @@ static __always_inline int excluded_by_addr(__u8 protocol, const __u8 daddr[16],
 		return 0;
 	if (addr_hit(protocol, 0, daddr) || addr_hit(0, 0, daddr) || addr_hit(protocol, 1, saddr) ||
 	    addr_hit(0, 1, saddr)) {
-		count_excluded();
+		count_one(&excluded_in_kernel);
 		return 1;
 	}
 	return 0;
@@ -116,6 +111,16 @@ static __always_inline int sock_excluded_by_addr(__u8 protocol, const struct soc
 	__u8 local[16], remote[16];
 	endpoint_addrs16(&ep, local, remote);
 	return excluded_by_addr(protocol, outbound ? remote : local, outbound ? local : remote);
+}
+
+/* A socket against every exclusion the kernel applies, ports then
+ * addresses; `outbound`: we initiated (Destination is the remote end). */
+static __always_inline int sock_excluded(__u8 protocol, const struct sock *sk, int outbound)
+{
+	__u16 local = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 remote = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return excluded_by_config(protocol, outbound ? remote : local, outbound ? local : remote) ||
+	       sock_excluded_by_addr(protocol, sk, outbound);
 }
 
 #endif

@@ -28,7 +28,11 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret < 0)
 		return 0;
 	struct sock *sk = pretend_unresolved ? NULL : sock_of_fd((int)ret);
-	return sk ? report_accept(sk, ret) : count_unresolved_accept();
+	if (!sk) {
+		count_one(&accepts_unresolved);
+		return 0;
+	}
+	return report_accept(sk, ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")

@@ -31,11 +31,8 @@ PERCPU_COUNTER(tcp_inbound_handshakes);
 
 static __always_inline int on_connect(const struct sock *sk)
 {
-	if (excluded_by_config(IPPROTO_TCP, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
-			       BPF_CORE_READ(sk, __sk_common.skc_num)))
-		return 0;
-	/* Both addresses are set before SYN_SENT (the port may not be). */
-	if (sock_excluded_by_addr(IPPROTO_TCP, sk, 1))
+	/* Both addresses are set before SYN_SENT (the local port may not be). */
+	if (sock_excluded(IPPROTO_TCP, sk, 1))
 		return 0;
 	struct tcp_connect_fact *f = reserve_fact(sizeof(*f), FACT_TCP_CONNECT);
 	if (!f)
@@ -50,10 +47,7 @@ static __always_inline int on_established(const struct sock *sk, int oldstate)
 {
 	int outbound = oldstate == TCP_SYN_SENT;
 	if (outbound) {
-		if (excluded_by_config(IPPROTO_TCP, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
-				       BPF_CORE_READ(sk, __sk_common.skc_num)))
-			return 0;
-		if (sock_excluded_by_addr(IPPROTO_TCP, sk, 1))
+		if (sock_excluded(IPPROTO_TCP, sk, 1))
 			return 0;
 	} else if (!BPF_CORE_READ(sk, sk_socket)) {
 		/* In the accept queue: its accept reports it. */

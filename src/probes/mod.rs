@@ -312,20 +312,6 @@ impl<'obj> Probes<'obj> {
         set_count(1, exclusions.addrs.len())
     }
 
-    /// Events the kernel dropped because of config exclusions.
-    pub fn excluded_in_kernel(&self) -> u64 {
-        self.tcp_state
-            .maps
-            .excluded_in_kernel
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-            .sum()
-    }
-
     pub fn udp_packet_mode(&self) -> bool {
         matches!(self.udp_send, UdpSend::Packet { .. })
     }
@@ -364,46 +350,25 @@ impl<'obj> Probes<'obj> {
             .context("recording a UDP flow in the kernel table")
     }
 
-    /// Kernel UDP counters summed over CPUs: suppressed, table full, peer
-    /// unknown, shed, send destination unknown (enum udp_counter).
-    pub fn udp_counters(&self) -> [u64; UDP_KERNEL_COUNTERS] {
-        let mut out = [0u64; UDP_KERNEL_COUNTERS];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let key = (i as u32).to_ne_bytes();
-            if let Ok(Some(per_cpu)) = self.udp_recv.maps.udp_counters.lookup_percpu(&key, MapFlags::ANY) {
-                *slot = per_cpu
-                    .iter()
-                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-                    .sum();
-            }
-        }
-        out
-    }
-
     pub fn attached(&self) -> usize {
         self.links.len()
     }
 
-    /// Ring-buffer reservations the kernel side could not make, all CPUs.
-    pub fn ringbuf_drops(&self) -> Result<u64> {
-        per_cpu_sum(&self.tcp_state.maps.ringbuf_drops).context("reading ring-buffer drop counters")
-    }
-
+    /// Every counter the kernel side keeps, summed over CPUs (a counter that
+    /// cannot be read counts 0).
     pub fn counters(&self) -> KernelCounters {
-        KernelCounters {
-            ringbuf_drops: self.ringbuf_drops().unwrap_or(0),
-            udp: self.udp_counters(),
-            tcp: self.tcp_counters(),
-            excluded: self.excluded_in_kernel(),
+        let mut udp = [0u64; UDP_KERNEL_COUNTERS];
+        for (i, slot) in udp.iter_mut().enumerate() {
+            *slot = per_cpu_sum(&self.udp_recv.maps.udp_counters, i as u32);
         }
-    }
-
-    /// Kernel TCP counters summed over CPUs: inbound handshakes that ended
-    /// ESTABLISHED, and accepted sockets the probes could not name (lost).
-    pub fn tcp_counters(&self) -> TcpKernelCounters {
-        TcpKernelCounters {
-            inbound_handshakes: per_cpu_sum(&self.tcp_state.maps.tcp_inbound_handshakes).unwrap_or(0),
-            accepts_unresolved: per_cpu_sum(&self.tcp_accept.maps.accepts_unresolved).unwrap_or(0),
+        KernelCounters {
+            ringbuf_drops: per_cpu_sum(&self.tcp_state.maps.ringbuf_drops, 0),
+            udp,
+            tcp: TcpKernelCounters {
+                inbound_handshakes: per_cpu_sum(&self.tcp_state.maps.tcp_inbound_handshakes, 0),
+                accepts_unresolved: per_cpu_sum(&self.tcp_accept.maps.accepts_unresolved, 0),
+            },
+            excluded: per_cpu_sum(&self.tcp_state.maps.excluded_in_kernel, 0),
         }
     }
 }
@@ -411,7 +376,10 @@ impl<'obj> Probes<'obj> {
 /// Every counter the kernel side keeps, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelCounters {
+    /// Ring-buffer reservations the kernel side could not make.
     pub ringbuf_drops: u64,
+    /// Suppressed, table full, peer unknown, shed, send destination unknown
+    /// (enum udp_counter).
     pub udp: [u64; UDP_KERNEL_COUNTERS],
     pub tcp: TcpKernelCounters,
     /// Events config exclusions dropped in the kernel.
@@ -420,14 +388,17 @@ pub struct KernelCounters {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TcpKernelCounters {
+    /// Inbound handshakes that ended ESTABLISHED.
     pub inbound_handshakes: u64,
+    /// Accepted sockets the probes could not name (lost).
     pub accepts_unresolved: u64,
 }
 
-/// Entry 0 of a per-CPU array of u64, summed over CPUs.
-fn per_cpu_sum(map: &impl MapCore) -> Result<u64> {
-    let per_cpu = map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
-    Ok(per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum())
+/// Entry `index` of a per-CPU array of u64, summed over CPUs (0 if it
+/// cannot be read).
+fn per_cpu_sum(map: &impl MapCore, index: u32) -> u64 {
+    let per_cpu = map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY).ok().flatten().unwrap_or_default();
+    per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
 }
 
 struct SharedUdpMaps<'a> {

@@ -3,7 +3,7 @@
 //! ring-buffer reader. Under pressure UDP lines are shed first, so TCP events
 //! keep the room; everything dropped is counted.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -95,11 +95,18 @@ pub struct BacklogGauge(Arc<QueueCounters>);
 
 impl BacklogGauge {
     pub fn read(&self) -> crate::pace::Backlog {
-        let c = &self.0;
+        self.0.backlog()
+    }
+}
+
+impl QueueCounters {
+    /// Lines out (written, or dropped at hand-off) and lines still waiting
+    /// (batched or queued).
+    fn backlog(&self) -> crate::pace::Backlog {
         // Read what settled before what was accepted, so pending never
         // comes out negative for a line in flight.
-        let done = c.written.load(Ordering::Acquire) + c.dropped_at_handoff.load(Ordering::Acquire);
-        let accepted = c.accepted.load(Ordering::Acquire);
+        let done = self.written.load(Ordering::Acquire) + self.dropped_at_handoff.load(Ordering::Acquire);
+        let accepted = self.accepted.load(Ordering::Acquire);
         crate::pace::Backlog { done, pending: accepted.saturating_sub(done) }
     }
 }
@@ -121,7 +128,6 @@ pub struct SinkQueue {
     spare: Receiver<Batch>,
     /// When the first line of `batch` came.
     batch_since: Option<Instant>,
-    queued: Arc<AtomicUsize>,
     capacity: usize,
     counters: Arc<QueueCounters>,
     error: Arc<Mutex<Option<String>>>,
@@ -145,14 +151,13 @@ impl SinkQueue {
         let capacity = capacity.max(16);
         let (tx, rx) = sync_channel::<Msg>(capacity);
         let (spare_tx, spare) = sync_channel::<Batch>(SPARE_BATCHES);
-        let queued = Arc::new(AtomicUsize::new(0));
         let counters = Arc::new(QueueCounters::default());
         let error = Arc::new(Mutex::new(None));
-        let (q, c, e) = (Arc::clone(&queued), Arc::clone(&counters), Arc::clone(&error));
+        let (c, e) = (Arc::clone(&counters), Arc::clone(&error));
         let writer = std::thread::Builder::new()
             .name("sockscope-sink".into())
             .spawn(move || {
-                if let Err(err) = write_loop(&mut sinks, &rx, &spare_tx, &q, &c) {
+                if let Err(err) = write_loop(&mut sinks, &rx, &spare_tx, &c) {
                     if let Ok(mut slot) = e.lock() {
                         *slot = Some(format!("{err:#}"));
                     }
@@ -164,7 +169,6 @@ impl SinkQueue {
             batch: Batch::default(),
             spare,
             batch_since: None,
-            queued,
             capacity,
             counters,
             error,
@@ -193,7 +197,7 @@ impl SinkQueue {
         if self.tx.is_none() {
             return Ok(false);
         }
-        let queued = self.queued.load(Ordering::Relaxed) + self.batch.len();
+        let queued = self.pending();
         // Past three quarters full, UDP gives way to TCP and the sensor's own.
         if kind == LineKind::Udp && queued >= self.capacity * 3 / 4 {
             self.counters.udp_shed.fetch_add(1, Ordering::Relaxed);
@@ -239,11 +243,9 @@ impl SinkQueue {
         let next = self.spare.try_recv().unwrap_or_default();
         let lines = std::mem::replace(&mut self.batch, next);
         let n = lines.len();
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        // The line count above bounds the queue; the channel's own bound is
-        // in batches, so a full channel means the writer is far behind.
+        // The line count (`pending`) bounds the queue; the channel's own bound
+        // is in batches, so a full channel means the writer is far behind.
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Lines(lines)) {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
             self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
             self.counters.dropped_at_handoff.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -266,8 +268,9 @@ impl SinkQueue {
         let _ = written.wait_timeout_while(guard, max, |_| !self.has_room());
     }
 
+    /// Lines accepted and not yet out: batched or queued.
     fn pending(&self) -> usize {
-        self.queued.load(Ordering::Relaxed) + self.batch.len()
+        usize::try_from(self.counters.backlog().pending).unwrap_or(usize::MAX)
     }
 
     /// The writer loop's rounds.
@@ -330,7 +333,6 @@ fn write_loop(
     sinks: &mut [Sink],
     rx: &Receiver<Msg>,
     spare: &SyncSender<Batch>,
-    queued: &AtomicUsize,
     counters: &QueueCounters,
 ) -> Result<()> {
     let handle = |sinks: &mut [Sink], msg: Msg| -> Result<()> {
@@ -339,7 +341,6 @@ fn write_loop(
                 for sink in sinks.iter_mut() {
                     sink.write_batch(&batch)?;
                 }
-                queued.fetch_sub(batch.len(), Ordering::Relaxed);
                 counters.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 // Taking the lock orders this after a waiter's check of the queue.
                 drop(counters.written_batch.0.lock());
@@ -406,7 +407,6 @@ mod tests {
             batch: Batch::default(),
             spare,
             batch_since: None,
-            queued: Arc::new(AtomicUsize::new(0)),
             capacity,
             counters: Arc::new(QueueCounters::default()),
             error: Arc::new(Mutex::new(None)),

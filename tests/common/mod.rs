@@ -414,6 +414,16 @@ pub fn host_netns_inode() -> u64 {
     std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()
 }
 
+/// A counter of the stats line the sensor logs when it stops.
+pub fn final_stat(stderr: &str, name: &str) -> u64 {
+    stderr
+        .split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in the final stats line: {stderr}"))
+}
+
 pub fn s(v: &Value, k: &str) -> String {
     match &v[k] {
         Value::String(s) => s.clone(),
