@@ -138,6 +138,11 @@ pub struct Cli {
     /// Testing aid: the accept probes act as if no accepted fd resolved.
     #[arg(long, hide = true)]
     pub pretend_unresolved_accepts: bool,
+
+    /// Benchmark aid (sockscope-bench --hooks-only): the probes attach where
+    /// they always do but every program returns at once; no event is reported.
+    #[arg(long, hide = true)]
+    pub hook_floor: bool,
 }
 
 fn parse_remote(s: &str) -> Result<crate::sink::syslog::RemoteTarget, String> {

@@ -223,7 +223,11 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         // not cost UDP events.
         udp_shed_above: ring_bytes / 4 * 3,
         udp_sendmsg_hook: sendmsg_hook,
+        hook_floor: cli.hook_floor,
     };
+    if cli.hook_floor {
+        tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");
+    }
     let probes = Probes::load(&mut storage, &opts)?;
     push_exclusions(cli, &probes, &rules)?;
 

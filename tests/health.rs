@@ -344,3 +344,51 @@ fn a_burst_waits_in_the_ring_buffer_until_it_ends() {
     assert!(final_stat(&stderr, "ringbuf_peak_bytes") >= 256 * 1024, "{stderr}");
     assert_eq!(final_stat(&stderr, "ringbuf_drops") + final_stat(&stderr, "queue_dropped"), 0, "{stderr}");
 }
+
+/// The ready line's `probes=N`.
+fn probes_attached(stderr: &str) -> u64 {
+    let ready = stderr.lines().find(|l| l.contains(" ready ")).expect("a ready line");
+    let field = ready.split_whitespace().find_map(|w| w.strip_prefix("probes=")).expect("probes= in the ready line");
+    field.parse().expect("a count")
+}
+
+/// A TCP connection and a UDP flow (read by b) from a to b.
+fn one_connection_and_one_flow(net: &TestNet) {
+    let bind = format!("{}:0", net.ip4(2));
+    let mut listener = Peer::spawn(Some(&net.b), &["listen", "--bind", &bind]);
+    let port = listener.expect("listening");
+    let to = format!("{}:{port}", net.ip4(2));
+    Peer::spawn(Some(&net.a), &["connect", "--to", &to]).wait_ok();
+    listener.wait_ok();
+    let mut receiver = Peer::spawn(Some(&net.b), &["udp-recv", "--bind", &bind]);
+    let port = receiver.expect("listening");
+    let to = format!("{}:{port}", net.ip4(2));
+    Peer::spawn(Some(&net.a), &["udp-send", "--to", &to]).wait_ok();
+    receiver.wait_ok();
+}
+
+/// `--hook-floor` (the benchmark's --hooks-only) attaches as many probes as
+/// a normal run, and traffic that a normal run reports leaves no fact at all:
+/// every program returned before doing anything.
+#[test]
+fn the_hook_floor_attaches_every_probe_and_reports_nothing() {
+    let net = TestNet::new();
+    let normal = Sensor::start(&[]);
+    one_connection_and_one_flow(&net);
+    let reported = normal.wait_for(4, Duration::from_secs(10), |e| {
+        e["EventID"] == 3 && (e["Protocol"] == "tcp" || e["Protocol"] == "udp") && s(e, "DestinationIp") == net.ip4(2)
+    });
+    let (_, normal_err) = normal.stop();
+    // The connection and the flow, each at both ends.
+    assert_eq!(reported.len(), 4, "the normal run reports the connection and the flow: {reported:?}");
+    assert!(final_stat(&normal_err, "facts") > 0);
+
+    let floor = Sensor::start(&["--hook-floor"]);
+    one_connection_and_one_flow(&net);
+    std::thread::sleep(Duration::from_secs(1));
+    let events: Vec<Value> = floor.all_events().into_iter().filter(|e| e["EventID"] == 3).collect();
+    let (_, floor_err) = floor.stop();
+    assert!(events.is_empty(), "no event with --hook-floor: {events:?}");
+    assert_eq!(final_stat(&floor_err, "facts"), 0, "no fact left any probe");
+    assert_eq!(probes_attached(&floor_err), probes_attached(&normal_err), "the same probes attach");
+}

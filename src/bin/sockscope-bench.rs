@@ -120,8 +120,20 @@ struct Cli {
     /// B runs start the sensor with a config excluding every TCP and UDP
     /// event, which the kernel applies at the probes: no event reaches
     /// userspace (none is expected), so the ratio is what the probes alone cost.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hooks_only")]
     probes_only: bool,
+    /// B runs start the sensor with every program returning at once
+    /// (`--hook-floor`): the ratio is what the hook points alone cost, the
+    /// floor under any program at those places. No event is expected.
+    #[arg(long)]
+    hooks_only: bool,
+}
+
+impl Cli {
+    /// B runs in which no event leaves the kernel (none is expected).
+    fn no_events(&self) -> bool {
+        self.probes_only || self.hooks_only
+    }
 }
 
 /// Resolved settings.
@@ -440,6 +452,9 @@ impl Sensor {
             std::fs::write(&config, EXCLUDE_ALL).with_context(|| format!("writing {}", config.display()))?;
             cmd.arg("--config").arg(config);
         }
+        if cfg.cli.hooks_only {
+            cmd.arg("--hook-floor");
+        }
         cmd.args(&cfg.sensor_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -646,8 +661,8 @@ const EXCLUDE_ALL: &str = r#"<Sysmon schemaversion="4.81">
 </Sysmon>
 "#;
 
-fn expected(w: Workload, lg: &Report, drain: bool, probes_only: bool) -> Counts {
-    if probes_only {
+fn expected(w: Workload, lg: &Report, drain: bool, no_events: bool) -> Counts {
+    if no_events {
         return Counts::default();
     }
     match w {
@@ -670,7 +685,7 @@ fn run_with_sensor(cfg: &Config, w: Workload, pair: u32) -> Result<Run> {
     let cpu_ready = threads_cpu_s(spid)?;
 
     let loadgen = run_loadgen(cfg, w)?;
-    let exp = expected(w, &loadgen, cfg.cli.udp_drain, cfg.cli.probes_only);
+    let exp = expected(w, &loadgen, cfg.cli.udp_drain, cfg.cli.no_events());
 
     // Caught up: every expected event is there, or the file stopped growing
     // for 2 s (the sensor flushes after every 100 ms poll), or the bound.
@@ -860,6 +875,12 @@ fn print_header(cfg: &Config) {
         println!(
             "  --probes-only: B runs exclude every event in the kernel; the ratio is the probes' own cost \
              (events expected: 0)"
+        );
+    }
+    if cfg.cli.hooks_only {
+        println!(
+            "  --hooks-only: B runs attach every probe but each returns at once; the ratio is what the hook \
+             points alone cost (events expected: 0)"
         );
     }
     let others = other_sensors();
@@ -1072,8 +1093,8 @@ fn print_summary(cfg: &Config, runs: &[Run]) {
 /// Prints each target met/missed; returns whether events went missing unexplained.
 fn print_targets(cfg: &Config, runs: &[Run]) -> bool {
     println!("\nTargets{}:", if cfg.cli.quick { " (quick run: timing not meaningful)" } else { "" });
-    if cfg.cli.probes_only {
-        println!("  (--probes-only: no event leaves the kernel, so the event and CPU targets are not checked)");
+    if cfg.cli.no_events() {
+        println!("  (no event leaves the kernel in these B runs, so the event and CPU targets are not checked)");
     }
     let mark = |ok: bool| if ok { "met   " } else { "MISSED" };
     let mut unexplained = false;
@@ -1107,7 +1128,7 @@ fn print_targets(cfg: &Config, runs: &[Run]) -> bool {
             );
         }
         // --probes-only: no event is expected, so the event targets say nothing.
-        if !cfg.cli.probes_only {
+        if !cfg.cli.no_events() {
             let (met, text) = match w {
                 Workload::TcpStorm => (
                     all_exact && s.lost_total == 0,

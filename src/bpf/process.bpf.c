@@ -10,6 +10,7 @@
 #include "facts.h"
 #include "ringbuf.bpf.h"
 #include "task_identity.bpf.h"
+#include "hook_floor.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -69,6 +70,7 @@ static __always_inline __u32 write_path_leaf_first(struct proc_exec_fact *f, str
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	HOOK_FLOOR_RETURN(0);
 	__u32 zero = 0;
 	struct proc_exec_fact *f = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!f)
@@ -127,6 +129,7 @@ int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0; /* a new thread, not a new process */
 	struct proc_fork_fact *f = reserve_fact(sizeof(*f), FACT_PROC_FORK);
@@ -145,6 +148,7 @@ int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(process_exit, struct task_struct *p)
 {
+	HOOK_FLOOR_RETURN(0);
 	/* do_exit() has already dropped this thread from signal->live. */
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
@@ -163,6 +167,7 @@ int BPF_PROG(process_exit, struct task_struct *p)
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(process_cgroup, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0)
 		return 0;
 	if (!threadgroup && BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))

@@ -16,6 +16,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "accept_fact.bpf.h"
+#include "hook_floor.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -38,11 +39,13 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_accept")
 int accept_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	HOOK_FLOOR_RETURN(0);
 	return on_accept_exit(ctx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int accept4_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	HOOK_FLOOR_RETURN(0);
 	return on_accept_exit(ctx);
 }

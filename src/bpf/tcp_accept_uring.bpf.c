@@ -15,6 +15,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "accept_fact.bpf.h"
+#include "hook_floor.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -85,6 +86,7 @@ static __always_inline struct sock *listener_of(struct io_kiocb *req)
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(uring_submit, struct io_kiocb *req)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (req->opcode != bpf_core_enum_value(enum io_uring_op, IORING_OP_ACCEPT))
 		return 0;
 	struct uring_request key = { .ring = (__u64)req->ctx, .user_data = req->cqe.user_data };
@@ -142,6 +144,7 @@ static __always_inline int report_uring_accept(struct sock *sk, long fd)
 SEC("tp_btf/io_uring_complete")
 int BPF_PROG(uring_complete, struct io_ring_ctx *ring, void *request, struct io_uring_cqe *cqe)
 {
+	HOOK_FLOOR_RETURN(0);
 	struct uring_request key = { .ring = (__u64)ring, .user_data = cqe->user_data };
 	__u32 slot;
 	__u16 port = 0;

@@ -17,6 +17,7 @@
 #include "ringbuf.bpf.h"
 #include "sock_endpoints.bpf.h"
 #include "kernel_filter.bpf.h"
+#include "hook_floor.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -83,6 +84,7 @@ static __always_inline int on_aborted(const struct sock *sk, int oldstate)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp_state_change, const struct sock *sk, const int oldstate, const int newstate)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 

@@ -13,6 +13,7 @@
 #include "ringbuf.bpf.h"
 #include "sock_endpoints.bpf.h"
 #include "udp_flows.bpf.h"
+#include "hook_floor.bpf.h"
 
 #define PACKET_OUTGOING 4
 
@@ -21,6 +22,7 @@ char LICENSE[] SEC("license") = "GPL";
 SEC("tp_btf/consume_skb")
 int BPF_PROG(udp_packet_out, struct sk_buff *skb, void *location)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) != PACKET_OUTGOING)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();

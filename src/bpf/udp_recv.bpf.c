@@ -20,6 +20,7 @@
 #include "sock_endpoints.bpf.h"
 #include "udp_flows.bpf.h"
 #include "skb_udp.bpf.h"
+#include "hook_floor.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -64,6 +65,7 @@ static __always_inline int same_peer(struct peer *a, struct peer *b)
 SEC("cgroup_skb/ingress")
 int udp_ingress(struct __sk_buff *skb)
 {
+	HOOK_FLOOR_RETURN(1);
 	struct bpf_sock *sk = udp_sock_of(skb);
 	if (!sk)
 		return 1;
@@ -98,6 +100,7 @@ int udp_ingress(struct __sk_buff *skb)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(udp_recv_done, struct sock *sk, int ret, int flags)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (ret < 0 || sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, 0);

@@ -21,6 +21,7 @@
 #include "sock_endpoints.bpf.h"
 #include "udp_flows.bpf.h"
 #include "skb_udp.bpf.h"
+#include "hook_floor.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -79,6 +80,7 @@ static __always_inline void datagram_key(const struct datagram *d, struct udp_fl
 SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
 {
+	HOOK_FLOOR_RETURN(1);
 	struct bpf_sock *sk = udp_sock_of(skb);
 	if (!sk)
 		return 1;
@@ -131,18 +133,21 @@ static __always_inline int remember_dest(struct bpf_sock_addr *ctx, int v6)
 SEC("cgroup/sendmsg4")
 int udp_sendmsg4(struct bpf_sock_addr *ctx)
 {
+	HOOK_FLOOR_RETURN(1);
 	return remember_dest(ctx, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int udp_sendmsg6(struct bpf_sock_addr *ctx)
 {
+	HOOK_FLOOR_RETURN(1);
 	return remember_dest(ctx, 1);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 {
+	HOOK_FLOOR_RETURN(0);
 	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, 0);

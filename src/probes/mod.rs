@@ -77,6 +77,21 @@ pub struct ProbeOptions {
     /// Attach cgroup sendmsg4/6 (the destination of unconnected sends whose
     /// packet leaves IPsec-transformed).
     pub udp_sendmsg_hook: bool,
+    /// Benchmark aid: every program returns at once (hook_floor.bpf.h).
+    pub hook_floor: bool,
+}
+
+/// Sets `hook_floor` (hook_floor.bpf.h) in an open skeleton's read-only data.
+/// Every object has it, so its absence is a build error, not a silent no-op.
+macro_rules! set_hook_floor {
+    ($open:expr, $on:expr, $name:literal) => {
+        $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow::anyhow!(concat!("eBPF object ", $name, " has no read-only data")))?
+            .hook_floor = $on
+    };
 }
 
 /// Backing storage the skeletons borrow from; must outlive `Probes`.
@@ -172,6 +187,7 @@ impl<'obj> Probes<'obj> {
         let mut open =
             TcpStateSkelBuilder::default().open(&mut storage.tcp_state).context("opening eBPF object tcp_state")?;
         open.maps.events.set_max_entries(opts.ringbuf_bytes).context("sizing the ring buffer")?;
+        set_hook_floor!(open, opts.hook_floor, "tcp_state");
         let tcp_state = open.load().context(
             "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
         )?;
@@ -189,6 +205,7 @@ impl<'obj> Probes<'obj> {
         let mut open =
             TcpAcceptSkelBuilder::default().open(&mut storage.tcp_accept).context("opening eBPF object tcp_accept")?;
         share_maps(open.open_object_mut(), &common)?;
+        set_hook_floor!(open, opts.hook_floor, "tcp_accept");
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.pretend_unresolved = opts.pretend_unresolved_accepts;
         }
@@ -199,6 +216,7 @@ impl<'obj> Probes<'obj> {
         let mut open =
             ProcessSkelBuilder::default().open(&mut storage.process).context("opening eBPF object process")?;
         share_maps(open.open_object_mut(), &common)?;
+        set_hook_floor!(open, opts.hook_floor, "process");
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.args_limit = opts.argv_limit;
         }
@@ -211,6 +229,7 @@ impl<'obj> Probes<'obj> {
             UdpRecvSkelBuilder::default().open(&mut storage.udp_recv).context("opening eBPF object udp_recv")?;
         share_maps(open.open_object_mut(), &common)?;
         open.maps.udp_flows.set_max_entries(opts.udp_flow_capacity).context("sizing the UDP flow table")?;
+        set_hook_floor!(open, opts.hook_floor, "udp_recv");
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.udp_shed_above = opts.udp_shed_above;
         }
@@ -230,7 +249,12 @@ impl<'obj> Probes<'obj> {
         let mut maps = common.to_vec();
         maps.push(("udp_flows", udp_recv.maps.udp_flows.as_fd()));
         maps.push(("udp_counters", udp_recv.maps.udp_counters.as_fd()));
-        let shared = SharedUdpMaps { shed_above: opts.udp_shed_above, sendmsg_hook: opts.udp_sendmsg_hook, maps };
+        let shared = SharedUdpMaps {
+            shed_above: opts.udp_shed_above,
+            sendmsg_hook: opts.udp_sendmsg_hook,
+            hook_floor: opts.hook_floor,
+            maps,
+        };
         let udp_send = match opts.udp {
             UdpMechanism::Packet => {
                 UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
@@ -265,7 +289,7 @@ impl<'obj> Probes<'obj> {
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
         attach(&process.progs.process_cgroup, &mut links)?;
-        let uring = match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, &mut links) {
+        let uring = match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, opts.hook_floor, &mut links) {
             Ok(skel) => Some(skel),
             Err(e) => {
                 tracing::warn!("io_uring accepts not seen ({e:#}): they count as never accepted");
@@ -404,6 +428,7 @@ fn per_cpu_sum(map: &impl MapCore, index: u32) -> u64 {
 struct SharedUdpMaps<'a> {
     shed_above: u64,
     sendmsg_hook: bool,
+    hook_floor: bool,
     maps: Vec<(&'static str, BorrowedFd<'a>)>,
 }
 
@@ -422,11 +447,13 @@ fn share_maps(open: &mut OpenObject, shared: &[(&str, BorrowedFd<'_>)]) -> Resul
 fn load_tcp_accept_uring<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,
     common: &[(&'static str, BorrowedFd<'_>)],
+    hook_floor: bool,
     links: &mut Vec<Link>,
 ) -> Result<TcpAcceptUringSkel<'obj>> {
     let mut open =
         TcpAcceptUringSkelBuilder::default().open(storage).context("opening eBPF object tcp_accept_uring")?;
     share_maps(open.open_object_mut(), common)?;
+    set_hook_floor!(open, hook_floor, "tcp_accept_uring");
     let skel = open
         .load()
         .context("the kernel refused eBPF object tcp_accept_uring (tp_btf/io_uring_submit_req, io_uring_complete)")?;
@@ -444,6 +471,7 @@ fn load_udp_send<'obj>(
     links: &mut Vec<Link>,
 ) -> Result<UdpSendSkel<'obj>> {
     let mut open = UdpSendSkelBuilder::default().open(storage).context("opening eBPF object udp_send")?;
+    set_hook_floor!(open, shared.hook_floor, "udp_send");
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.udp_shed_above = shared.shed_above;
     }
@@ -468,6 +496,7 @@ fn load_udp_packet<'obj>(
     links: &mut Vec<Link>,
 ) -> Result<UdpPacketSkel<'obj>> {
     let mut open = UdpPacketSkelBuilder::default().open(storage).context("opening eBPF object udp_packet")?;
+    set_hook_floor!(open, shared.hook_floor, "udp_packet");
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.udp_shed_above = shared.shed_above;
     }
@@ -535,4 +564,51 @@ pub fn check_privileges() -> Result<()> {
         "sockscope must run as root or with the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {})",
         missing.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each program's first statement, for every `SEC("...")` program in `source`.
+    fn program_openings(source: &str) -> Vec<(String, String)> {
+        let lines: Vec<&str> = source.lines().collect();
+        let mut found = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(section) = line.strip_prefix("SEC(\"").and_then(|l| l.strip_suffix("\")")) else { continue };
+            if section == "license" || section == ".maps" {
+                continue;
+            }
+            // SEC line, signature, "{", first statement.
+            let first = lines.get(i + 3).map(|l| l.trim().to_string()).unwrap_or_default();
+            found.push((section.to_string(), first));
+        }
+        found
+    }
+
+    /// The benchmark's hook floor is only a floor if no program does work
+    /// before it returns: every program opens with HOOK_FLOOR_RETURN, with
+    /// the value that lets the packet or call through.
+    #[test]
+    fn every_program_opens_with_the_hook_floor_return() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bpf");
+        let mut programs = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/bpf") {
+            let path = entry.expect("dir entry").path();
+            if !path.to_string_lossy().ends_with(".bpf.c") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("readable source");
+            for (section, first) in program_openings(&source) {
+                let allow = if section.starts_with("cgroup") { "1" } else { "0" };
+                assert_eq!(
+                    first,
+                    format!("HOOK_FLOOR_RETURN({allow});"),
+                    "{}: program {section} must open with HOOK_FLOOR_RETURN({allow})",
+                    path.display()
+                );
+                programs += 1;
+            }
+        }
+        // 16 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet mechanism.
+        assert_eq!(programs, 16, "programs found in {}", dir.display());
+    }
 }
