@@ -1,6 +1,7 @@
 # Benchmark of the sensor: what it costs and what it misses (needs root; see
 # src/bin/sockscope-bench.rs). `make bench BENCH_ARGS="--pairs 5"` passes flags;
-# BENCH_ARGS=--probes-only measures the eBPF programs alone.
+# BENCH_ARGS=--probes-only measures the eBPF programs alone, BENCH_ARGS=--hooks-only
+# the hook points alone (every program returns at once).
 
 CARGO ?= cargo
 # Cargo's own default (./target) unless CARGO_TARGET_DIR says otherwise.
