@@ -9,3 +9,5 @@ cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 # The benchmark is a tool, not a timed test: build it and smoke-run it once.
 make bench-quick
+# The hook floor too: every probe attached, none may report anything.
+make bench-quick BENCH_ARGS=--hooks-only

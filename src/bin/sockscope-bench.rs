@@ -114,7 +114,8 @@ struct Cli {
     /// Also write every run's measurements as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Exit 4 if a sensor run missed events that no counter explains (for CI).
+    /// Exit 4 if a sensor run missed events that no counter explains, or
+    /// reported some with --hooks-only or --probes-only (for CI).
     #[arg(long)]
     check_events: bool,
     /// B runs start the sensor with a config excluding every TCP and UDP
@@ -290,7 +291,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     if cfg.cli.check_events && unexplained {
-        println!("\n--check-events: a sensor run missed events that no counter explains");
+        println!(
+            "\n--check-events: a sensor run missed events that no counter explains, or reported events where none may \
+             leave the kernel"
+        );
         return Ok(ExitCode::from(4));
     }
     Ok(ExitCode::SUCCESS)
@@ -1090,7 +1094,8 @@ fn print_summary(cfg: &Config, runs: &[Run]) {
     println!("  (missing and lost are summed over the B runs; lost = {} from the stats line)", LOSS_COUNTERS.join("+"));
 }
 
-/// Prints each target met/missed; returns whether events went missing unexplained.
+/// Prints each target met/missed; returns whether events went missing
+/// unexplained (or appeared where none may).
 fn print_targets(cfg: &Config, runs: &[Run]) -> bool {
     println!("\nTargets{}:", if cfg.cli.quick { " (quick run: timing not meaningful)" } else { "" });
     if cfg.cli.no_events() {
@@ -1107,9 +1112,14 @@ fn print_targets(cfg: &Config, runs: &[Run]) -> bool {
             println!("  {}: no completed sensor run", w.name());
             continue;
         }
-        // Every missing event should be matched by a counted loss.
+        // Every missing event should be matched by a counted loss; where no
+        // event may leave the kernel, none may appear.
         let explained = sensors.iter().all(|x| missing(x) <= lost(x));
         unexplained |= !explained;
+        if cfg.cli.no_events() && sensors.iter().any(|x| extra(x) > 0) {
+            println!("  [FAILED] {}: events reported in runs where none may leave the kernel", w.name());
+            unexplained = true;
+        }
         let all_exact = sensors.iter().all(|x| missing(x) == 0 && extra(x) == 0);
         let ratio = s.ratio.unwrap_or(0.0);
         let throughput_target = match w {
