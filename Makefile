@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # rustup installs cargo here; root's PATH often lacks it.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: bench bench-quick release
+.PHONY: bench bench-quick release install install-files uninstall
 
 release:
 	$(CARGO) build --release --bins
@@ -24,3 +24,24 @@ bench: release
 # sensor run misses events that no counter explains.
 bench-quick: release
 	$(BENCH) --quick --check-events $(BENCH_ARGS)
+
+# The sensor as a system service (as root): the binary in $(PREFIX)/bin, a
+# systemd unit and a logrotate policy (packaging/). Then:
+#   systemctl daemon-reload && systemctl enable --now sockscope
+PREFIX ?= /usr/local
+DESTDIR ?=
+SENSOR_BIN ?= $(TARGET_DIR)/release/sockscope
+
+install: release install-files
+
+# Without building (SENSOR_BIN must exist): what `install` copies.
+install-files:
+	install -D -m 0755 $(SENSOR_BIN) $(DESTDIR)$(PREFIX)/bin/sockscope
+	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/logrotate.d
+	sed 's|/usr/local/bin/sockscope|$(PREFIX)/bin/sockscope|' packaging/sockscope.service \
+		> $(DESTDIR)/etc/systemd/system/sockscope.service
+	install -m 0644 packaging/sockscope.logrotate $(DESTDIR)/etc/logrotate.d/sockscope
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/sockscope $(DESTDIR)/etc/systemd/system/sockscope.service \
+		$(DESTDIR)/etc/logrotate.d/sockscope

@@ -2,7 +2,8 @@
 # Installs what building and testing sockscope needs on Debian 12, if missing.
 set -euo pipefail
 
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool util-linux procps rsyslog)
+# systemd and logrotate: the service packaging tests (systemd-analyze verify, logrotate -d).
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool util-linux procps rsyslog systemd logrotate)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "sockscope: run as root (it installs packages and loads eBPF programs)" >&2

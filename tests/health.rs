@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use common::{final_stat, require_root, s, u, Peer, Sensor, TestNet, SENSOR};
+use common::{final_stat, require_root, s, tcp_connection_a_to_b, u, Peer, Sensor, TestNet, SENSOR};
 use serde_json::Value;
 
 #[test]
@@ -354,12 +354,8 @@ fn probes_attached(stderr: &str) -> u64 {
 
 /// A TCP connection and a UDP flow (read by b) from a to b.
 fn one_connection_and_one_flow(net: &TestNet) {
+    tcp_connection_a_to_b(net);
     let bind = format!("{}:0", net.ip4(2));
-    let mut listener = Peer::spawn(Some(&net.b), &["listen", "--bind", &bind]);
-    let port = listener.expect("listening");
-    let to = format!("{}:{port}", net.ip4(2));
-    Peer::spawn(Some(&net.a), &["connect", "--to", &to]).wait_ok();
-    listener.wait_ok();
     let mut receiver = Peer::spawn(Some(&net.b), &["udp-recv", "--bind", &bind]);
     let port = receiver.expect("listening");
     let to = format!("{}:{port}", net.ip4(2));

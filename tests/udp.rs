@@ -361,3 +361,27 @@ fn works_without_a_cgroup2_mount() {
     assert_eq!(got.len(), 1, "{}", sensor.stderr_text());
     assert_eq!(u(&got[0], "ProcessId"), u64::from(sender.pid()));
 }
+
+/// The packet-socket mechanism sees a namespace's sends only through its raw
+/// socket there; without CAP_NET_RAW it has none, and says so per namespace
+/// instead of reporting nothing in silence.
+#[test]
+fn a_namespace_the_packet_mechanism_cannot_watch_is_announced() {
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("events.jsonl");
+    let state = dir.path().join("state");
+    let sensor = Sensor::start_via(
+        &["setpriv", "--bounding-set=-net_raw", "--"],
+        Some(dir),
+        out,
+        &state,
+        &["--udp-mechanism", "packet"],
+    );
+    let netns = format!("netns={}", TestNet::inode(&net.a));
+    assert!(
+        sensor.wait_log(&["WARN", "no packet socket in this network namespace", &netns], WAIT),
+        "{}",
+        sensor.stderr_text()
+    );
+}

@@ -19,16 +19,19 @@ const ETH_P_ALL: u16 = 0x0003;
 
 pub struct NetnsTaps {
     taps: HashMap<u64, OwnedFd>,
+    /// Namespaces whose tap could not be opened and was warned about.
+    warned: std::collections::HashSet<u64>,
 }
 
 impl NetnsTaps {
     pub fn new() -> Self {
-        Self { taps: HashMap::new() }
+        Self { taps: HashMap::new(), warned: std::collections::HashSet::new() }
     }
 
     /// Opens a tap in each new namespace and closes those of vanished ones.
     pub fn refresh(&mut self) {
         let live = live_namespaces();
+        self.warned.retain(|inode| live.contains_key(inode));
         self.taps.retain(|inode, _| {
             let keep = live.contains_key(inode);
             if !keep {
@@ -45,7 +48,13 @@ impl NetnsTaps {
                     tracing::info!(netns = inode, "watching network namespace");
                     self.taps.insert(inode, fd);
                 }
-                // The namespace may have died between the scan and now.
+                // The namespace may have died between the scan and now; if it
+                // lives on, its UDP sends go unreported: said once, tried again.
+                Err(e) if path.exists() && self.warned.insert(inode) => tracing::warn!(
+                    netns = inode,
+                    "no packet socket in this network namespace, so its UDP sends are not reported \
+                     (the packet-socket mechanism needs CAP_NET_RAW and CAP_SYS_ADMIN): {e:#}"
+                ),
                 Err(e) => tracing::debug!(netns = inode, "no packet socket: {e:#}"),
             }
         }

@@ -410,6 +410,16 @@ impl Drop for TestNet {
     }
 }
 
+/// One TCP connection from namespace a to a listener in b (both ends exit).
+pub fn tcp_connection_a_to_b(net: &TestNet) {
+    let bind = format!("{}:0", net.ip4(2));
+    let mut listener = Peer::spawn(Some(&net.b), &["listen", "--bind", &bind]);
+    let port = listener.expect("listening");
+    let to = format!("{}:{port}", net.ip4(2));
+    Peer::spawn(Some(&net.a), &["connect", "--to", &to]).wait_ok();
+    listener.wait_ok();
+}
+
 pub fn host_netns_inode() -> u64 {
     std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()
 }
