@@ -68,7 +68,7 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
     {
         let (bind, to_host, sender_ip, receiver_ip) = match family {
             "v4" => ("0.0.0.0:0".to_string(), net.ip4(2), net.ip4(1), net.ip4(2)),
-            "v6" => ("[::]:0".to_string(), net.ip6(2), net.ip6(1), net.ip6(2)),
+            "v6" | "v6-dstopts" => ("[::]:0".to_string(), net.ip6(2), net.ip6(1), net.ip6(2)),
             _ => ("[::]:0".to_string(), format!("::ffff:{}", net.ip4(2)), net.ip4(1), net.ip4(2)),
         };
         // One corked datagram: it leaves in setsockopt(UDP_CORK, 0), and no
@@ -80,6 +80,9 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         let mut args = vec!["udp-send", "--to", &to, "--count", count, "--via", via];
         if family == "mapped" {
             args.push("--v6-socket");
+        }
+        if family == "v6-dstopts" {
+            args.push("--ipv6-dstopts");
         }
         let mut sender = Peer::spawn(Some(&net.a), &args);
         let local: SocketAddr = sender.expect("local").parse().expect("addr");
@@ -119,6 +122,27 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         assert_eq!(u(&inn[0], "SourcePort"), u64::from(local.port()));
         assert_eq!(u(&inn[0], "NetNs"), TestNet::inode(&net.b));
     }
+}
+
+/// IPv6 datagrams with an extension header (Destination Options) between
+/// the IPv6 header and UDP, sent and received: the probes look past it.
+fn extension_headers(mechanism: &str) {
+    let sensor = start(mechanism, &[]);
+    let net = TestNet::new();
+    covered(&sensor, mechanism, &net.a);
+    for via in ["sendto", "send"] {
+        send_case(&sensor, &net, mechanism, via, "v6-dstopts");
+    }
+}
+
+#[test]
+fn ipv6_extension_headers_process_context() {
+    extension_headers("process");
+}
+
+#[test]
+fn ipv6_extension_headers_packet_socket() {
+    extension_headers("packet");
 }
 
 #[test]

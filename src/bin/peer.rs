@@ -183,6 +183,10 @@ enum Cmd {
         /// Wait this long, then send the same again from the same sockets.
         #[arg(long)]
         repeat_after_ms: Option<u64>,
+        /// IPv6: every datagram carries a Destination Options extension
+        /// header (IPV6_DSTOPTS, one PadN option).
+        #[arg(long)]
+        ipv6_dstopts: bool,
     },
     /// Receive COUNT UDP datagrams on BIND.
     UdpRecv {
@@ -213,8 +217,9 @@ fn main() {
             connect(to, count, via, opts, deadline)
         }
         Cmd::Pair => pair(deadline),
-        Cmd::UdpSend { to, count, via, bind, sockets, v6_socket, repeat_after_ms } => {
-            udp_send(&to, count, via, bind, sockets, v6_socket, repeat_after_ms)
+        Cmd::UdpSend { to, count, via, bind, sockets, v6_socket, repeat_after_ms, ipv6_dstopts } => {
+            let setup = SendSocket { bind, v6_socket, ipv6_dstopts };
+            udp_send(&to, count, via, &setup, sockets, repeat_after_ms)
         }
         Cmd::UdpRecv { bind, count, via, connect } => udp_recv(bind, count, via, connect, deadline),
     };
@@ -666,13 +671,39 @@ fn check(ret: isize, what: &str) -> Result<usize> {
     Ok(ret as usize)
 }
 
+/// How udp-send sets up each of its sockets.
+struct SendSocket {
+    bind: Option<SocketAddr>,
+    v6_socket: bool,
+    ipv6_dstopts: bool,
+}
+
+/// A Destination Options header with one PadN option (8 bytes; the kernel
+/// fills in the next-header byte), on every datagram the socket sends.
+fn set_ipv6_dstopts(s: &Socket) -> Result<()> {
+    let header: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+    // SAFETY: header is a valid buffer of the given length for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DSTOPTS,
+            header.as_ptr().cast(),
+            header.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("setsockopt(IPV6_DSTOPTS)");
+    }
+    Ok(())
+}
+
 fn udp_send(
     to: &[SocketAddr],
     count: usize,
     via: SendWith,
-    bind: Option<SocketAddr>,
+    setup: &SendSocket,
     sockets: usize,
-    v6_socket: bool,
     repeat_after_ms: Option<u64>,
 ) -> Result<()> {
     say(format!("pid {}", std::process::id()));
@@ -680,14 +711,17 @@ fn udp_send(
     if connected && to.len() != 1 {
         bail!("send/write need exactly one --to");
     }
-    let family = if v6_socket { Domain::IPV6 } else { domain(&to[0]) };
+    let family = if setup.v6_socket { Domain::IPV6 } else { domain(&to[0]) };
     let mut socks = Vec::with_capacity(sockets);
     for _ in 0..sockets {
         let s = Socket::new(family, Type::DGRAM, None).context("socket")?;
         if family == Domain::IPV6 {
             s.set_only_v6(false)?;
         }
-        if let Some(b) = bind {
+        if setup.ipv6_dstopts {
+            set_ipv6_dstopts(&s)?;
+        }
+        if let Some(b) = setup.bind {
             s.bind(&b.into()).with_context(|| format!("bind {b}"))?;
         }
         if connected {

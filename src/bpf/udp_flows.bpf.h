@@ -8,6 +8,7 @@
 
 #include "kernel_filter.bpf.h"
 #include "sock_endpoints.bpf.h"
+#include "ipv6_ext.bpf.h"
 #define NS_PER_SEC 1000000000ULL
 #define EEXIST 17
 
@@ -136,13 +137,26 @@ static __always_inline int packet_endpoints(const struct sk_buff *skb, __u8 src[
 		ipv4_mapped(src, ip.saddr);
 		ipv4_mapped(dst, ip.daddr);
 		udp_off = nh + ip.ihl * 4;
-	} else if (proto == 0x86DD) { /* ETH_P_IPV6; extension headers are not followed */
+	} else if (proto == 0x86DD) { /* ETH_P_IPV6 */
 		struct ipv6hdr ip6;
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) || ip6.nexthdr != IPPROTO_UDP)
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return -1;
+		__u8 next = ip6.nexthdr;
+		udp_off = nh + sizeof(ip6);
+		for (int i = 0; i < IPV6_EXT_MAX && ipv6_ext_followed(next); i++) {
+			__u8 h[4];
+			if (bpf_probe_read_kernel(h, sizeof(h), head + udp_off))
+				return -1;
+			__u32 len = ipv6_ext_len(next, h);
+			if (!len)
+				return -1;
+			next = h[0];
+			udp_off += len;
+		}
+		if (next != IPPROTO_UDP)
 			return -1;
 		__builtin_memcpy(src, &ip6.saddr, 16);
 		__builtin_memcpy(dst, &ip6.daddr, 16);
-		udp_off = nh + sizeof(ip6);
 	} else {
 		return -1;
 	}

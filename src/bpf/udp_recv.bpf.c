@@ -66,11 +66,12 @@ SEC("cgroup_skb/ingress")
 int udp_ingress(struct __sk_buff *skb)
 {
 	HOOK_FLOOR_RETURN(1);
-	struct bpf_sock *sk = udp_sock_of(skb);
+	struct bpf_sock *sk = ip_sock_of(skb);
 	if (!sk)
 		return 1;
 	struct peer p = {};
-	if (skb_udp_endpoints(skb, p.remote_addr, &p.remote_port, p.local_addr, &p.local_port))
+	/* Only UDP datagrams; the storage lookup checks that the socket is full. */
+	if (skb_udp_endpoints(skb, p.remote_addr, &p.remote_port, p.local_addr, &p.local_port) != SKB_UDP)
 		return 1;
 	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!rp)

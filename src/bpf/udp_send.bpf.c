@@ -81,19 +81,30 @@ SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
 {
 	HOOK_FLOOR_RETURN(1);
-	struct bpf_sock *sk = udp_sock_of(skb);
+	struct bpf_sock *sk = ip_sock_of(skb);
 	if (!sk)
 		return 1;
+	struct datagram w = {};
+	enum skb_udp what = skb_udp_endpoints(skb, w.local_addr, &w.local_port, w.remote_addr, &w.remote_port);
+	if (what == SKB_TCP)
+		return 1;
+	if (what == SKB_OTHER) {
+		/* A UDP socket's datagram that left transformed (IPsec) or with
+		 * headers not followed: send_done takes its destination elsewhere. */
+		sk = udp_sock_of(sk);
+		struct send_state *st = sk ? bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : 0;
+		if (st)
+			st->wire_unparsed = 1;
+		return 1;
+	}
+	/* A UDP datagram; the storage lookup checks that the socket is full. */
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 1;
 	struct datagram *d = &st->wire;
-	if (skb_udp_endpoints(skb, d->local_addr, &d->local_port, d->remote_addr, &d->remote_port)) {
-		st->wire_unparsed = 1;
-		return 1;
-	}
+	w.pending = 1;
+	*d = w;
 	st->wire_ns = bpf_ktime_get_coarse_ns();
-	d->pending = 1;
 	if (st->corked) {
 		/* The corked datagram leaves, in the task that uncorked it. A
 		 * send_length that follows (a final send) finds it reported. */
