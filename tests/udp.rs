@@ -68,7 +68,7 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
     {
         let (bind, to_host, sender_ip, receiver_ip) = match family {
             "v4" => ("0.0.0.0:0".to_string(), net.ip4(2), net.ip4(1), net.ip4(2)),
-            "v6" | "v6-dstopts" => ("[::]:0".to_string(), net.ip6(2), net.ip6(1), net.ip6(2)),
+            "v6" | "v6-dstopts" | "v6-dstopts-512" => ("[::]:0".to_string(), net.ip6(2), net.ip6(1), net.ip6(2)),
             _ => ("[::]:0".to_string(), format!("::ffff:{}", net.ip4(2)), net.ip4(1), net.ip4(2)),
         };
         // One corked datagram: it leaves in setsockopt(UDP_CORK, 0), and no
@@ -81,8 +81,11 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         if family == "mapped" {
             args.push("--v6-socket");
         }
-        if family == "v6-dstopts" {
-            args.push("--ipv6-dstopts");
+        match family {
+            "v6-dstopts" => args.extend_from_slice(&["--ipv6-dstopts", "8"]),
+            // Several options, 512 bytes (more than ~1000 the kernel refuses: EMSGSIZE).
+            "v6-dstopts-512" => args.extend_from_slice(&["--ipv6-dstopts", "512"]),
+            _ => {}
         }
         let mut sender = Peer::spawn(Some(&net.a), &args);
         let local: SocketAddr = sender.expect("local").parse().expect("addr");
@@ -125,13 +128,16 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
 }
 
 /// IPv6 datagrams with an extension header (Destination Options) between
-/// the IPv6 header and UDP, sent and received: the probes look past it.
+/// the IPv6 header and UDP, sent and received: the probes look past it, an
+/// 8-byte one and a 512-byte one of several options.
 fn extension_headers(mechanism: &str) {
     let sensor = start(mechanism, &[]);
     let net = TestNet::new();
     covered(&sensor, mechanism, &net.a);
-    for via in ["sendto", "send"] {
-        send_case(&sensor, &net, mechanism, via, "v6-dstopts");
+    for family in ["v6-dstopts", "v6-dstopts-512"] {
+        for via in ["sendto", "send"] {
+            send_case(&sensor, &net, mechanism, via, family);
+        }
     }
 }
 

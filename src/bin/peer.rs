@@ -184,9 +184,9 @@ enum Cmd {
         #[arg(long)]
         repeat_after_ms: Option<u64>,
         /// IPv6: every datagram carries a Destination Options extension
-        /// header (IPV6_DSTOPTS, one PadN option).
-        #[arg(long)]
-        ipv6_dstopts: bool,
+        /// header of this many bytes (IPV6_DSTOPTS; a multiple of 8, 8..=2040).
+        #[arg(long, value_parser = dstopts_len)]
+        ipv6_dstopts: Option<usize>,
     },
     /// Receive COUNT UDP datagrams on BIND.
     UdpRecv {
@@ -675,13 +675,39 @@ fn check(ret: isize, what: &str) -> Result<usize> {
 struct SendSocket {
     bind: Option<SocketAddr>,
     v6_socket: bool,
-    ipv6_dstopts: bool,
+    ipv6_dstopts: Option<usize>,
 }
 
-/// A Destination Options header with one PadN option (8 bytes; the kernel
-/// fills in the next-header byte), on every datagram the socket sends.
-fn set_ipv6_dstopts(s: &Socket) -> Result<()> {
-    let header: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+fn dstopts_len(text: &str) -> std::result::Result<usize, String> {
+    let n: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if n % 8 != 0 || !(8..=2040).contains(&n) {
+        return Err("a multiple of 8 from 8 to 2040 (the most setsockopt takes)".into());
+    }
+    Ok(n)
+}
+
+/// A Destination Options header of `len` bytes on every datagram the socket
+/// sends (the kernel fills in the next-header byte): options of the
+/// experimental type 0x1e (skipped by receivers), padding for the rest.
+fn set_ipv6_dstopts(s: &Socket, len: usize) -> Result<()> {
+    let mut header = vec![0u8; len];
+    header[1] = u8::try_from(len / 8 - 1).context("header length")?;
+    let mut at = 2;
+    while at < len {
+        let left = len - at;
+        if left == 1 {
+            at += 1; // Pad1: a zero byte
+        } else if left <= 7 {
+            header[at] = 1; // PadN (receivers take at most 7 bytes of padding)
+            header[at + 1] = (left - 2) as u8;
+            at += left;
+        } else {
+            let data = (left - 2).min(255);
+            header[at] = 0x1e;
+            header[at + 1] = data as u8;
+            at += 2 + data;
+        }
+    }
     // SAFETY: header is a valid buffer of the given length for the call.
     let r = unsafe {
         libc::setsockopt(
@@ -718,8 +744,8 @@ fn udp_send(
         if family == Domain::IPV6 {
             s.set_only_v6(false)?;
         }
-        if setup.ipv6_dstopts {
-            set_ipv6_dstopts(&s)?;
+        if let Some(len) = setup.ipv6_dstopts {
+            set_ipv6_dstopts(&s, len)?;
         }
         if let Some(b) = setup.bind {
             s.bind(&b.into()).with_context(|| format!("bind {b}"))?;

@@ -119,7 +119,7 @@ static __always_inline enum skb_udp skb_udp_endpoints(struct __sk_buff *skb, __u
 				if (!len)
 					return SKB_OTHER;
 				next = h[0];
-				at += len & 0x7ff;
+				at += len & 0xfff; /* at most 2048: a bound for the verifier */
 			}
 			if (next != IPPROTO_UDP)
 				return not_udp(next);
