@@ -91,7 +91,8 @@ pub struct Cli {
     /// (egress then sees only ESP/AH); without it those are counted
     /// (udp_send_dest_unknown), not reported. It is the costliest
     /// per-datagram hook (the kernel locks the socket around it), so `auto`
-    /// attaches it only when the kernel can transform packets.
+    /// attaches it only when the kernel can transform packets and some
+    /// network namespace has an IPsec policy (`when-ipsec`, checked every 2 s).
     #[arg(long, value_enum, default_value_t = SendmsgHook::Auto)]
     pub udp_sendmsg_hook: SendmsgHook,
 

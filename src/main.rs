@@ -37,7 +37,8 @@ use format::Formatter;
 use health::Health;
 use pipeline::{Pipeline, Trackers};
 use probes::netns::NetnsTaps;
-use probes::{ObjectStorage, ProbeOptions, Probes};
+use probes::xfrm::Policies;
+use probes::{ObjectStorage, ProbeOptions, Probes, SendmsgHook};
 use sink::queue::SinkQueue;
 use sink::syslog::{LocalSyslog, RemoteSyslog};
 use sink::Sink;
@@ -61,6 +62,8 @@ const HOLD_BACK_WAIT: Duration = Duration::from_millis(10);
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
 const TAPS_REFRESH_NS: u64 = 250_000_000;
+/// How often `--udp-sendmsg-hook when-ipsec` looks for an IPsec policy.
+const XFRM_LOOK_NS: u64 = 2_000_000_000;
 /// Messages held for a slow local syslog receiver (its socket queue is short).
 const LOCAL_SYSLOG_BACKLOG: usize = 4096;
 
@@ -205,9 +208,37 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     probes::route_libbpf_log();
     let signals = register_signals()?;
 
-    let (sendmsg_hook, why) = cli.udp_sendmsg_hook.resolve();
+    let (sendmsg_setting, why) = cli.udp_sendmsg_hook.resolve();
+    let mut await_ipsec = false;
+    let sendmsg_hook = if cli.udp_mechanism == probes::UdpMechanism::Packet {
+        false
+    } else {
+        match sendmsg_setting {
+            SendmsgHook::On => true,
+            SendmsgHook::Off => false,
+            _ => match probes::xfrm::look_for_policies() {
+                Policies::None => {
+                    await_ipsec = true;
+                    false
+                }
+                Policies::In(netns) => {
+                    tracing::info!(netns, "an IPsec (xfrm) policy exists");
+                    true
+                }
+                Policies::Unknown(e) => {
+                    tracing::warn!("cannot tell whether an IPsec policy exists ({e}): the sendmsg hook is on");
+                    true
+                }
+            },
+        }
+    };
     if cli.udp_mechanism != probes::UdpMechanism::Packet {
-        tracing::info!("UDP sendmsg hook {}: {why}", if sendmsg_hook { "on" } else { "off" });
+        let state = match (sendmsg_hook, await_ipsec) {
+            (true, _) => "on",
+            (false, true) => "off until an IPsec policy appears",
+            (false, false) => "off",
+        };
+        tracing::info!("UDP sendmsg hook {state}: {why}");
     }
     let mut storage = ObjectStorage::new();
     let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
@@ -300,6 +331,9 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let mut last_tick = boot_now_ns();
     let mut last_sweep = last_tick;
     let mut last_taps = last_tick;
+    // `--udp-sendmsg-hook when-ipsec`: the hooks, once a policy appears.
+    let mut late_links = Vec::new();
+    let mut last_xfrm_look = last_tick;
     while !signals.stop.load(Ordering::Relaxed) {
         reader_rounds.beat();
         // Read now, leave a burst in the ring buffer, or hold back for the writer.
@@ -363,6 +397,19 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
                 last_taps = now;
             }
         }
+        if await_ipsec && now.saturating_sub(last_xfrm_look) >= XFRM_LOOK_NS {
+            last_xfrm_look = now;
+            let found = match probes::xfrm::look_for_policies() {
+                Policies::None => None,
+                Policies::In(netns) => Some(format!("an IPsec (xfrm) policy appeared in network namespace {netns}")),
+                Policies::Unknown(e) => Some(format!("cannot tell whether an IPsec policy exists ({e})")),
+            };
+            if let Some(why) = found {
+                late_links = probes.attach_sendmsg_hooks()?;
+                await_ipsec = false;
+                tracing::info!("UDP sendmsg hook on: {why}");
+            }
+        }
         if signals.reload.swap(false, Ordering::Relaxed) {
             reload(cli, &probes, &mut p)?;
         }
@@ -397,6 +444,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     drop(taps);
     drop(p);
     drop(ringbuf);
+    drop(late_links);
     drop(probes);
     pipeline.into_inner().close()
 }

@@ -415,3 +415,31 @@ fn a_namespace_the_packet_mechanism_cannot_watch_is_announced() {
         sensor.stderr_text()
     );
 }
+
+/// `--udp-sendmsg-hook when-ipsec` (what `auto` picks on a kernel that can
+/// do IPsec): the costly sendmsg hooks stay off while no network namespace
+/// has an IPsec policy, and come on within seconds of one appearing.
+#[test]
+fn the_sendmsg_hook_comes_when_an_ipsec_policy_does() {
+    let sensor = start("process", &["--udp-sendmsg-hook", "when-ipsec"]);
+    assert!(sensor.wait_log(&["UDP sendmsg hook off until an IPsec policy appears"], WAIT), "{}", sensor.stderr_text());
+    let net = TestNet::new();
+    // Addresses no test uses: only the policy's existence matters.
+    let added = std::process::Command::new("ip")
+        .args(["-n", &net.a, "xfrm", "policy", "add", "src", "169.254.253.1", "dst", "169.254.253.2"])
+        .args(["dir", "out", "tmpl", "proto", "esp", "mode", "transport"])
+        .status()
+        .expect("ip runs");
+    assert!(added.success(), "ip xfrm policy add");
+    let netns = format!("network namespace {}", TestNet::inode(&net.a));
+    assert!(
+        sensor.wait_log(&["UDP sendmsg hook on", "IPsec (xfrm) policy appeared", &netns], WAIT),
+        "{}",
+        sensor.stderr_text()
+    );
+    // Unconnected sends are still reported, none with its destination unknown.
+    covered(&sensor, "process", &net.a);
+    send_case(&sensor, &net, "process", "sendto", "v4");
+    let (_, stderr) = sensor.stop();
+    assert!(stderr.contains("udp_send_dest_unknown=0"), "{stderr}");
+}

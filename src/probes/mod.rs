@@ -5,6 +5,7 @@ pub mod kconfig;
 pub mod netns;
 pub mod ring_fill;
 pub mod skel;
+pub mod xfrm;
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -38,9 +39,12 @@ pub enum UdpMechanism {
 /// Whether to attach cgroup sendmsg4/6 (process mechanism).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SendmsgHook {
-    /// On when the kernel can transform packets (IPsec ESP/AH, IPComp, per
-    /// its build config), or when its config cannot be read.
+    /// `when-ipsec` when the kernel can transform packets (IPsec ESP/AH,
+    /// IPComp, per its build config) or its config cannot be read; else off.
     Auto,
+    /// Attached once some network namespace has an IPsec (xfrm) policy
+    /// (looked for at start and every 2 s; then it stays).
+    WhenIpsec,
     /// Always attached.
     On,
     /// Never attached.
@@ -48,15 +52,18 @@ pub enum SendmsgHook {
 }
 
 impl SendmsgHook {
-    /// The decision, and why.
-    pub fn resolve(self) -> (bool, &'static str) {
+    /// The setting with `auto` decided, and why.
+    pub fn resolve(self) -> (SendmsgHook, &'static str) {
         match self {
-            SendmsgHook::On => (true, "asked for"),
-            SendmsgHook::Off => (false, "turned off"),
+            SendmsgHook::On => (SendmsgHook::On, "asked for"),
+            SendmsgHook::Off => (SendmsgHook::Off, "turned off"),
+            SendmsgHook::WhenIpsec => (SendmsgHook::WhenIpsec, "asked for"),
             SendmsgHook::Auto => match kconfig::kernel_config() {
-                Some(c) if kconfig::can_transform_packets(&c) => (true, "the kernel can IPsec-transform packets"),
-                Some(_) => (false, "the kernel has no IPsec/IPComp transforms"),
-                None => (true, "the kernel's build config is not readable"),
+                Some(c) if kconfig::can_transform_packets(&c) => {
+                    (SendmsgHook::WhenIpsec, "the kernel can IPsec-transform packets")
+                }
+                Some(_) => (SendmsgHook::Off, "the kernel has no IPsec/IPComp transforms"),
+                None => (SendmsgHook::WhenIpsec, "the kernel's build config is not readable"),
             },
         }
     }
@@ -121,7 +128,7 @@ impl ObjectStorage {
 
 /// The UDP send mechanism that is running (held so its object stays loaded).
 pub enum UdpSend<'obj> {
-    Process { _skel: UdpSendSkel<'obj> },
+    Process { skel: UdpSendSkel<'obj> },
     Packet { _skel: UdpPacketSkel<'obj> },
 }
 
@@ -260,10 +267,10 @@ impl<'obj> Probes<'obj> {
                 UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
             }
             UdpMechanism::Process => {
-                UdpSend::Process { _skel: load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links)? }
+                UdpSend::Process { skel: load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links)? }
             }
             UdpMechanism::Auto => match load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links) {
-                Ok(skel) => UdpSend::Process { _skel: skel },
+                Ok(skel) => UdpSend::Process { skel },
                 Err(e) => {
                     tracing::warn!(
                         "process-context UDP send probes unavailable ({e:#}); using the packet-socket mechanism"
@@ -334,6 +341,20 @@ impl<'obj> Probes<'obj> {
         }
         set_count(0, exclusions.ports.len())?;
         set_count(1, exclusions.addrs.len())
+    }
+
+    /// Attaches the cgroup sendmsg hooks now (process mechanism; none for
+    /// the packet one). The caller keeps the links, and drops them before
+    /// `self`: the ring buffer's reader holds `self` borrowed meanwhile.
+    pub fn attach_sendmsg_hooks(&self) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        let UdpSend::Process { skel } = &self.udp_send else { return Ok(links) };
+        let root = cgroup2_root()?;
+        let cgroup =
+            std::fs::File::open(&root).with_context(|| format!("opening the cgroup2 root {}", root.display()))?;
+        attach_cgroup(&skel.progs.udp_sendmsg4, &cgroup, &mut links)?;
+        attach_cgroup(&skel.progs.udp_sendmsg6, &cgroup, &mut links)?;
+        Ok(links)
     }
 
     pub fn udp_packet_mode(&self) -> bool {

@@ -62,7 +62,7 @@ impl NetnsTaps {
 }
 
 /// inode -> a path that opens it.
-fn live_namespaces() -> HashMap<u64, PathBuf> {
+pub fn live_namespaces() -> HashMap<u64, PathBuf> {
     let mut found = HashMap::new();
     let mut add = |path: PathBuf| {
         if let Ok(meta) = std::fs::metadata(&path) {
@@ -85,18 +85,23 @@ fn live_namespaces() -> HashMap<u64, PathBuf> {
     found
 }
 
-/// setns() changes only the calling thread: do it in a short-lived one.
-fn open_tap_in(ns_path: &Path) -> Result<OwnedFd> {
+/// Runs `work` inside the network namespace at `ns_path`. setns() changes
+/// only the calling thread: it runs in a short-lived one.
+pub fn in_namespace<T: Send>(ns_path: &Path, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let ns = File::open(ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-                open_tap()
+                work()
             })
             .join()
-            .map_err(|_| anyhow::anyhow!("tap thread panicked"))?
+            .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
     })
+}
+
+fn open_tap_in(ns_path: &Path) -> Result<OwnedFd> {
+    in_namespace(ns_path, open_tap)
 }
 
 /// A raw socket whose filter accepts nothing: its only job is to make the
