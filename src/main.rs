@@ -199,6 +199,40 @@ fn load_rules(path: Option<&std::path::Path>) -> Result<RuleSet> {
     Ok(rules)
 }
 
+/// Why the sendmsg hooks are needed now, if they are: an IPsec policy
+/// somewhere, or no way to tell.
+fn ipsec_in_use() -> Option<String> {
+    match probes::xfrm::look_for_policies() {
+        Policies::None => None,
+        Policies::In(netns) => Some(format!("an IPsec (xfrm) policy is in network namespace {netns}")),
+        Policies::Unknown(e) => Some(format!("cannot tell whether an IPsec policy exists ({e})")),
+    }
+}
+
+/// Whether to attach the UDP sendmsg hooks at start, and whether to keep
+/// looking for an IPsec policy (`when-ipsec`) to attach them later.
+fn sendmsg_hook_at_start(cli: &Cli) -> (bool, bool) {
+    if cli.udp_mechanism == probes::UdpMechanism::Packet {
+        return (false, false); // it has no such hook
+    }
+    let (setting, why) = cli.udp_sendmsg_hook.resolve();
+    let (attach, wait, why) = match setting {
+        SendmsgHook::On => (true, false, why.to_string()),
+        SendmsgHook::Off => (false, false, why.to_string()),
+        _ => match ipsec_in_use() {
+            Some(found) => (true, false, format!("{why}, and {found}")),
+            None => (false, true, why.to_string()),
+        },
+    };
+    let state = match (attach, wait) {
+        (true, _) => "on",
+        (false, true) => "off until an IPsec policy appears",
+        (false, false) => "off",
+    };
+    tracing::info!("UDP sendmsg hook {state}: {why}");
+    (attach, wait)
+}
+
 fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     let StartupInputs { sinks, rules, formatter, services } = inputs;
     if !cli.skip_privilege_check {
@@ -208,38 +242,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     probes::route_libbpf_log();
     let signals = register_signals()?;
 
-    let (sendmsg_setting, why) = cli.udp_sendmsg_hook.resolve();
-    let mut await_ipsec = false;
-    let sendmsg_hook = if cli.udp_mechanism == probes::UdpMechanism::Packet {
-        false
-    } else {
-        match sendmsg_setting {
-            SendmsgHook::On => true,
-            SendmsgHook::Off => false,
-            _ => match probes::xfrm::look_for_policies() {
-                Policies::None => {
-                    await_ipsec = true;
-                    false
-                }
-                Policies::In(netns) => {
-                    tracing::info!(netns, "an IPsec (xfrm) policy exists");
-                    true
-                }
-                Policies::Unknown(e) => {
-                    tracing::warn!("cannot tell whether an IPsec policy exists ({e}): the sendmsg hook is on");
-                    true
-                }
-            },
-        }
-    };
-    if cli.udp_mechanism != probes::UdpMechanism::Packet {
-        let state = match (sendmsg_hook, await_ipsec) {
-            (true, _) => "on",
-            (false, true) => "off until an IPsec policy appears",
-            (false, false) => "off",
-        };
-        tracing::info!("UDP sendmsg hook {state}: {why}");
-    }
+    let (sendmsg_hook, mut await_ipsec) = sendmsg_hook_at_start(cli);
     let mut storage = ObjectStorage::new();
     let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
     let opts = ProbeOptions {
@@ -399,12 +402,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         }
         if await_ipsec && now.saturating_sub(last_xfrm_look) >= XFRM_LOOK_NS {
             last_xfrm_look = now;
-            let found = match probes::xfrm::look_for_policies() {
-                Policies::None => None,
-                Policies::In(netns) => Some(format!("an IPsec (xfrm) policy appeared in network namespace {netns}")),
-                Policies::Unknown(e) => Some(format!("cannot tell whether an IPsec policy exists ({e})")),
-            };
-            if let Some(why) = found {
+            if let Some(why) = ipsec_in_use() {
                 late_links = probes.attach_sendmsg_hooks()?;
                 await_ipsec = false;
                 tracing::info!("UDP sendmsg hook on: {why}");

@@ -433,7 +433,7 @@ fn the_sendmsg_hook_comes_when_an_ipsec_policy_does() {
     assert!(added.success(), "ip xfrm policy add");
     let netns = format!("network namespace {}", TestNet::inode(&net.a));
     assert!(
-        sensor.wait_log(&["UDP sendmsg hook on", "IPsec (xfrm) policy appeared", &netns], WAIT),
+        sensor.wait_log(&["UDP sendmsg hook on", "IPsec (xfrm) policy is in", &netns], WAIT),
         "{}",
         sensor.stderr_text()
     );
