@@ -11,7 +11,7 @@
 enum skb_udp {
 	SKB_UDP = 0,
 	SKB_TCP = 1,   /* never a UDP socket's: the cheap way out for every TCP packet */
-	SKB_OTHER = 2, /* IPsec, IPv6 extension headers, unreadable */
+	SKB_OTHER = 2, /* IPsec, more extension headers than followed, unreadable */
 };
 
 /* The IP packet's socket (any kind), or NULL. Whether it is a UDP socket is
