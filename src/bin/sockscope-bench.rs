@@ -135,6 +135,15 @@ impl Cli {
     fn no_events(&self) -> bool {
         self.probes_only || self.hooks_only
     }
+
+    /// What the B runs start beside the load.
+    fn b_mode(&self) -> &'static str {
+        match (self.probes_only, self.hooks_only) {
+            (true, _) => "probes-only",
+            (_, true) => "hooks-only",
+            _ => "sensor",
+        }
+    }
 }
 
 /// Resolved settings.
@@ -196,6 +205,9 @@ struct Run {
     workload: Workload,
     pair: u32,
     with_sensor: bool,
+    /// What ran beside the load: "none" (A runs), "sensor", "probes-only"
+    /// or "hooks-only" (the B runs' mode).
+    mode: &'static str,
     /// Host CPU busy share just before the run (0.5 s sample).
     host_busy_before: f64,
     loadgen: Report,
@@ -420,7 +432,7 @@ fn run_loadgen(cfg: &Config, w: Workload) -> Result<Report> {
 
 fn run_alone(cfg: &Config, w: Workload, pair: u32) -> Result<Run> {
     let loadgen = run_loadgen(cfg, w)?;
-    Ok(Run { workload: w, pair, with_sensor: false, host_busy_before: 0.0, loadgen, sensor: None })
+    Ok(Run { workload: w, pair, with_sensor: false, mode: "none", host_busy_before: 0.0, loadgen, sensor: None })
 }
 
 /// A running sensor; killed on drop if still running.
@@ -728,6 +740,7 @@ fn run_with_sensor(cfg: &Config, w: Workload, pair: u32) -> Result<Run> {
         workload: w,
         pair,
         with_sensor: true,
+        mode: cfg.cli.b_mode(),
         host_busy_before: 0.0,
         loadgen: loadgen.clone(),
         sensor: Some(SensorRun {
