@@ -44,17 +44,21 @@ fn push_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// `key` is the field's separator, quoted name and colon, as bytes.
+/// `key` is the field's separator, quoted name and colon, as bytes. Inlined
+/// so each key's length is a constant: a short copy instead of a memcpy call.
+#[inline(always)]
 fn str_field(out: &mut Vec<u8>, key: &[u8], text: &str) {
     out.extend_from_slice(key);
     push_str(out, text);
 }
 
+#[inline(always)]
 fn int_field(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
     out.extend_from_slice(key);
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+#[inline(always)]
 fn bool_field(out: &mut Vec<u8>, key: &[u8], b: bool) {
     out.extend_from_slice(key);
     out.extend_from_slice(if b { b"true" } else { b"false" });
@@ -63,6 +67,8 @@ fn bool_field(out: &mut Vec<u8>, key: &[u8], b: bool) {
 /// Appends the event as one JSON object and a newline, in the struct's
 /// field order (the DESIGN.md contract).
 pub fn write_network_connect(e: &NetworkConnect, out: &mut Vec<u8>) {
+    // Room for a typical line at once, not a growth step in the middle.
+    out.reserve(1024);
     int_field(out, b"{\"EventID\":", e.event_id);
     str_field(out, b",\"RuleName\":", &e.rule_name);
     str_field(out, b",\"UtcTime\":", &e.utc_time);
