@@ -244,9 +244,10 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
 
     let (sendmsg_hook, mut await_ipsec) = sendmsg_hook_at_start(cli);
     let mut storage = ObjectStorage::new();
-    let ring_bytes = u64::from(cli.ringbuf_mib) * 1024 * 1024;
+    let ringbuf_bytes = cli.ringbuf_mib * 1024 * 1024;
+    let ring_bytes = u64::from(ringbuf_bytes);
     let opts = ProbeOptions {
-        ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
+        ringbuf_bytes,
         argv_limit: cli.argv_limit,
         pretend_unresolved_accepts: cli.pretend_unresolved_accepts,
         udp: cli.udp_mechanism,

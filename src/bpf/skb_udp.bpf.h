@@ -5,8 +5,6 @@
 
 #include "ipv6_ext.bpf.h"
 
-#define IPPROTO_TCP_NUMBER 6
-
 /* What skb_udp_endpoints found. */
 enum skb_udp {
 	SKB_UDP = 0,
@@ -37,7 +35,7 @@ static __always_inline struct bpf_sock *udp_sock_of(struct bpf_sock *sk)
 /* The verdict for a packet whose IP header says `protocol`, not UDP. */
 static __always_inline enum skb_udp not_udp(__u8 protocol)
 {
-	return protocol == IPPROTO_TCP_NUMBER ? SKB_TCP : SKB_OTHER;
+	return protocol == IPPROTO_TCP ? SKB_TCP : SKB_OTHER;
 }
 
 /* Source and destination of the datagram, copied with bpf_skb_load_bytes:

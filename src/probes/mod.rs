@@ -164,6 +164,18 @@ pub fn cgroup2_root() -> Result<std::path::PathBuf> {
     Ok(root)
 }
 
+/// The cgroup v2 root, opened for attaching.
+fn open_cgroup2_root() -> Result<std::fs::File> {
+    let root = cgroup2_root()?;
+    std::fs::File::open(&root).with_context(|| format!("opening the cgroup2 root {}", root.display()))
+}
+
+/// The cgroup sendmsg4/6 hooks (see udp_send.bpf.c), at load or later.
+fn attach_sendmsg(skel: &UdpSendSkel<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {
+    attach_cgroup(&skel.progs.udp_sendmsg4, cgroup, links)?;
+    attach_cgroup(&skel.progs.udp_sendmsg6, cgroup, links)
+}
+
 fn attach_cgroup(prog: &ProgramMut<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {
     use std::os::fd::AsRawFd;
     let link = prog.attach_cgroup(cgroup.as_raw_fd()).with_context(|| {
@@ -245,9 +257,7 @@ impl<'obj> Probes<'obj> {
              see the libbpf log above",
         )?;
 
-        let cgroup_root = cgroup2_root()?;
-        let cgroup = std::fs::File::open(&cgroup_root)
-            .with_context(|| format!("opening the cgroup2 root {}", cgroup_root.display()))?;
+        let cgroup = open_cgroup2_root()?;
 
         let mut links = Vec::new();
         attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
@@ -348,12 +358,9 @@ impl<'obj> Probes<'obj> {
     /// `self`: the ring buffer's reader holds `self` borrowed meanwhile.
     pub fn attach_sendmsg_hooks(&self) -> Result<Vec<Link>> {
         let mut links = Vec::new();
-        let UdpSend::Process { skel } = &self.udp_send else { return Ok(links) };
-        let root = cgroup2_root()?;
-        let cgroup =
-            std::fs::File::open(&root).with_context(|| format!("opening the cgroup2 root {}", root.display()))?;
-        attach_cgroup(&skel.progs.udp_sendmsg4, &cgroup, &mut links)?;
-        attach_cgroup(&skel.progs.udp_sendmsg6, &cgroup, &mut links)?;
+        if let UdpSend::Process { skel } = &self.udp_send {
+            attach_sendmsg(skel, &open_cgroup2_root()?, &mut links)?;
+        }
         Ok(links)
     }
 
@@ -504,8 +511,7 @@ fn load_udp_send<'obj>(
     attach(&skel.progs.udp_send_done, &mut mine)?;
     attach_cgroup(&skel.progs.udp_egress, cgroup, &mut mine)?;
     if shared.sendmsg_hook {
-        attach_cgroup(&skel.progs.udp_sendmsg4, cgroup, &mut mine)?;
-        attach_cgroup(&skel.progs.udp_sendmsg6, cgroup, &mut mine)?;
+        attach_sendmsg(&skel, cgroup, &mut mine)?;
     }
     links.append(&mut mine);
     Ok(skel)
