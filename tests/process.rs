@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{s, u, Peer, Sensor, PEER};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
 
 fn listen(count: usize) -> (Peer, String) {
     let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0", "--count", &count.to_string()]);

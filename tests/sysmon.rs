@@ -16,7 +16,7 @@ use common::{s, u, Peer, Sensor, PEER, SENSOR};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
 
 /// One loopback TCP connection; returns (listener port, connector local port).
 fn connect_once(bind: &str) -> (u16, u16) {
@@ -168,7 +168,10 @@ fn config_filters_names_rules_and_reloads_on_sighup() {
     let got = sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47201);
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|e| s(e, "RuleName") == "watched port"));
-    std::thread::sleep(Duration::from_millis(500));
+    // One more watched connection, made after the others: once its events
+    // are written, theirs would be too.
+    connect_once("127.0.0.1:47201");
+    assert_eq!(sensor.wait_for(4, WAIT, |e| u(e, "DestinationPort") == 47201).len(), 4);
     let others = sensor.wait_for(0, Duration::ZERO, |e| matches!(u(e, "DestinationPort"), 47202 | 47203));
     assert!(others.is_empty(), "exclude wins over include; unmatched not reported: {others:?}");
 
@@ -270,9 +273,9 @@ fn kernel_and_userspace_filtering_agree() {
         Peer::spawn(None, &["udp-send", "--to", "127.0.0.2:47306", "--count", "3"]).wait_ok();
         connect_once("[::1]:47307");
         Peer::spawn(None, &["udp-send", "--to", "[::1]:47308", "--count", "3"]).wait_ok();
-        let got = sensor.wait_for(5, WAIT, ours);
-        std::thread::sleep(Duration::from_millis(500));
-        let got = sensor.wait_for(got.len(), Duration::ZERO, ours);
+        sensor.wait_for(5, WAIT, ours);
+        sensor.settle();
+        let got = sensor.wait_for(0, Duration::ZERO, ours);
         let mut seen: Vec<(String, u64, bool)> =
             got.iter().map(|e| (s(e, "Protocol"), u(e, "DestinationPort"), e["Initiated"] == true)).collect();
         seen.sort();

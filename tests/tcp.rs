@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::{final_stat, host_netns_inode, s, u, Peer, Sensor, TestNet, PEER};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
+/// The pending timeout these tests set (1 s) and a margin for the clock conversion.
+const PENDING_AGED: Duration = Duration::from_millis(1200);
 
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -65,8 +67,8 @@ fn outbound(sensor: &Sensor, p: &Pair) -> Vec<Value> {
             && u(e, "DestinationPort") == u64::from(port)
             && u(e, "SourcePort") == u64::from(sport)
     });
-    // Let any duplicate arrive before the caller counts.
-    std::thread::sleep(Duration::from_millis(300));
+    // Any duplicate is written before the marker: the caller counts them all.
+    sensor.settle();
     let again = sensor.wait_for(0, Duration::ZERO, |e| {
         s(e, "Protocol") == "tcp"
             && e["Initiated"] == true
@@ -83,7 +85,7 @@ fn inbound(sensor: &Sensor, p: &Pair) -> Vec<Value> {
         e["Initiated"] == false && u(e, "DestinationPort") == u64::from(port) && u(e, "SourcePort") == u64::from(sport)
     };
     sensor.wait_for(1, WAIT, pred);
-    std::thread::sleep(Duration::from_millis(300));
+    sensor.settle();
     sensor.wait_for(0, Duration::ZERO, pred)
 }
 
@@ -265,7 +267,7 @@ fn two_hundred_concurrent_connections() {
     };
     sensor.wait_for(200, WAIT, |e| is_ours(e, true));
     sensor.wait_for(200, WAIT, |e| is_ours(e, false));
-    std::thread::sleep(Duration::from_millis(500));
+    sensor.settle();
     let out = sensor.wait_for(0, Duration::ZERO, |e| is_ours(e, true));
     let inn = sensor.wait_for(0, Duration::ZERO, |e| is_ours(e, false));
     assert_eq!(out.len(), 200, "outbound events");
@@ -355,7 +357,7 @@ fn accept_whose_socket_cannot_be_named_is_counted_lost_and_announced() {
 }
 
 #[test]
-fn event_is_written_within_a_second_with_its_time() {
+fn event_is_written_with_its_time() {
     let sensor = Sensor::start(&[]);
     let mut l = Peer::spawn(None, &["listen", "--bind", "127.0.0.1:0"]);
     let port: u16 = l.expect("listening").parse().expect("port");
@@ -363,12 +365,10 @@ fn event_is_written_within_a_second_with_its_time() {
     let before = time_now();
     let mut c = Peer::spawn(None, &["connect", "--to", &to]);
     let local: SocketAddr = c.expect("local").parse().expect("addr");
-    let connected = Instant::now();
-    let got = sensor.wait_for(1, Duration::from_secs(1), |e| {
-        e["Initiated"] == true && u(e, "SourcePort") == u64::from(local.port())
-    });
-    let waited = connected.elapsed();
-    assert_eq!(got.len(), 1, "event on disk within 1 s of the connection (waited {waited:?})");
+    // How soon it is written depends on the machine's load: the flush
+    // policy's timing is unit-tested (src/sink/queue.rs) with a synthetic clock.
+    let got = sensor.wait_for(1, WAIT, |e| e["Initiated"] == true && u(e, "SourcePort") == u64::from(local.port()));
+    assert_eq!(got.len(), 1, "the connection's event was written");
     let after = time_now();
     let t = s(&got[0], "UtcTime");
     assert!(t.len() == 23 && before <= t && t <= after, "UtcTime {t} within [{before}, {after}]");
@@ -430,7 +430,7 @@ fn io_uring_connects_and_accepts() {
 /// connection accepted before would be reported a second time.
 #[test]
 fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
-    let sensor = Sensor::start(&["--pending-timeout", "1"]);
+    let sensor = Sensor::start(&["--pending-timeout", "1", "--stats-interval", "1"]);
     let mut l = Peer::spawn(
         None,
         &[
@@ -456,9 +456,9 @@ fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
         e["Initiated"] == false && u(e, "ProcessId") == listener_pid && u(e, "DestinationPort") == u64::from(port)
     });
     assert_eq!(accepted.len(), 2, "{accepted:?}\n{}", sensor.stderr_text());
-    // Past the pending timeout (1 s), the tick that ages entries off, and
-    // a yielding sensor's --max-defer-ms on a busy host.
-    std::thread::sleep(Duration::from_millis(3500));
+    // A tick past the pending timeout (1 s) has aged off whatever waited:
+    // a false inbound event would be written by then.
+    sensor.wait_tick_after(PENDING_AGED);
     let false_inbound: Vec<Value> = sensor
         .events()
         .into_iter()
@@ -480,7 +480,7 @@ fn io_uring_completions_under_an_accepts_user_data_are_not_accepts() {
     let pid = u64::from(l.pid());
     let p = Pair { listener_pid: pid, connector_pid: pid, port, local };
     assert_eq!(inbound(&sensor, &p).len(), 1, "{}", sensor.stderr_text());
-    std::thread::sleep(Duration::from_millis(3500));
+    sensor.wait_tick_after(PENDING_AGED);
     let again = inbound(&sensor, &p);
     assert_eq!(again.len(), 1, "reported once: {again:?}");
 }
@@ -530,13 +530,29 @@ fn simultaneous_open_under_a_port_exclusion() {
     assert!(to_a.is_empty(), "B's connection is excluded: {to_a:?}");
 }
 
+/// Whether a socket bound to `local` in namespace `ns` is in SYN_SENT.
+fn in_syn_sent(ns: &str, local: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htn", "state", "syn-sent", "src", local])
+        .output()
+        .expect("ss");
+    assert!(out.status.success(), "ss: {}", String::from_utf8_lossy(&out.stderr));
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
 /// A connects to B while B's link is down (its SYN is lost), then B
 /// connects to A while A is in SYN_SENT. Returns the two pids.
 fn simultaneous_open(net: &TestNet) -> (u32, u32) {
     let (a_addr, b_addr) = (format!("{}:41001", net.ip4(1)), format!("{}:41002", net.ip4(2)));
     net.set_b_link(false);
     let mut a = Peer::spawn(Some(&net.a), &["connect", "--to", &b_addr, "--bind", &a_addr, "--nonblocking"]);
-    std::thread::sleep(Duration::from_millis(200)); // A's first SYN went nowhere
+    // SYN_SENT is set before connect() transmits the SYN, which the link
+    // that is down drops: once A is there its first SYN went nowhere.
+    let end = Instant::now() + WAIT;
+    while !in_syn_sent(&net.a, &a_addr) {
+        assert!(Instant::now() < end, "A never reached SYN_SENT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     net.set_b_link(true);
     let mut b = Peer::spawn(Some(&net.b), &["connect", "--to", &a_addr, "--bind", &b_addr, "--nonblocking"]);
     b.wait_ok();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{s, u, Peer, Sensor, TestNet, PEER};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
 
 fn start(mechanism: &str, extra: &[&str]) -> Sensor {
     let mut args = vec!["--udp-mechanism", mechanism];
@@ -43,7 +43,7 @@ fn covered(sensor: &Sensor, mechanism: &str, ns: &str) {
 
 fn udp_events(sensor: &Sensor, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
     sensor.wait_for(n, WAIT, |e| s(e, "Protocol") == "udp" && pred(e));
-    std::thread::sleep(Duration::from_millis(300)); // a duplicate would show by now
+    sensor.settle(); // a duplicate is written by now
     sensor.wait_for(0, Duration::ZERO, |e| s(e, "Protocol") == "udp" && pred(e))
 }
 

@@ -240,7 +240,12 @@ impl SinkQueue {
     /// Hands the batch off if it is due: the reader is idle (`idle`), or the
     /// batch is `BATCH_AGE` old.
     pub fn commit_if_due(&mut self, idle: bool) {
-        if idle || self.batch_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
+        self.commit_if_due_at(idle, Instant::now());
+    }
+
+    /// `commit_if_due` with the clock read by the caller (tests pass their own).
+    fn commit_if_due_at(&mut self, idle: bool, now: Instant) {
+        if idle || self.batch_since.is_some_and(|t| now.saturating_duration_since(t) >= BATCH_AGE) {
             self.commit();
         }
     }
@@ -469,10 +474,10 @@ mod tests {
     fn a_batch_is_handed_off_when_idle_or_old() {
         let (mut q, rx) = stalled(16);
         assert!(q.send(LineKind::Tcp, b"t\n"));
-        q.commit_if_due(false);
+        let started = q.batch_since.expect("a batch started");
+        q.commit_if_due_at(false, started + BATCH_AGE - Duration::from_millis(1));
         assert!(rx.try_recv().is_err(), "a fresh batch waits while the reader is busy");
-        std::thread::sleep(BATCH_AGE);
-        q.commit_if_due(false);
+        q.commit_if_due_at(false, started + BATCH_AGE);
         assert!(matches!(rx.try_recv(), Ok(Msg::Lines(l)) if l.len() == 1), "an old batch goes");
         assert!(q.send(LineKind::Tcp, b"t\n"));
         q.commit_if_due(true);
@@ -509,13 +514,21 @@ mod tests {
 
     #[test]
     fn send_never_blocks_on_a_stalled_writer() {
-        let (mut q, _rx) = stalled(16);
-        let start = std::time::Instant::now();
-        for _ in 0..10_000 {
-            q.send(LineKind::Tcp, b"t\n");
-            q.commit();
-        }
-        assert!(start.elapsed() < Duration::from_secs(1));
-        assert_eq!(q.stats().dropped, 10_000 - 16);
+        let (mut q, rx) = stalled(16);
+        // On a thread: a send that blocked would show as no answer (bounded
+        // wait, generous for any machine) instead of hanging the test.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                q.send(LineKind::Tcp, b"t\n");
+                q.commit();
+            }
+            let _ = done_tx.send(q.stats().dropped);
+            q
+        });
+        let dropped = done_rx.recv_timeout(Duration::from_secs(120)).expect("sends returned");
+        assert_eq!(dropped, 10_000 - 16);
+        drop(sender.join().expect("sender"));
+        drop(rx);
     }
 }

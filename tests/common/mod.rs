@@ -32,6 +32,8 @@ pub struct Sensor {
     child: Option<Child>,
     pub out: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Closed by the stderr reader at end of file: every line is in `stderr`.
+    stderr_done: Receiver<()>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -81,9 +83,11 @@ impl Sensor {
             .expect("spawn sensor");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = channel();
+        let (done_tx, stderr_done) = channel::<()>();
         let pipe = child.stderr.take().expect("stderr piped");
         let lines = Arc::clone(&stderr);
         std::thread::spawn(move || {
+            let _done = done_tx; // dropped at end of file
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if line.contains("ready") {
                     let _ = ready_tx.send(());
@@ -91,7 +95,7 @@ impl Sensor {
                 lines.lock().expect("lock").push(line);
             }
         });
-        let sensor = Sensor { child: Some(child), out, stderr, _dir: dir };
+        let sensor = Sensor { child: Some(child), out, stderr, stderr_done, _dir: dir };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             panic!("sensor not ready in 30 s; stderr:\n{}", sensor.stderr_text());
         }
@@ -149,19 +153,80 @@ impl Sensor {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// Returns once the sensor has written out every fact the kernel recorded
+    /// before this call: a marker connection over loopback, made now, goes
+    /// through the same ring buffer after them, and the sensor handles facts
+    /// and writes lines in order, so once the marker's event is written so is
+    /// every earlier one. What a test expects *not* to see is then settled,
+    /// at any speed, without sleeping. The marker listens on `port` (0: any),
+    /// which a test's config must let through.
+    pub fn settle_on(&self, port: u16) {
+        let listener = marker_listener(port);
+        let port = listener.local_addr().expect("marker address").port();
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("marker connect");
+        let _accepted = listener.accept().expect("marker accept");
+        let local = stream.local_addr().expect("marker local address").port();
+        let me = u64::from(std::process::id());
+        let got = self.wait_for(1, Duration::from_secs(30), |e| {
+            e["Initiated"] == true
+                && e["ProcessId"] == me
+                && e["SourcePort"] == u64::from(local)
+                && e["DestinationPort"] == u64::from(port)
+        });
+        assert_eq!(got.len(), 1, "the marker connection was reported; stderr:\n{}", self.stderr_text());
+    }
+
+    /// `settle_on` any port.
+    pub fn settle(&self) {
+        self.settle_on(0);
+    }
+
+    /// Waits for a stats event (251, `--stats-interval 1`) stamped `after`
+    /// from now or later: the sensor writes it right after a tick, so by then
+    /// that tick has aged off whatever was older than its timeout at the time.
+    pub fn wait_tick_after(&self, after: Duration) {
+        let at = (time::OffsetDateTime::now_utc() + after)
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+            ))
+            .expect("format a time");
+        let end = Instant::now() + after + Duration::from_secs(30);
+        loop {
+            if self.all_events().iter().any(|e| e["EventID"] == 251 && e["UtcTime"].as_str() >= Some(at.as_str())) {
+                return;
+            }
+            assert!(Instant::now() < end, "no stats event at or after {at}; stderr:\n{}", self.stderr_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `sig`, waits for exit (bounded), returns status and stderr.
     pub fn stop_with(mut self, sig: nix::sys::signal::Signal) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, sig);
         let status = wait_bounded(&mut child, Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(100)); // let the reader thread drain
+        // Every stderr line read (the reader closes the channel at end of file).
+        let _ = self.stderr_done.recv_timeout(Duration::from_secs(10));
         (status, self.stderr_text())
     }
 
     pub fn stop(self) -> (ExitStatus, String) {
         self.stop_with(nix::sys::signal::Signal::SIGTERM)
     }
+}
+
+/// A loopback listener on `port`; for 0, one outside 40000-49999, where
+/// tests name ports of their own (an ephemeral port can fall there).
+fn marker_listener(port: u16) -> std::net::TcpListener {
+    for _ in 0..100 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("marker listener");
+        let got = listener.local_addr().expect("marker address").port();
+        if port != 0 || !(40000..50000).contains(&got) {
+            return listener;
+        }
+    }
+    panic!("no marker port outside 40000-49999 in 100 tries");
 }
 
 fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
@@ -270,7 +335,9 @@ impl Peer {
     pub fn wait_ok(&mut self) {
         if let Some(mut child) = self.child.take() {
             let status = wait_bounded(&mut child, Duration::from_secs(30));
-            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            // Until the reader closes the channel at end of file (bounded).
+            let end = Instant::now() + Duration::from_secs(10);
+            while let Ok(line) = self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
                 self.seen.push(line);
             }
             assert!(status.success(), "peer failed: {status}; output {:?}", self.seen);
