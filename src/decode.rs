@@ -1,43 +1,47 @@
-//! Ring-buffer records -> typed kernel facts. Layouts come from the C structs
-//! in `src/bpf/facts.h`, through the skeletons' generated types.
+//! Ring-buffer records -> typed kernel facts. Layouts and constants come from
+//! `src/bpf/facts.h` through the generated contract (src/contract.rs).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 
-use crate::probes::skel::{
-    process::types as proc_t, tcp_accept::types as acc_t, tcp_state::types as tcp_t, udp_recv::types as udp_t,
-};
+use crate::contract as c;
 
 // SAFETY: generated #[repr(C)] structs made only of integers and integer
 // arrays: every bit pattern is a valid value.
-unsafe impl plain::Plain for tcp_t::fact_header {}
-unsafe impl plain::Plain for tcp_t::tcp_connect_fact {}
-unsafe impl plain::Plain for tcp_t::tcp_established_fact {}
-unsafe impl plain::Plain for tcp_t::tcp_aborted_fact {}
-unsafe impl plain::Plain for acc_t::tcp_accept_fact {}
-unsafe impl plain::Plain for proc_t::proc_fork_fact {}
-unsafe impl plain::Plain for proc_t::proc_exit_fact {}
-unsafe impl plain::Plain for proc_t::proc_cgroup_fact {}
-unsafe impl plain::Plain for proc_t::proc_identity {}
-unsafe impl plain::Plain for udp_t::udp_flow_fact {}
-unsafe impl plain::Plain for udp_t::udp_flow_key {}
+unsafe impl plain::Plain for c::fact_header {}
+unsafe impl plain::Plain for c::tcp_connect_fact {}
+unsafe impl plain::Plain for c::tcp_established_fact {}
+unsafe impl plain::Plain for c::tcp_aborted_fact {}
+unsafe impl plain::Plain for c::tcp_accept_fact {}
+unsafe impl plain::Plain for c::proc_fork_fact {}
+unsafe impl plain::Plain for c::proc_exit_fact {}
+unsafe impl plain::Plain for c::proc_cgroup_fact {}
+unsafe impl plain::Plain for c::proc_identity {}
+unsafe impl plain::Plain for c::udp_flow_fact {}
+unsafe impl plain::Plain for c::udp_flow_key {}
 
-const FACT_TCP_CONNECT: u32 = 1;
-const FACT_TCP_ESTABLISHED: u32 = 2;
-const FACT_TCP_ABORTED: u32 = 3;
-const FACT_TCP_ACCEPT: u32 = 4;
-const FACT_PROC_EXEC: u32 = 5;
-const FACT_PROC_FORK: u32 = 6;
-const FACT_PROC_EXIT: u32 = 7;
-const FACT_UDP_FLOW: u32 = 8;
-const FACT_PROC_CGROUP: u32 = 9;
+unsafe impl plain::Plain for c::proc_exec_fact {}
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
+// Named for match patterns; the values are the contract's.
+const FACT_TCP_CONNECT: u32 = c::fact_kind::FACT_TCP_CONNECT.0;
+const FACT_TCP_ESTABLISHED: u32 = c::fact_kind::FACT_TCP_ESTABLISHED.0;
+const FACT_TCP_ABORTED: u32 = c::fact_kind::FACT_TCP_ABORTED.0;
+const FACT_TCP_ACCEPT: u32 = c::fact_kind::FACT_TCP_ACCEPT.0;
+const FACT_PROC_EXEC: u32 = c::fact_kind::FACT_PROC_EXEC.0;
+const FACT_PROC_FORK: u32 = c::fact_kind::FACT_PROC_FORK.0;
+const FACT_PROC_EXIT: u32 = c::fact_kind::FACT_PROC_EXIT.0;
+const FACT_UDP_FLOW: u32 = c::fact_kind::FACT_UDP_FLOW.0;
+const FACT_PROC_CGROUP: u32 = c::fact_kind::FACT_PROC_CGROUP.0;
+const UDP_SEEN_SEND: u32 = c::udp_seen_by::UDP_SEEN_SEND.0;
+const UDP_SEEN_PACKET: u32 = c::udp_seen_by::UDP_SEEN_PACKET.0;
+const EXEC_PATH_TRUNCATED: u32 = c::exec_flags::EXEC_PATH_TRUNCATED.0;
+const EXEC_ARGS_TRUNCATED: u32 = c::exec_flags::EXEC_ARGS_TRUNCATED.0;
+const ENDPOINTS_V4_SPARE: usize = c::endpoints_layout::ENDPOINTS_V4_SPARE.0 as usize;
 
-const EXEC_PATH_TRUNCATED: u32 = 1;
-const EXEC_ARGS_TRUNCATED: u32 = 2;
+// The kernel's own ABI (not the contract's).
+const AF_INET: u16 = libc::AF_INET as u16;
+const AF_INET6: u16 = libc::AF_INET6 as u16;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -67,7 +71,7 @@ pub struct Identity {
     pub cgroup: Vec<u8>,
 }
 
-fn identity(id: &proc_t::proc_identity) -> Identity {
+fn identity(id: &c::proc_identity) -> Identity {
     let used = (id.cgroup_len as usize).min(id.cgroup.len());
     Identity { ns_tgid: id.ns_tgid, cgroup: join_leaf_first(&id.cgroup[..used]) }
 }
@@ -180,25 +184,21 @@ fn read<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Result<T, DecodeEr
     Ok(value)
 }
 
-fn task_ids(t: &tcp_t::task_ids) -> TaskIds {
+fn task_ids(t: &c::task_ids) -> TaskIds {
     TaskIds { tgid: t.tgid, tid: t.tid, uid: t.uid }
 }
 
 /// include/net/tcp_states.h
 const TCP_SYN_RECV: u32 = 3;
 
-/// A `struct tcp_endpoints` as Endpoints (a macro: each skeleton generates
-/// its own copy of the type).
-macro_rules! endpoints {
-    ($ep:expr) => {{
-        let ep = &$ep;
-        let (local, remote) = addrs(ep.family, &ep.addrs)?;
-        Endpoints {
-            netns: ep.netns,
-            local: SocketAddr::new(local, ep.local_port),
-            remote: SocketAddr::new(remote, ep.remote_port),
-        }
-    }};
+/// A `struct tcp_endpoints` as Endpoints.
+fn endpoints(ep: &c::tcp_endpoints) -> Result<Endpoints, DecodeError> {
+    let (local, remote) = addrs(ep.family, &ep.addrs)?;
+    Ok(Endpoints {
+        netns: ep.netns,
+        local: SocketAddr::new(local, ep.local_port),
+        remote: SocketAddr::new(remote, ep.remote_port),
+    })
 }
 
 /// The local and remote address of a `struct tcp_endpoints`, packed by
@@ -233,36 +233,33 @@ fn read_with_endpoints<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Res
     Ok(value)
 }
 
-/// facts.h
-const ENDPOINTS_V4_SPARE: usize = 24;
-
 pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
-    let hdr: tcp_t::fact_header = read(data, 0)?;
+    let hdr: c::fact_header = read(data, 0)?;
     let kind = hdr.kind;
     let ts_ns = hdr.ts_boot_ns;
     match kind {
         FACT_TCP_CONNECT => {
-            let f: tcp_t::tcp_connect_fact = read(data, kind)?;
+            let f: c::tcp_connect_fact = read(data, kind)?;
             Ok(Fact::TcpConnect { ts_ns, sk: f.sk, task: task_ids(&f.task) })
         }
         FACT_TCP_ESTABLISHED => {
-            let f: tcp_t::tcp_established_fact = read_with_endpoints(data, kind)?;
-            let endpoints = endpoints!(f.ep);
+            let f: c::tcp_established_fact = read_with_endpoints(data, kind)?;
+            let endpoints = endpoints(&f.ep)?;
             Ok(Fact::TcpEstablished { ts_ns, sk: f.sk, outbound: hdr.detail != 0, endpoints })
         }
         FACT_TCP_ABORTED => {
-            let f: tcp_t::tcp_aborted_fact = read(data, kind)?;
+            let f: c::tcp_aborted_fact = read(data, kind)?;
             Ok(Fact::TcpAborted { ts_ns, sk: f.sk })
         }
         FACT_TCP_ACCEPT => {
-            let f: acc_t::tcp_accept_fact = read_with_endpoints(data, kind)?;
+            let f: c::tcp_accept_fact = read_with_endpoints(data, kind)?;
             let task = TaskIds { tgid: f.task.tgid, tid: f.task.tid, uid: f.task.uid };
-            let endpoints = endpoints!(f.ep);
+            let endpoints = endpoints(&f.ep)?;
             Ok(Fact::TcpAccept { ts_ns, sk: f.sk, task, endpoints, handshake_done: hdr.detail != TCP_SYN_RECV })
         }
         FACT_PROC_EXEC => decode_exec(data, ts_ns),
         FACT_PROC_FORK => {
-            let f: proc_t::proc_fork_fact = read(data, kind)?;
+            let f: c::proc_fork_fact = read(data, kind)?;
             Ok(Fact::ProcFork {
                 ts_ns,
                 parent_tgid: f.parent_tgid,
@@ -273,15 +270,15 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
             })
         }
         FACT_PROC_EXIT => {
-            let f: proc_t::proc_exit_fact = read(data, kind)?;
+            let f: c::proc_exit_fact = read(data, kind)?;
             Ok(Fact::ProcExit { ts_ns, tgid: f.tgid })
         }
         FACT_PROC_CGROUP => {
-            let f: proc_t::proc_cgroup_fact = read(data, kind)?;
+            let f: c::proc_cgroup_fact = read(data, kind)?;
             Ok(Fact::ProcCgroup { tgid: f.tgid, identity: identity(&f.id) })
         }
         FACT_UDP_FLOW => {
-            let f: udp_t::udp_flow_fact = read(data, kind)?;
+            let f: c::udp_flow_fact = read(data, kind)?;
             let k = &f.key;
             // SAFETY: udp_flow_key is a repr(C) struct of integers without padding.
             let raw = unsafe { plain::as_bytes(k) }.to_vec();
@@ -294,8 +291,8 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
                 raw,
             };
             let seen_by = match f.seen_by {
-                1 => UdpSeenBy::Send,
-                2 => UdpSeenBy::Packet,
+                UDP_SEEN_SEND => UdpSeenBy::Send,
+                UDP_SEEN_PACKET => UdpSeenBy::Packet,
                 _ => UdpSeenBy::Recv,
             };
             let task = TaskIds { tgid: k.tgid, tid: f.tid, uid: f.uid };
@@ -305,25 +302,17 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
     }
 }
 
-/// Fixed part of `struct proc_exec_fact`, in the order of facts.h.
-#[derive(Default)]
-#[repr(C)]
-struct ExecHead {
-    hdr: tcp_t::fact_header,
-    task: tcp_t::task_ids,
-    ppid: u32,
-    flags: u32,
-    start_boot_ns: u64,
-    id: proc_t::proc_identity,
-    path_len: u32,
-    args_len: u32,
-}
-// SAFETY: repr(C), integers only.
-unsafe impl plain::Plain for ExecHead {}
-
 fn decode_exec(data: &[u8], ts_ns: u64) -> Result<Fact, DecodeError> {
-    let head: ExecHead = read(data, FACT_PROC_EXEC)?;
-    let body = &data[std::mem::size_of::<ExecHead>()..];
+    // The kernel writes the fixed part and as much of `data` as it used.
+    let head_len = std::mem::offset_of!(c::proc_exec_fact, data);
+    if data.len() < head_len {
+        return Err(DecodeError::Short { kind: FACT_PROC_EXEC, len: data.len() });
+    }
+    let mut head = c::proc_exec_fact::default();
+    // SAFETY: proc_exec_fact is Plain (repr(C) integers and arrays): any bytes are a value.
+    let bytes = unsafe { plain::as_mut_bytes(&mut head) };
+    bytes[..head_len].copy_from_slice(&data[..head_len]);
+    let body = &data[head_len..];
     let (path_len, args_len) = (head.path_len as usize, head.args_len as usize);
     if path_len + args_len > body.len() {
         return Err(DecodeError::ExecLengths { path: path_len, args: args_len, len: body.len() });
@@ -383,20 +372,18 @@ mod tests {
         rec
     }
 
-    /// IPv4 endpoints into a `struct tcp_endpoints` (either skeleton's copy).
-    macro_rules! set_ipv4 {
-        ($ep:expr, $local:expr, $lport:expr, $remote:expr, $rport:expr) => {{
-            $ep.family = AF_INET;
-            $ep.local_port = $lport;
-            $ep.remote_port = $rport;
-            $ep.addrs[..4].copy_from_slice(&$local);
-            $ep.addrs[4..8].copy_from_slice(&$remote);
-        }};
+    /// IPv4 endpoints into a `struct tcp_endpoints`.
+    fn set_ipv4(ep: &mut c::tcp_endpoints, local: [u8; 4], lport: u16, remote: [u8; 4], rport: u16) {
+        ep.family = AF_INET;
+        ep.local_port = lport;
+        ep.remote_port = rport;
+        ep.addrs[..4].copy_from_slice(&local);
+        ep.addrs[4..8].copy_from_slice(&remote);
     }
 
     #[test]
     fn decodes_established_ipv6() {
-        let mut f = tcp_t::tcp_established_fact::default();
+        let mut f = c::tcp_established_fact::default();
         f.hdr.kind = FACT_TCP_ESTABLISHED;
         f.hdr.ts_boot_ns = 42;
         f.sk = 0xffff_8888_0000_1000;
@@ -419,14 +406,14 @@ mod tests {
 
     #[test]
     fn decodes_accept_and_its_handshake_state() {
-        let mut f = acc_t::tcp_accept_fact::default();
+        let mut f = c::tcp_accept_fact::default();
         f.hdr.kind = FACT_TCP_ACCEPT;
         f.hdr.ts_boot_ns = 9;
         f.hdr.detail = 1; // TCP_ESTABLISHED
         f.sk = 0xffff_8888_0000_2000;
-        f.task = acc_t::task_ids { tgid: 30, tid: 31, uid: 1000, gid: 1000 };
+        f.task = c::task_ids { tgid: 30, tid: 31, uid: 1000, gid: 1000 };
         f.fd = 5;
-        set_ipv4!(f.ep, [169, 254, 0, 2], 8080, [169, 254, 0, 1], 51000);
+        set_ipv4(&mut f.ep, [169, 254, 0, 2], 8080, [169, 254, 0, 1], 51000);
         let mut rec = as_written_for_ipv4(&f);
         let fact = decode(&rec).expect("decodes");
         let Fact::TcpAccept { ts_ns, sk, task, endpoints, handshake_done } = fact else {
@@ -446,9 +433,9 @@ mod tests {
 
     #[test]
     fn established_ipv4_is_written_short() {
-        let mut f = tcp_t::tcp_established_fact::default();
+        let mut f = c::tcp_established_fact::default();
         f.hdr.kind = FACT_TCP_ESTABLISHED;
-        set_ipv4!(f.ep, [127, 0, 0, 1], 40000, [127, 0, 0, 2], 443);
+        set_ipv4(&mut f.ep, [127, 0, 0, 1], 40000, [127, 0, 0, 2], 443);
         let rec = as_written_for_ipv4(&f);
         let Ok(Fact::TcpEstablished { outbound, endpoints, .. }) = decode(&rec) else {
             panic!("established not decoded");
@@ -461,7 +448,7 @@ mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Short { .. })));
-        let mut h = tcp_t::fact_header { kind: 99, ..Default::default() };
+        let mut h = c::fact_header { kind: 99, ..Default::default() };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
         h.kind = FACT_TCP_ESTABLISHED;
         assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Short { .. })));
@@ -469,16 +456,20 @@ mod tests {
 
     #[test]
     fn decodes_exec_with_path_and_argv() {
-        let mut rec = bytes_of(&ExecHead {
-            hdr: tcp_t::fact_header { kind: FACT_PROC_EXEC, detail: 0, ts_boot_ns: 7 },
-            task: tcp_t::task_ids { tgid: 10, tid: 10, uid: 0, gid: 0 },
+        let f = c::proc_exec_fact {
+            hdr: c::fact_header { kind: FACT_PROC_EXEC, detail: 0, ts_boot_ns: 7 },
+            task: c::task_ids { tgid: 10, tid: 10, uid: 0, gid: 0 },
             ppid: 1,
             flags: EXEC_ARGS_TRUNCATED,
             start_boot_ns: 5,
-            id: proc_t::proc_identity { ns_tgid: 3, cgroup_len: 12, ..Default::default() },
+            id: c::proc_identity { ns_tgid: 3, cgroup_len: 12, ..Default::default() },
             path_len: 9,
             args_len: 6,
-        });
+            ..Default::default()
+        };
+        // As the kernel writes it: the fixed part, then the bytes used.
+        let mut rec = bytes_of(&f);
+        rec.truncate(std::mem::offset_of!(c::proc_exec_fact, data));
         rec.extend_from_slice(b"curl\0bin\0ab\0cd\0");
         let Ok(Fact::ProcExec { path, argv, argv_truncated, path_truncated, identity, .. }) = decode(&rec) else {
             panic!("exec not decoded");
@@ -494,11 +485,36 @@ mod tests {
 }
 
 #[cfg(test)]
-mod layout_tests {
+mod contract_tests {
     use super::*;
 
+    /// Every fact kind facts.h declares (read from the header itself) is
+    /// decoded: a kind added on the kernel side without its decoder, or a
+    /// number changed on one side only, fails here.
     #[test]
-    fn exec_head_matches_the_c_layout() {
-        assert_eq!(std::mem::size_of::<ExecHead>(), std::mem::offset_of!(proc_t::proc_exec_fact, data));
+    fn every_fact_kind_in_facts_h_is_decoded() {
+        let header = include_str!("bpf/facts.h");
+        let body = header.split("enum fact_kind {").nth(1).and_then(|b| b.split("};").next()).expect("enum fact_kind");
+        let kinds: Vec<(String, u32)> = body
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.trim().split_once('=')?;
+                let value = rest.trim().trim_end_matches(|ch: char| !ch.is_ascii_digit()).split(',').next()?;
+                Some((name.trim().to_string(), value.trim().parse().ok()?))
+            })
+            .collect();
+        assert!(kinds.len() >= 9, "kinds read from facts.h: {kinds:?}");
+        // A record as long as the longest fact, zeroed but for its kind.
+        let longest = std::mem::size_of::<c::proc_exec_fact>();
+        for (name, kind) in kinds {
+            let mut rec = vec![0u8; longest];
+            rec[..4].copy_from_slice(&kind.to_ne_bytes());
+            match decode(&rec) {
+                Err(DecodeError::UnknownKind(k)) => panic!("{name} ({k}) in facts.h is not decoded"),
+                // Zeroed endpoints have no address family: the kind was recognised.
+                Ok(_) | Err(DecodeError::Family(0)) => {}
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
     }
 }

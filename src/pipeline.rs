@@ -1,5 +1,6 @@
-//! The userspace pipeline: decode -> track -> enrich -> format -> sink.
-//! One instance, driven by the ring-buffer callback and the periodic tick.
+//! The userspace pipeline: decode -> track -> enrich -> filter -> format ->
+//! sink. One instance, driven by the reader (src/reader.rs): the ring-buffer
+//! callback, the periodic tick, and the loss and stats events.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,15 +8,15 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::decode::{decode, Fact, TaskIds};
-use crate::enrich::container::container_id;
 use crate::enrich::Enricher;
 use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
-use crate::format::service::ServiceState;
+use crate::format::sensor_events::ServiceState;
 use crate::format::Formatter;
 use crate::health::{Health, Loss};
-use crate::probes::KernelCounters;
+use crate::probes::{KernelCounters, Probes};
 use crate::sink::queue::{LineKind, SinkQueue};
+use crate::track::container::container_id;
 use crate::track::process::{ProcessInfo, ProcessTable};
 use crate::track::tcp::{Connection, Owner, Protocol, TcpTracker};
 use crate::track::udp::UdpTracker;
@@ -30,21 +31,22 @@ pub struct PipelineStats {
 }
 
 pub struct Pipeline {
-    pub procs: ProcessTable,
-    pub tcp: TcpTracker,
-    pub udp: UdpTracker,
+    procs: ProcessTable,
+    tcp: TcpTracker,
+    udp: UdpTracker,
     enrich: Enricher,
-    pub rules: RuleSet,
+    rules: RuleSet,
     formatter: Formatter,
+    /// The output queue; the reader commits batches and holds back on it.
     pub sink: SinkQueue,
     health: Health,
-    pub stats: PipelineStats,
-    /// First output error; the main loop stops on it.
-    pub fatal: Option<anyhow::Error>,
-    /// Times the sensor took normal CPU priority to catch up (pace.rs).
-    pub cpu_boosts: Arc<AtomicU64>,
-    /// Bursts the reader left in the ring buffer until they ended (burst.rs).
-    pub bursts_deferred: u64,
+    stats: PipelineStats,
+    /// First output error; the reader stops on it.
+    fatal: Option<anyhow::Error>,
+    /// Times the sensor took normal CPU priority to catch up (backpressure::pace).
+    cpu_boosts: Arc<AtomicU64>,
+    /// Bursts the reader left in the ring buffer until they ended (backpressure::burst).
+    bursts_deferred: u64,
     /// Most unread bytes seen in the ring buffer: since start, and since
     /// the last stats event (for sizing --ringbuf-mib).
     ring_peak: u64,
@@ -83,6 +85,56 @@ impl Pipeline {
             bursts_deferred: 0,
             ring_peak: 0,
             ring_peak_interval: 0,
+        }
+    }
+
+    /// Facts handled since start.
+    pub fn facts_read(&self) -> u64 {
+        self.stats.facts
+    }
+
+    /// The first output failure, if any: the sensor stops on it.
+    pub fn take_failure(&mut self) -> Option<anyhow::Error> {
+        self.fatal.take().or_else(|| self.sink.failed())
+    }
+
+    /// The counter the CPU priority watchdog bumps at each catch-up.
+    pub fn cpu_boosts(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.cpu_boosts)
+    }
+
+    pub fn note_bursts_deferred(&mut self, bursts: u64) {
+        self.bursts_deferred = bursts;
+    }
+
+    /// Events 4 (started) and 16 (the config in force), written out at once.
+    pub fn announce_start(&mut self) -> Result<()> {
+        self.service_state(ServiceState::Started)?;
+        self.config_change()?;
+        self.sink.commit();
+        Ok(())
+    }
+
+    /// A reloaded config: its rules from now on, and event 16 saying so.
+    pub fn replace_rules(&mut self, rules: RuleSet) -> Result<()> {
+        self.rules = rules;
+        self.config_change()
+    }
+
+    /// The kernel's UDP flow table is full: it needs a sweep now.
+    pub fn udp_table_needs_room(&self) -> bool {
+        self.udp.needs_room()
+    }
+
+    /// Ages the kernel's UDP flow table and makes room in it (policy in track::udp).
+    pub fn sweep_udp_flows(&mut self, probes: &Probes<'_>, now: u64) {
+        let plan = self.udp.plan_sweep(probes.udp_flow_entries(), now);
+        probes.udp_forget(&plan.expired);
+        probes.udp_forget(&plan.evicted);
+        for (key, seen) in std::mem::take(&mut self.udp.to_record) {
+            if let Err(e) = probes.udp_record(&key, seen) {
+                tracing::debug!("{e:#}");
+            }
         }
     }
 
@@ -189,7 +241,7 @@ impl Pipeline {
     }
 
     fn now_unix_ns(&self) -> i128 {
-        self.enrich.clock.unix_ns(crate::enrich::boot_now_ns())
+        self.enrich.clock.unix_ns(crate::clock::boot_now_ns())
     }
 
     /// Event ID 4: the sensor started or stops.
@@ -235,7 +287,7 @@ impl Pipeline {
         if let Some(new) = self.health.unannounced(totals) {
             let event = SensorLoss {
                 event_id: SENSOR_LOSS,
-                utc_time: crate::enrich::format_utc(now),
+                utc_time: crate::clock::format_utc(now),
                 ring_buffer_drops: new.ring_buffer_drops,
                 tcp_accepts_unresolved: new.tcp_accepts_unresolved,
                 udp_shed_in_kernel: new.udp_shed_in_kernel,
@@ -261,7 +313,7 @@ impl Pipeline {
             let (connecting, unaccepted, early) = self.tcp.pending();
             let event = SensorStats {
                 event_id: SENSOR_STATS,
-                utc_time: crate::enrich::format_utc(now),
+                utc_time: crate::clock::format_utc(now),
                 interval_seconds: secs,
                 events_per_second: rate,
                 events_written: self.stats.events_written,

@@ -3,9 +3,8 @@
 //! a unix socket, remote RFC 5424 over TCP with octet counting.
 
 mod common;
-#[path = "../src/format/xml_check.rs"]
-mod xml_check;
 
+use sockscope::format::xml_check;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;

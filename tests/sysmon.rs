@@ -3,9 +3,8 @@
 //! Sysmon configs (filtering, RuleName, errors, SIGHUP reload), logrotate.
 
 mod common;
-#[path = "../src/format/xml_check.rs"]
-mod xml_check;
 
+use sockscope::format::xml_check;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;

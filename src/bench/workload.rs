@@ -1,5 +1,5 @@
 //! The benchmark's workloads and the load generator's report, shared by the
-//! load generator and the runner (both binaries include this file).
+//! load generator and the runner.
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,17 @@ pub enum Workload {
     UdpOneFlow,
     #[value(name = "udp_many_flows", alias = "udp-many-flows")]
     UdpManyFlows,
+}
+
+impl Workload {
+    /// The name the command lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::TcpStorm => "tcp_storm",
+            Workload::UdpOneFlow => "udp_one_flow",
+            Workload::UdpManyFlows => "udp_many_flows",
+        }
+    }
 }
 
 /// The load generator's last output line: what it did and how fast.

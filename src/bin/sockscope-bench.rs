@@ -23,19 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-#[path = "../bench/workload.rs"]
-mod workload;
-use workload::{Report, Workload};
-
-impl Workload {
-    fn name(self) -> &'static str {
-        match self {
-            Workload::TcpStorm => "tcp_storm",
-            Workload::UdpOneFlow => "udp_one_flow",
-            Workload::UdpManyFlows => "udp_many_flows",
-        }
-    }
-}
+use sockscope::bench::workload::{Report, Workload};
 
 #[derive(Parser, Debug)]
 #[command(name = "sockscope-bench", about = "Measures what the sockscope sensor costs and what it misses (needs root)")]

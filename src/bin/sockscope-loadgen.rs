@@ -25,9 +25,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-#[path = "../bench/workload.rs"]
-mod workload;
-use workload::{Report, Workload};
+use sockscope::bench::workload::{Report, Workload};
 
 #[derive(Parser, Debug)]
 #[command(name = "sockscope-loadgen", about = "Loopback-only network workloads for sockscope's benchmark")]

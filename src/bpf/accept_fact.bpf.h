@@ -9,8 +9,6 @@
 #include "sock_endpoints.bpf.h"
 #include "kernel_filter.bpf.h"
 
-struct tcp_accept_fact _tcp_accept_fact = {};
-
 /* The struct sock behind the current task's `fd` (task -> files -> fdtable
  * -> file -> socket -> sock), or NULL. BTF loads all the way (one helper call,
  * for the fd array, whose element type the verifier does not follow). */

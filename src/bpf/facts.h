@@ -1,5 +1,9 @@
 /* Facts the kernel side reports, shared by every eBPF program and decoded in
- * src/decode.rs. Plain fixed-layout structs: the kernel captures, Rust decides. */
+ * src/decode.rs. Plain fixed-layout structs: the kernel captures, Rust decides.
+ * This file is the whole contract: the Rust side is generated from it
+ * (facts.bpf.c, src/contract.rs). Constants userspace needs are enums, not
+ * #defines, so that they reach BTF and the generated code; a new one needs a
+ * global in facts.bpf.c. */
 #ifndef SOCKSCOPE_FACTS_H
 #define SOCKSCOPE_FACTS_H
 
@@ -47,7 +51,9 @@ struct tcp_endpoints {
 	__u8 addrs[32];
 };
 
-#define ENDPOINTS_V4_SPARE 24
+enum endpoints_layout {
+	ENDPOINTS_V4_SPARE = 24,
+};
 
 /* hdr.detail: 1 if it was SYN_SENT (we connected), 0 if SYN_RECV. */
 struct tcp_established_fact {
@@ -84,8 +90,11 @@ struct tcp_accept_fact {
 #define EXEC_PATH_AREA 4096
 #define EXEC_DATA_BUF (EXEC_PATH_AREA + EXEC_ARGS_BUF)
 
-#define EXEC_PATH_TRUNCATED 1
-#define EXEC_ARGS_TRUNCATED 2
+/* proc_exec_fact.flags */
+enum exec_flags {
+	EXEC_PATH_TRUNCATED = 1,
+	EXEC_ARGS_TRUNCATED = 2,
+};
 
 #define CGROUP_BUF 512
 #define CGROUP_NAME_MAX 128
@@ -147,10 +156,22 @@ struct udp_flow_key {
 	__u8 remote_addr[16];
 };
 
-/* Which mechanism saw the flow. */
-#define UDP_SEEN_SEND 1    /* sock_send_length / cgroup sendmsg: process context */
-#define UDP_SEEN_PACKET 2  /* consume_skb behind a raw packet socket (the seed's) */
-#define UDP_SEEN_RECV 3    /* sock_recv_length with the datagram's addresses */
+/* Which mechanism saw the flow (udp_flow_fact.seen_by). */
+enum udp_seen_by {
+	UDP_SEEN_SEND = 1,   /* sock_send_length / cgroup sendmsg: process context */
+	UDP_SEEN_PACKET = 2, /* consume_skb behind a raw packet socket (the seed's) */
+	UDP_SEEN_RECV = 3,   /* sock_recv_length with the datagram's addresses */
+};
+
+/* Entries of the per-CPU udp_counters map (udp_flows.bpf.h). */
+enum udp_counter {
+	UDP_SUPPRESSED = 0, /* packets of flows already reported */
+	UDP_TABLE_FULL = 1, /* new flows reported without a table entry */
+	UDP_PEER_UNKNOWN = 2, /* receives whose sender could not be determined */
+	UDP_SHED = 3, /* new flows not reported: the ring buffer is kept for TCP */
+	UDP_SEND_DEST_UNKNOWN = 4, /* unconnected sends egress saw only transformed (IPsec) and no sendmsg hook named */
+	UDP_COUNTERS,
+};
 
 struct udp_flow_fact {
 	struct fact_header hdr;

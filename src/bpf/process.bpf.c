@@ -14,11 +14,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct proc_exec_fact _proc_exec_fact = {};
-struct proc_fork_fact _proc_fork_fact = {};
-struct proc_exit_fact _proc_exit_fact = {};
-struct proc_cgroup_fact _proc_cgroup_fact = {};
-
 #define PATH_MAX_DEPTH 48
 
 /* Upper bound of argv bytes captured; userspace may lower it (a setting). */

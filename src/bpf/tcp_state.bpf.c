@@ -21,11 +21,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Referenced so that libbpf-cargo generates Rust types for them. */
-struct tcp_connect_fact _tcp_connect_fact = {};
-struct tcp_established_fact _tcp_established_fact = {};
-struct tcp_aborted_fact _tcp_aborted_fact = {};
-
 /* Inbound handshakes that ended ESTABLISHED, per CPU (for the stats: an
  * accepted one is reported by its accept). */
 PERCPU_COUNTER(tcp_inbound_handshakes);

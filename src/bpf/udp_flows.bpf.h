@@ -19,23 +19,12 @@ struct {
 	__type(value, __u64); /* last packet, boot-clock ns (refreshed at most once a second) */
 } udp_flows SEC(".maps");
 
-enum udp_counter {
-	UDP_SUPPRESSED = 0, /* packets of flows already reported */
-	UDP_TABLE_FULL = 1, /* new flows reported without a table entry */
-	UDP_PEER_UNKNOWN = 2, /* receives whose sender could not be determined */
-	UDP_SHED = 3, /* new flows not reported: the ring buffer is kept for TCP */
-	UDP_SEND_DEST_UNKNOWN = 4, /* unconnected sends egress saw only transformed (IPsec) and no sendmsg hook named */
-	UDP_COUNTERS,
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, UDP_COUNTERS);
 	__type(key, __u32);
 	__type(value, __u64);
 } udp_counters SEC(".maps");
-
-struct udp_flow_fact _udp_flow_fact = {};
 
 /* Overload protection: above this many unread bytes in the ring buffer, new
  * UDP flows are shed (counted, and reported later: they stay out of the
@@ -96,18 +85,6 @@ static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_
 	f->seen_by = seen_by;
 	bpf_ringbuf_submit(f, 0);
 	return 1;
-}
-
-static __always_inline int same_flow(const struct udp_flow_key *a, const struct udp_flow_key *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
-}
-
-static __always_inline __u32 current_netns(void)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 }
 
 /* A socket's own endpoints into a flow key (connected sockets have a

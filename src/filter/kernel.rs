@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use super::condition::Condition;
 use super::field::Field;
 use super::rules::{Filter, Item, Relation};
-use crate::enrich::{canonical_ip, ip_text};
+use crate::text::{canonical_ip, ip_text};
 
 /// Which port or address an entry is about, in Sysmon's direction
 /// (Destination is the remote end for connect/send, the local end for

@@ -5,15 +5,15 @@
 //! microsoft/SysmonForLinux); where sockscope differs on purpose, the code says so.
 
 pub mod condition;
-pub mod config;
 mod dom;
 pub mod field;
 pub mod kernel;
 mod rules;
+pub mod sysmon_config;
 
 use std::path::Path;
 
-pub use config::ConfigError;
+pub use sysmon_config::ConfigError;
 
 use crate::event::NetworkConnect;
 use rules::{FieldValues, Filter, OnMatch};
@@ -78,7 +78,7 @@ impl RuleSet {
     }
 
     fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        let parsed = config::parse_bytes(&bytes, name)?;
+        let parsed = sysmon_config::parse_bytes(&bytes, name)?;
         let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
             parsed.filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
         includes_last_first.reverse();

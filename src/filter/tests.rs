@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::Problem;
 use super::field::tests::sample_event;
 use super::field::{field_value, Field};
+use super::sysmon_config::Problem;
 use super::*;
 
 fn config_path(name: &str) -> PathBuf {

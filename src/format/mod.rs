@@ -1,12 +1,9 @@
 //! Format: an event -> one line of text: JSON lines (DESIGN.md contract) or
 //! Sysmon for Linux's one-line XML `<Event>`.
-pub mod community_id;
 pub mod json;
 pub mod record_id;
-pub mod service;
-pub mod services;
+pub mod sensor_events;
 pub mod xml;
-#[cfg(test)]
 pub mod xml_check;
 
 use std::io::Write;
@@ -17,7 +14,7 @@ use clap::ValueEnum;
 
 use crate::event::NetworkConnect;
 use record_id::RecordIds;
-use service::{ConfigChange, ServiceState, ServiceStateChange};
+use sensor_events::{ConfigChange, ServiceState, ServiceStateChange};
 use xml::XmlContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,7 +85,7 @@ impl Formatter {
         out: &mut dyn Write,
     ) -> Result<()> {
         let mut event =
-            ServiceStateChange::new(crate::enrich::format_utc(now_unix_ns), state, env!("CARGO_PKG_VERSION").into());
+            ServiceStateChange::new(crate::clock::format_utc(now_unix_ns), state, env!("CARGO_PKG_VERSION").into());
         if let Some(schema) = schema {
             event.schema_version = schema.to_string();
         }
@@ -110,7 +107,7 @@ impl Formatter {
         out: &mut dyn Write,
     ) -> Result<()> {
         let hash = sha256.map_or_else(String::new, |h| format!("SHA256={h}"));
-        let event = ConfigChange::new(crate::enrich::format_utc(now_unix_ns), configuration.to_string(), hash);
+        let event = ConfigChange::new(crate::clock::format_utc(now_unix_ns), configuration.to_string(), hash);
         match self.format {
             Format::Json => event.write_json(out),
             Format::Xml => {

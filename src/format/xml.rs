@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
 use crate::event::NetworkConnect;
-use crate::format::service::{ConfigChange, ServiceStateChange};
+use crate::format::sensor_events::{ConfigChange, ServiceStateChange};
 
 pub const PROVIDER_NAME: &str = "Linux-Sysmon";
 pub const PROVIDER_GUID: &str = "{ff032593-a8d3-4f13-b0d6-01fc615a0f97}";
@@ -320,7 +320,7 @@ fn needs_hex(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::service::ServiceState;
+    use crate::format::sensor_events::ServiceState;
 
     /// The example in DESIGN.md ("Event contract"), byte for byte.
     const DESIGN_EXAMPLE: &str = r#"<Event><System><Provider Name="Linux-Sysmon" Guid="{ff032593-a8d3-4f13-b0d6-01fc615a0f97}"/><EventID>3</EventID><Version>5</Version><Level>4</Level><Task>3</Task><Opcode>0</Opcode><Keywords>0x8000000000000000</Keywords><TimeCreated SystemTime="2026-11-29T16:37:54.638341000Z"/><EventRecordID>348</EventRecordID><Correlation/><Execution ProcessID="30360" ThreadID="30360"/><Channel>Linux-Sysmon/Operational</Channel><Computer>vm</Computer><Security UserId="0"/></System><EventData><Data Name="RuleName">-</Data><Data Name="UtcTime">2026-11-29 16:37:54.640</Data><Data Name="ProcessGuid">{3d1219c7-54e2-6b0c-5541-147800560000}</Data><Data Name="ProcessId">30533</Data><Data Name="Image">/usr/bin/python3.11</Data><Data Name="User">root</Data><Data Name="Protocol">tcp</Data><Data Name="Initiated">true</Data><Data Name="SourceIsIpv6">false</Data><Data Name="SourceIp">127.0.0.1</Data><Data Name="SourceHostname">-</Data><Data Name="SourcePort">60802</Data><Data Name="SourcePortName">-</Data><Data Name="DestinationIsIpv6">false</Data><Data Name="DestinationIp">127.0.0.1</Data><Data Name="DestinationHostname">-</Data><Data Name="DestinationPort">18080</Data><Data Name="DestinationPortName">-</Data></EventData></Event>"#;

@@ -23,6 +23,12 @@ pub struct NetnsTaps {
     warned: std::collections::HashSet<u64>,
 }
 
+impl Default for NetnsTaps {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl NetnsTaps {
     pub fn new() -> Self {
         Self { taps: HashMap::new(), warned: std::collections::HashSet::new() }

@@ -90,7 +90,7 @@ pub struct QueueCounters {
     /// Lines a sink gave up on (a syslog receiver gone or too slow).
     pub sink_dropped: AtomicU64,
     /// Rounds of the writer's loop (at least one per FLUSH_EVERY while it runs).
-    pub writer_rounds: crate::pace::Heartbeat,
+    pub writer_rounds: crate::backpressure::Heartbeat,
     /// Notified each time the writer has written a batch (`wait_for_room`).
     written_batch: (Mutex<()>, Condvar),
 }
@@ -99,7 +99,7 @@ pub struct QueueCounters {
 pub struct BacklogGauge(Arc<QueueCounters>);
 
 impl BacklogGauge {
-    pub fn read(&self) -> crate::pace::Backlog {
+    pub fn read(&self) -> crate::backpressure::Backlog {
         self.0.backlog()
     }
 }
@@ -107,12 +107,12 @@ impl BacklogGauge {
 impl QueueCounters {
     /// Lines out (written, or dropped at hand-off) and lines still waiting
     /// (batched or queued).
-    fn backlog(&self) -> crate::pace::Backlog {
+    fn backlog(&self) -> crate::backpressure::Backlog {
         // Read what settled before what was accepted, so pending never
         // comes out negative for a line in flight.
         let done = self.written.load(Ordering::Acquire) + self.dropped_at_handoff.load(Ordering::Acquire);
         let accepted = self.accepted.load(Ordering::Acquire);
-        crate::pace::Backlog { done, pending: accepted.saturating_sub(done) }
+        crate::backpressure::Backlog { done, pending: accepted.saturating_sub(done) }
     }
 }
 
@@ -293,7 +293,12 @@ impl SinkQueue {
     }
 
     /// The writer loop's rounds.
-    pub fn writer_heartbeat(&self) -> crate::pace::Heartbeat {
+    /// Most lines the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn writer_heartbeat(&self) -> crate::backpressure::Heartbeat {
         self.counters.writer_rounds.clone()
     }
 

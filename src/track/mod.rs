@@ -1,5 +1,6 @@
 //! Track: state that spans several kernel facts (pending TCP handshakes, the
 //! process table), kept and aged in userspace.
+pub mod container;
 pub mod process;
 pub mod table;
 pub mod tcp;

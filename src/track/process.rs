@@ -7,9 +7,9 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, OnceLock};
 
+use super::container::container_id;
 use crate::decode::Identity;
-use crate::enrich::container::container_id;
-use crate::enrich::ProcessText;
+use crate::event::Shared;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -74,6 +74,10 @@ impl ProcessTable {
 
     pub fn len(&self) -> usize {
         self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Seeds the table with every process alive now.
@@ -261,6 +265,18 @@ fn start_boot_ns(base: &str) -> Option<u64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
     Some(ticks * (1_000_000_000 / hz))
+}
+
+/// A process's fields as events write them. Rendered once per process (at
+/// its first event), because escaping a command line per event is the
+/// costliest part of enrichment; it also keeps its ProcessGuid fixed when the
+/// wall clock is re-synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessText {
+    pub guid: Shared,
+    pub image: Shared,
+    pub command_line: Shared,
+    pub container_id: Shared,
 }
 
 #[cfg(test)]

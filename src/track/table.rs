@@ -37,6 +37,10 @@ impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn insert(&mut self, key: K, value: V, now_ns: u64) -> Displaced<K, V> {
         let replaced = self.entries.remove(&key).map(|s| s.value);
         let evicted = if self.entries.len() >= self.capacity { self.pop_oldest() } else { None };

@@ -67,8 +67,8 @@ impl Protocol {
     /// The IP protocol number (for Community ID).
     pub fn ip_protocol(self) -> u8 {
         match self {
-            Protocol::Tcp => crate::format::community_id::PROTO_TCP,
-            Protocol::Udp => crate::format::community_id::PROTO_UDP,
+            Protocol::Tcp => libc::IPPROTO_TCP as u8,
+            Protocol::Udp => libc::IPPROTO_UDP as u8,
         }
     }
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::backpressure::pace::CpuPolicy;
 use crate::format::Format;
-use crate::pace::CpuPolicy;
 use crate::probes::{SendmsgHook, UdpMechanism};
 
 #[derive(Debug, Parser)]
@@ -54,7 +54,7 @@ pub struct Cli {
     pub port_names: bool,
 
     /// The services file used by --port-names.
-    #[arg(long, value_name = "FILE", default_value = crate::format::services::DEFAULT_PATH)]
+    #[arg(long, value_name = "FILE", default_value = crate::enrich::port_names::DEFAULT_PATH)]
     pub services_file: PathBuf,
 
     /// Seconds a half-seen TCP handshake is kept before it ages off (a connect

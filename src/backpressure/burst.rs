@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::pace::catch_up_at;
+use super::catch_up_at;
 
 /// A read round ends after this many facts, so the reader can tell a burst
 /// from a backlog (libbpf's read goes on for as long as facts keep coming).

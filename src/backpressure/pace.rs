@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::enrich::boot_now_ns;
-use crate::probes::ring_fill::RingPositions;
-use crate::sink::queue::BacklogGauge;
+use super::ring_fill::RingPositions;
+use super::{catch_up_at, Backlog, Heartbeat};
+use crate::clock::boot_now_ns;
 
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 
@@ -35,14 +35,6 @@ pub enum CpuPolicy {
     Yield,
     /// Always normal priority (SCHED_OTHER).
     Normal,
-}
-
-/// Work waiting in one stage: `done` counts what left it since start,
-/// `pending` what is still in it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Backlog {
-    pub done: u64,
-    pub pending: u64,
 }
 
 /// The oldest work still waiting: it arrived no later than `since_ns`, and is
@@ -62,28 +54,9 @@ fn track(waiting: &mut Option<Waiting>, b: Backlog, now_ns: u64) {
     }
 }
 
-/// Rounds of a thread's loop, bumped by the thread, watched by the watchdog.
-#[derive(Debug, Clone, Default)]
-pub struct Heartbeat(Arc<AtomicU64>);
-
-impl Heartbeat {
-    pub fn beat(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn rounds(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// A loop's rounds as a backlog: the next round is always awaited.
 fn next_round(rounds: u64) -> Backlog {
     Backlog { done: rounds, pending: 1 }
-}
-
-/// Unread ring-buffer bytes from which the sensor takes normal priority.
-pub fn catch_up_at(ring_bytes: u64) -> u64 {
-    ring_bytes / 8 * 5
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +169,7 @@ impl Watchdog {
     pub fn start(
         ring: Arc<RingPositions>,
         ring_bytes: u64,
-        queue: BacklogGauge,
+        queue: impl Fn() -> Backlog + Send + 'static,
         queue_lines: u64,
         loops: Vec<Heartbeat>,
         max_defer: Duration,
@@ -228,7 +201,7 @@ impl Watchdog {
                     for (r, l) in rounds.iter_mut().zip(&loops) {
                         *r = l.rounds();
                     }
-                    let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue.read(), &rounds) else {
+                    let Some(mode) = pacer.observe(boot_now_ns(), ring_now, queue(), &rounds) else {
                         continue;
                     };
                     if mode == Mode::Yielding {

@@ -1,0 +1,371 @@
+//! Loading the eBPF objects, making them share one ring buffer and the maps
+//! every object declares, and attaching every program (naming any the kernel
+//! refuses, with its reason).
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, OpenObject, ProgramMut};
+
+use super::host::cgroup2_root;
+use super::skel::process::ProcessSkelBuilder;
+use super::skel::tcp_accept::TcpAcceptSkelBuilder;
+use super::skel::tcp_accept_uring::{TcpAcceptUringSkel, TcpAcceptUringSkelBuilder};
+use super::skel::tcp_state::TcpStateSkelBuilder;
+use super::skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
+use super::skel::udp_recv::UdpRecvSkelBuilder;
+use super::skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
+use super::{Probes, UdpMechanism, UdpSend};
+
+pub struct ProbeOptions {
+    pub ringbuf_bytes: u32,
+    pub argv_limit: u32,
+    /// Testing aid: the accept probes act as if no accepted fd resolved.
+    pub pretend_unresolved_accepts: bool,
+    pub udp: UdpMechanism,
+    pub udp_flow_capacity: u32,
+    /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
+    pub udp_shed_above: u64,
+    /// Attach cgroup sendmsg4/6 (the destination of unconnected sends whose
+    /// packet leaves IPsec-transformed).
+    pub udp_sendmsg_hook: bool,
+    /// Benchmark aid: every program returns at once (hook_floor.bpf.h).
+    pub hook_floor: bool,
+}
+
+/// Sets `hook_floor` (hook_floor.bpf.h) in an open skeleton's read-only data.
+/// Every object has it, so its absence is a build error, not a silent no-op.
+macro_rules! set_hook_floor {
+    ($open:expr, $on:expr, $name:literal) => {
+        $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow::anyhow!(concat!("eBPF object ", $name, " has no read-only data")))?
+            .hook_floor = $on
+    };
+}
+
+/// Backing storage the skeletons borrow from; must outlive `Probes`.
+pub struct ObjectStorage {
+    tcp_state: MaybeUninit<OpenObject>,
+    tcp_accept: MaybeUninit<OpenObject>,
+    tcp_accept_uring: MaybeUninit<OpenObject>,
+    process: MaybeUninit<OpenObject>,
+    udp_recv: MaybeUninit<OpenObject>,
+    udp_send: MaybeUninit<OpenObject>,
+    udp_packet: MaybeUninit<OpenObject>,
+}
+
+impl Default for ObjectStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ObjectStorage {
+    pub fn new() -> Self {
+        Self {
+            tcp_state: MaybeUninit::uninit(),
+            tcp_accept: MaybeUninit::uninit(),
+            tcp_accept_uring: MaybeUninit::uninit(),
+            process: MaybeUninit::uninit(),
+            udp_recv: MaybeUninit::uninit(),
+            udp_send: MaybeUninit::uninit(),
+            udp_packet: MaybeUninit::uninit(),
+        }
+    }
+}
+
+/// The cgroup v2 root, opened for attaching.
+fn open_cgroup2_root() -> Result<std::fs::File> {
+    let root = cgroup2_root()?;
+    std::fs::File::open(&root).with_context(|| format!("opening the cgroup2 root {}", root.display()))
+}
+
+/// The cgroup sendmsg4/6 hooks (see udp_send.bpf.c), at load or later.
+fn attach_sendmsg(skel: &UdpSendSkel<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {
+    attach_cgroup(&skel.progs.udp_sendmsg4, cgroup, links)?;
+    attach_cgroup(&skel.progs.udp_sendmsg6, cgroup, links)
+}
+
+fn attach_cgroup(prog: &ProgramMut<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let link = prog.attach_cgroup(cgroup.as_raw_fd()).with_context(|| {
+        format!(
+            "the kernel refused to attach probe {} ({}) to the cgroup2 root",
+            prog.name().to_string_lossy(),
+            prog.section().to_string_lossy()
+        )
+    })?;
+    links.push(link);
+    Ok(())
+}
+
+fn attach(prog: &ProgramMut<'_>, links: &mut Vec<Link>) -> Result<()> {
+    let link = prog.attach().with_context(|| {
+        format!(
+            "the kernel refused to attach probe {} ({})",
+            prog.name().to_string_lossy(),
+            prog.section().to_string_lossy()
+        )
+    })?;
+    links.push(link);
+    Ok(())
+}
+
+impl<'obj> Probes<'obj> {
+    pub fn load(storage: &'obj mut ObjectStorage, opts: &ProbeOptions) -> Result<Self> {
+        let mut open =
+            TcpStateSkelBuilder::default().open(&mut storage.tcp_state).context("opening eBPF object tcp_state")?;
+        open.maps.events.set_max_entries(opts.ringbuf_bytes).context("sizing the ring buffer")?;
+        set_hook_floor!(open, opts.hook_floor, "tcp_state");
+        let tcp_state = open.load().context(
+            "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
+        )?;
+
+        // Maps every object declares (facts.h headers) but that must be one.
+        let common = [
+            ("events", tcp_state.maps.events.as_fd()),
+            ("ringbuf_drops", tcp_state.maps.ringbuf_drops.as_fd()),
+            ("config_exclusions", tcp_state.maps.config_exclusions.as_fd()),
+            ("config_addr_exclusions", tcp_state.maps.config_addr_exclusions.as_fd()),
+            ("config_exclusion_count", tcp_state.maps.config_exclusion_count.as_fd()),
+            ("excluded_in_kernel", tcp_state.maps.excluded_in_kernel.as_fd()),
+        ];
+
+        let mut open =
+            TcpAcceptSkelBuilder::default().open(&mut storage.tcp_accept).context("opening eBPF object tcp_accept")?;
+        share_maps(open.open_object_mut(), &common)?;
+        set_hook_floor!(open, opts.hook_floor, "tcp_accept");
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.pretend_unresolved = opts.pretend_unresolved_accepts;
+        }
+        let tcp_accept = open.load().context(
+            "the kernel refused eBPF object tcp_accept (syscalls/sys_exit_accept{,4}); see the libbpf log above",
+        )?;
+
+        let mut open =
+            ProcessSkelBuilder::default().open(&mut storage.process).context("opening eBPF object process")?;
+        share_maps(open.open_object_mut(), &common)?;
+        set_hook_floor!(open, opts.hook_floor, "process");
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.args_limit = opts.argv_limit;
+        }
+        let process = open.load().context(
+            "the kernel refused eBPF object process (tp_btf/sched_process_{exec,fork,exit}, cgroup_attach_task); \
+             see the libbpf log above",
+        )?;
+
+        let mut open =
+            UdpRecvSkelBuilder::default().open(&mut storage.udp_recv).context("opening eBPF object udp_recv")?;
+        share_maps(open.open_object_mut(), &common)?;
+        open.maps.udp_flows.set_max_entries(opts.udp_flow_capacity).context("sizing the UDP flow table")?;
+        set_hook_floor!(open, opts.hook_floor, "udp_recv");
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.udp_shed_above = opts.udp_shed_above;
+        }
+        let udp_recv = open.load().context(
+            "the kernel refused eBPF object udp_recv (cgroup_skb/ingress, sock_recv_length); \
+             see the libbpf log above",
+        )?;
+
+        let cgroup = open_cgroup2_root()?;
+
+        let mut links = Vec::new();
+        attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
+        attach(&udp_recv.progs.udp_recv_done, &mut links)?;
+
+        let mut maps = common.to_vec();
+        maps.push(("udp_flows", udp_recv.maps.udp_flows.as_fd()));
+        maps.push(("udp_counters", udp_recv.maps.udp_counters.as_fd()));
+        let shared = SharedUdpMaps {
+            shed_above: opts.udp_shed_above,
+            sendmsg_hook: opts.udp_sendmsg_hook,
+            hook_floor: opts.hook_floor,
+            maps,
+        };
+        let udp_send = match opts.udp {
+            UdpMechanism::Packet => {
+                UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
+            }
+            UdpMechanism::Process => {
+                UdpSend::Process { skel: load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links)? }
+            }
+            UdpMechanism::Auto => match load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links) {
+                Ok(skel) => UdpSend::Process { skel },
+                Err(e) => {
+                    tracing::warn!(
+                        "process-context UDP send probes unavailable ({e:#}); using the packet-socket mechanism"
+                    );
+                    UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
+                }
+            },
+        };
+        match &udp_send {
+            UdpSend::Process { .. } => tracing::info!(
+                "UDP sends: process-context mechanism (sock_send_length + cgroup_skb/egress{}), every network namespace",
+                if opts.udp_sendmsg_hook { " + cgroup sendmsg4/6" } else { "; no sendmsg hook" }
+            ),
+            UdpSend::Packet { .. } => tracing::info!(
+                "UDP sends: packet-socket mechanism (consume_skb + one raw AF_PACKET socket per network namespace)"
+            ),
+        }
+
+        attach(&tcp_state.progs.tcp_state_change, &mut links)?;
+        attach(&tcp_accept.progs.accept_exit, &mut links)?;
+        attach(&tcp_accept.progs.accept4_exit, &mut links)?;
+        attach(&process.progs.process_exec, &mut links)?;
+        attach(&process.progs.process_fork, &mut links)?;
+        attach(&process.progs.process_exit, &mut links)?;
+        attach(&process.progs.process_cgroup, &mut links)?;
+        let uring = match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, opts.hook_floor, &mut links) {
+            Ok(skel) => Some(skel),
+            Err(e) => {
+                tracing::warn!("io_uring accepts not seen ({e:#}): they count as never accepted");
+                None
+            }
+        };
+        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
+    }
+
+    /// Attaches the cgroup sendmsg hooks now (process mechanism; none for
+    /// the packet one). The caller keeps the links, and drops them before
+    /// `self`: the ring buffer's reader holds `self` borrowed meanwhile.
+    pub fn attach_sendmsg_hooks(&self) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        if let UdpSend::Process { skel } = &self.udp_send {
+            attach_sendmsg(skel, &open_cgroup2_root()?, &mut links)?;
+        }
+        Ok(links)
+    }
+}
+
+struct SharedUdpMaps<'a> {
+    shed_above: u64,
+    sendmsg_hook: bool,
+    hook_floor: bool,
+    maps: Vec<(&'static str, BorrowedFd<'a>)>,
+}
+
+/// Makes the maps of `open` named in `shared` use those existing maps.
+fn share_maps(open: &mut OpenObject, shared: &[(&str, BorrowedFd<'_>)]) -> Result<()> {
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if let Some((_, fd)) = shared.iter().find(|(n, _)| *n == name) {
+            map.reuse_fd(*fd).with_context(|| format!("sharing map {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The io_uring accept probes: optional, as io_uring may be built out.
+fn load_tcp_accept_uring<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    common: &[(&'static str, BorrowedFd<'_>)],
+    hook_floor: bool,
+    links: &mut Vec<Link>,
+) -> Result<TcpAcceptUringSkel<'obj>> {
+    let mut open =
+        TcpAcceptUringSkelBuilder::default().open(storage).context("opening eBPF object tcp_accept_uring")?;
+    share_maps(open.open_object_mut(), common)?;
+    set_hook_floor!(open, hook_floor, "tcp_accept_uring");
+    let skel = open
+        .load()
+        .context("the kernel refused eBPF object tcp_accept_uring (tp_btf/io_uring_submit_req, io_uring_complete)")?;
+    let mut mine = Vec::new();
+    attach(&skel.progs.uring_submit, &mut mine)?;
+    attach(&skel.progs.uring_complete, &mut mine)?;
+    links.append(&mut mine);
+    Ok(skel)
+}
+
+fn load_udp_send<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    shared: &SharedUdpMaps<'_>,
+    cgroup: &std::fs::File,
+    links: &mut Vec<Link>,
+) -> Result<UdpSendSkel<'obj>> {
+    let mut open = UdpSendSkelBuilder::default().open(storage).context("opening eBPF object udp_send")?;
+    set_hook_floor!(open, shared.hook_floor, "udp_send");
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.udp_shed_above = shared.shed_above;
+    }
+    share_maps(open.open_object_mut(), &shared.maps)?;
+    let skel = open
+        .load()
+        .context("the kernel refused eBPF object udp_send (sock_send_length, cgroup_skb/egress, cgroup sendmsg4/6)")?;
+    let mut mine = Vec::new();
+    attach(&skel.progs.udp_send_done, &mut mine)?;
+    attach_cgroup(&skel.progs.udp_egress, cgroup, &mut mine)?;
+    if shared.sendmsg_hook {
+        attach_sendmsg(&skel, cgroup, &mut mine)?;
+    }
+    links.append(&mut mine);
+    Ok(skel)
+}
+
+fn load_udp_packet<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    shared: &SharedUdpMaps<'_>,
+    links: &mut Vec<Link>,
+) -> Result<UdpPacketSkel<'obj>> {
+    let mut open = UdpPacketSkelBuilder::default().open(storage).context("opening eBPF object udp_packet")?;
+    set_hook_floor!(open, shared.hook_floor, "udp_packet");
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.udp_shed_above = shared.shed_above;
+    }
+    share_maps(open.open_object_mut(), &shared.maps)?;
+    let skel = open.load().context("the kernel refused eBPF object udp_packet (tp_btf/consume_skb)")?;
+    attach(&skel.progs.udp_packet_out, links)?;
+    Ok(skel)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each program's first statement, for every `SEC("...")` program in `source`.
+    fn program_openings(source: &str) -> Vec<(String, String)> {
+        let lines: Vec<&str> = source.lines().collect();
+        let mut found = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(section) = line.strip_prefix("SEC(\"").and_then(|l| l.strip_suffix("\")")) else { continue };
+            if section == "license" || section == ".maps" {
+                continue;
+            }
+            // SEC line, signature, "{", first statement.
+            let first = lines.get(i + 3).map(|l| l.trim().to_string()).unwrap_or_default();
+            found.push((section.to_string(), first));
+        }
+        found
+    }
+
+    /// The benchmark's hook floor is only a floor if no program does work
+    /// before it returns: every program opens with HOOK_FLOOR_RETURN, with
+    /// the value that lets the packet or call through.
+    #[test]
+    fn every_program_opens_with_the_hook_floor_return() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bpf");
+        let mut programs = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/bpf") {
+            let path = entry.expect("dir entry").path();
+            if !path.to_string_lossy().ends_with(".bpf.c") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("readable source");
+            for (section, first) in program_openings(&source) {
+                let allow = if section.starts_with("cgroup") { "1" } else { "0" };
+                assert_eq!(
+                    first,
+                    format!("HOOK_FLOOR_RETURN({allow});"),
+                    "{}: program {section} must open with HOOK_FLOOR_RETURN({allow})",
+                    path.display()
+                );
+                programs += 1;
+            }
+        }
+        // 16 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet mechanism.
+        assert_eq!(programs, 16, "programs found in {}", dir.display());
+    }
+}

@@ -1,0 +1,210 @@
+//! Startup: everything between the command line and the first fact read.
+//! The user's files first (a bad one exits 2 before anything is attached),
+//! then the host (privileges, tracefs, libbpf's log), then the probes (load,
+//! share maps, attach, the config's kernel exclusions), then the pipeline.
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::clock::{boot_now_ns, WallClock};
+use crate::enrich::port_names::Services;
+use crate::enrich::{read_machine_prefix, Enricher};
+use crate::filter::RuleSet;
+use crate::format::Formatter;
+use crate::health::Health;
+use crate::pipeline::{Pipeline, Trackers};
+use crate::probes::xfrm::Policies;
+use crate::probes::{host, ObjectStorage, ProbeOptions, Probes, SendmsgHook, UdpMechanism};
+use crate::settings::{HostSettings, OutputSettings, ProbeSettings, RuleSettings, Settings};
+use crate::sink::queue::SinkQueue;
+use crate::sink::syslog::{LocalSyslog, RemoteSyslog};
+use crate::sink::Sink;
+use crate::track::process::{read_proc, ProcessTable};
+use crate::track::tcp::TcpTracker;
+use crate::track::udp::UdpTracker;
+
+/// Messages held for a slow local syslog receiver (its socket queue is short).
+const LOCAL_SYSLOG_BACKLOG: usize = 4096;
+/// Remote syslog messages held while the receiver is away.
+const REMOTE_SYSLOG_BACKLOG: usize = 65_536;
+const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
+
+/// What comes from the user's files: read and checked up front (exit 2).
+pub struct Inputs {
+    sinks: Vec<Sink>,
+    rules: RuleSet,
+    formatter: Formatter,
+    services: Option<Services>,
+}
+
+impl Inputs {
+    pub fn read(settings: &Settings) -> Result<Self> {
+        let out = &settings.output;
+        let sinks = open_sinks(out)?;
+        let rules = load_rules(settings.rules.config.as_deref())?;
+        let formatter = Formatter::new(out.format, &out.state_dir)?;
+        let services = match &out.port_names {
+            Some(path) => {
+                let services = Services::load(path).context("--port-names")?;
+                if services.is_empty() {
+                    tracing::warn!("{}: no port names found", path.display());
+                }
+                tracing::info!("{} port names from {}", services.len(), path.display());
+                Some(services)
+            }
+            None => None,
+        };
+        Ok(Self { sinks, rules, formatter, services })
+    }
+}
+
+/// The outputs asked for; stdout when none is.
+fn open_sinks(out: &OutputSettings) -> Result<Vec<Sink>> {
+    let mut sinks = Vec::new();
+    if let Some(path) = &out.file {
+        sinks.push(Sink::file(path)?);
+    }
+    if let Some(syslog) = &out.syslog {
+        let local = LocalSyslog::new(&syslog.socket, &out.syslog_ident)
+            .with_context(|| format!("local syslog {}", syslog.socket.display()))?
+            .with_pid(syslog.with_pid)
+            .with_backlog(LOCAL_SYSLOG_BACKLOG);
+        match local.socket_kind() {
+            Some(kind) => tracing::info!("local syslog: {} ({kind:?})", local.path().display()),
+            None => tracing::warn!("local syslog: {} not reachable yet; retrying", local.path().display()),
+        }
+        sinks.push(Sink::LocalSyslog(Box::new(local)));
+    }
+    if let Some(target) = out.syslog_remote {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let remote = RemoteSyslog::start(target, &out.syslog_ident, host.trim(), REMOTE_SYSLOG_BACKLOG)
+            .with_context(|| format!("remote syslog {target}"))?;
+        tracing::info!("remote syslog: {}", remote.target());
+        sinks.push(Sink::RemoteSyslog(remote));
+    }
+    if sinks.is_empty() {
+        sinks.push(Sink::stdout());
+    }
+    Ok(sinks)
+}
+
+/// The config's rules (at start and at each reload); none: report everything.
+pub fn load_rules(path: Option<&Path>) -> Result<RuleSet> {
+    let Some(path) = path else {
+        return Ok(RuleSet::allow_all());
+    };
+    let (rules, notices) = RuleSet::from_file(path).map_err(|e| anyhow::anyhow!("bad config: {e}"))?;
+    for notice in notices {
+        tracing::warn!("{}: {notice}", path.display());
+    }
+    if !rules.may_report() {
+        tracing::warn!("{}: this config reports no NetworkConnect events", path.display());
+    }
+    Ok(rules)
+}
+
+/// The host, before anything is loaded: privileges, tracefs, libbpf's log.
+pub fn prepare_host(settings: &HostSettings) -> Result<()> {
+    if !settings.skip_privilege_check {
+        host::check_privileges()?;
+    }
+    host::ensure_tracefs()?;
+    host::route_libbpf_log();
+    Ok(())
+}
+
+/// The running sensor: its probes and the pipeline their facts go through.
+pub struct Started<'obj> {
+    pub probes: Probes<'obj>,
+    pub pipeline: Pipeline,
+    /// `--udp-sendmsg-hook when-ipsec`: attach the hooks once a policy appears.
+    pub await_ipsec: bool,
+    pub processes_seeded: usize,
+}
+
+/// Loads and attaches the probes, gives the kernel its exclusions and builds
+/// the pipeline.
+pub fn start<'obj>(storage: &'obj mut ObjectStorage, settings: &Settings, inputs: Inputs) -> Result<Started<'obj>> {
+    let Inputs { sinks, rules, formatter, services } = inputs;
+    let (sendmsg_hook, await_ipsec) = sendmsg_hook_at_start(&settings.probes);
+    let probes = load_probes(storage, &settings.probes, sendmsg_hook)?;
+    push_exclusions(&settings.rules, &probes, &rules)?;
+
+    let track = &settings.track;
+    let mut procs = ProcessTable::new(track.process_capacity, track.exit_grace_ns, read_proc);
+    // After attaching: processes exec'd during the scan arrive as facts later
+    // in the ring buffer and so overwrite what the scan read.
+    let processes_seeded = procs.scan_proc();
+    let tcp = TcpTracker::new(track.pending_capacity, track.pending_timeout_ns);
+    let udp = UdpTracker::new(track.udp_window_ns, track.udp_flow_capacity);
+    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
+    let queue = SinkQueue::start(sinks, settings.output.queue_capacity)?;
+    let health = Health::new(settings.stats_interval_ns, boot_now_ns());
+    let pipeline = Pipeline::new(Trackers { procs, tcp, udp }, enrich, rules, formatter, queue, health);
+    Ok(Started { probes, pipeline, await_ipsec, processes_seeded })
+}
+
+fn load_probes<'obj>(
+    storage: &'obj mut ObjectStorage,
+    settings: &ProbeSettings,
+    sendmsg_hook: bool,
+) -> Result<Probes<'obj>> {
+    let opts = ProbeOptions {
+        ringbuf_bytes: settings.ringbuf_bytes,
+        argv_limit: settings.argv_limit,
+        pretend_unresolved_accepts: settings.pretend_unresolved_accepts,
+        udp: settings.udp_mechanism,
+        udp_flow_capacity: settings.udp_flow_capacity,
+        udp_shed_above: crate::backpressure::udp_shed_at(settings.ring_bytes()),
+        udp_sendmsg_hook: sendmsg_hook,
+        hook_floor: settings.hook_floor,
+    };
+    if settings.hook_floor {
+        tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");
+    }
+    Probes::load(storage, &opts)
+}
+
+/// Gives the kernel the part of the rules it can apply with the same answer.
+pub fn push_exclusions(settings: &RuleSettings, probes: &Probes<'_>, rules: &RuleSet) -> Result<()> {
+    let exclusions = if settings.kernel_filter { rules.kernel_exclusions() } else { Default::default() };
+    probes.set_exclusions(&exclusions)?;
+    if !exclusions.is_empty() {
+        tracing::info!("{} config exclusions applied in the kernel", exclusions.len());
+    }
+    Ok(())
+}
+
+/// Why the sendmsg hooks are needed now, if they are: an IPsec policy
+/// somewhere, or no way to tell.
+pub fn ipsec_in_use() -> Option<String> {
+    match crate::probes::xfrm::look_for_policies() {
+        Policies::None => None,
+        Policies::In(netns) => Some(format!("an IPsec (xfrm) policy is in network namespace {netns}")),
+        Policies::Unknown(e) => Some(format!("cannot tell whether an IPsec policy exists ({e})")),
+    }
+}
+
+/// Whether to attach the UDP sendmsg hooks at start, and whether to keep
+/// looking for an IPsec policy (`when-ipsec`) to attach them later.
+fn sendmsg_hook_at_start(settings: &ProbeSettings) -> (bool, bool) {
+    if settings.udp_mechanism == UdpMechanism::Packet {
+        return (false, false); // it has no such hook
+    }
+    let (setting, why) = settings.udp_sendmsg_hook.resolve();
+    let (attach, wait, why) = match setting {
+        SendmsgHook::On => (true, false, why.to_string()),
+        SendmsgHook::Off => (false, false, why.to_string()),
+        _ => match ipsec_in_use() {
+            Some(found) => (true, false, format!("{why}, and {found}")),
+            None => (false, true, why.to_string()),
+        },
+    };
+    let state = match (attach, wait) {
+        (true, _) => "on",
+        (false, true) => "off until an IPsec policy appears",
+        (false, false) => "off",
+    };
+    tracing::info!("UDP sendmsg hook {state}: {why}");
+    (attach, wait)
+}
