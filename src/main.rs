@@ -40,7 +40,7 @@ use probes::netns::NetnsTaps;
 use probes::xfrm::Policies;
 use probes::{ObjectStorage, ProbeOptions, Probes, SendmsgHook};
 use sink::queue::SinkQueue;
-use sink::syslog::{LocalSyslog, RemoteSyslog};
+use sink::syslog::{LocalSyslog, RemoteConfig, RemoteSyslog};
 use sink::Sink;
 use track::process::{read_proc, ProcessTable};
 use track::tcp::TcpTracker;
@@ -82,6 +82,15 @@ fn sweep_udp_flows(probes: &Probes<'_>, p: &mut Pipeline, now: u64) {
 fn main() -> ExitCode {
     // Bad arguments exit with code 2 here, before anything is attached.
     let cli = Cli::parse();
+    if cli.man {
+        return match config::write_man_page(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sockscope: writing the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -140,7 +149,7 @@ impl StartupInputs {
     fn read(cli: &Cli) -> Result<Self> {
         let sinks = open_sinks(cli)?;
         let rules = load_rules(cli.config.as_deref())?;
-        let formatter = Formatter::new(cli.format, &cli.state_dir)?;
+        let formatter = Formatter::new(cli.format, &cli.state_dir)?.with_json_types(cli.json_types);
         let services = if cli.port_names {
             let services = Services::load(&cli.services_file).context("--port-names")?;
             if services.is_empty() {
@@ -174,9 +183,23 @@ fn open_sinks(cli: &Cli) -> Result<Vec<Sink>> {
     }
     if let Some(target) = &cli.syslog_remote {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let remote = RemoteSyslog::start(*target, &cli.syslog_ident, host.trim(), 65_536)
-            .with_context(|| format!("remote syslog {target}"))?;
-        tracing::info!("remote syslog: {}", remote.target());
+        let mut cfg = RemoteConfig::new(*target, &cli.syslog_ident, host.trim());
+        cfg.format = cli.syslog_remote_format;
+        cfg.framing = cli.syslog_remote_framing;
+        cfg.pid = cli.syslog_pid;
+        cfg.queue_len = 65_536;
+        let remote = RemoteSyslog::start_with(cfg).with_context(|| format!("remote syslog {target}"))?;
+        match target.proto {
+            sink::syslog::Proto::Tcp => tracing::info!(
+                "remote syslog: {} ({:?}, {:?} framing)",
+                remote.target(),
+                cli.syslog_remote_format,
+                remote.framing()
+            ),
+            sink::syslog::Proto::Udp => {
+                tracing::info!("remote syslog: {} ({:?})", remote.target(), cli.syslog_remote_format)
+            }
+        }
         sinks.push(Sink::RemoteSyslog(remote));
     }
     if sinks.is_empty() {
