@@ -325,7 +325,10 @@ fn json_types_sysmon_writes_every_value_as_a_string() {
         let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
     };
-    let ours = |v: &Value| v["EventID"] == "3" && v["Image"] == PEER && v["DestinationPort"] == port.to_string();
+    let port_text = port.to_string();
+    let ours = |v: &Value| {
+        v["EventID"] == "3" && v["Image"] == PEER && v["DestinationPort"].as_str() == Some(port_text.as_str())
+    };
     let end = std::time::Instant::now() + WAIT;
     while !(lines(&out).iter().filter(|v| ours(v)).count() >= 2 && lines(&out).iter().any(|v| v["EventID"] == "251"))
         && std::time::Instant::now() < end
