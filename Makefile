@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # rustup installs cargo here; root's PATH often lacks it.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: bench bench-quick release install install-files uninstall
+.PHONY: bench bench-quick release install install-files uninstall deb deb-package
 
 release:
 	$(CARGO) build --release --bins
@@ -45,3 +45,15 @@ install-files:
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/sockscope $(DESTDIR)/etc/systemd/system/sockscope.service \
 		$(DESTDIR)/etc/logrotate.d/sockscope
+
+# The Debian package (dpkg-deb, no network): target/deb/sockscope_VERSION-1_ARCH.deb
+# with the sensor in /usr/bin, the systemd unit, the logrotate policy, a
+# default config (/etc/default/sockscope, /etc/sockscope/sockscope.xml) and
+# sockscope(8). Then, as root: apt install ./target/deb/sockscope_*.deb
+DEB_DIR ?= $(TARGET_DIR)/deb
+
+deb: release deb-package
+
+# Without building (SENSOR_BIN must exist): what `deb` packages.
+deb-package:
+	bash packaging/deb/build-deb.sh $(SENSOR_BIN) $(DEB_DIR)

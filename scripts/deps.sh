@@ -2,8 +2,10 @@
 # Installs what building and testing sockscope needs on Debian 12, if missing.
 set -euo pipefail
 
-# systemd and logrotate: the service packaging tests (systemd-analyze verify, logrotate -d).
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool util-linux procps rsyslog systemd logrotate)
+# systemd and logrotate: the service packaging tests (systemd-analyze verify, logrotate -d);
+# dpkg-dev (dpkg-shlibdeps), binutils (strip), man-db: make deb and its test.
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config make iproute2 bpftool util-linux procps rsyslog systemd logrotate
+  dpkg-dev binutils man-db)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "sockscope: run as root (it installs packages and loads eBPF programs)" >&2

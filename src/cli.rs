@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::backpressure::pace::CpuPolicy;
-use crate::format::Format;
+use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
 
 #[derive(Debug, Parser)]
@@ -23,21 +23,43 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", default_value = crate::sink::syslog::DEFAULT_LOCAL_PATH)]
     pub syslog_socket: PathBuf,
 
-    /// Also send events to a remote RFC 5424 syslog receiver: udp://HOST[:PORT] or tcp://HOST:PORT.
+    /// Also send events to a remote syslog receiver: udp://HOST[:PORT] or
+    /// tcp://HOST[:PORT] (port 514 by default).
     #[arg(long, value_name = "URL", value_parser = parse_remote)]
     pub syslog_remote: Option<crate::sink::syslog::RemoteTarget>,
 
-    /// Put the pid in local syslog messages ("sysmon[PID]:"); Sysmon does not.
+    /// The message form of --syslog-remote. rfc3164: "<14>Mmm dd hh:mm:ss HOST
+    /// sysmon: MSG", what rsyslog forwards of Sysmon's lines (what Wazuh's and
+    /// Elastic's Sysmon for Linux parsers expect). rfc5424: "<14>1
+    /// 2026-11-29T16:37:54.638341+00:00 HOST sysmon PID - - MSG".
+    #[arg(long, value_enum, value_name = "FORM", default_value_t = crate::sink::syslog::RemoteFormat::Rfc3164)]
+    pub syslog_remote_format: crate::sink::syslog::RemoteFormat,
+
+    /// Message framing of --syslog-remote over TCP: a newline after each
+    /// message (rsyslog omfwd's) or "LEN SP MSG" octet counting (RFC 6587).
+    /// Default: newline with rfc3164, octet-counted with rfc5424.
+    #[arg(long, value_enum, value_name = "FRAMING")]
+    pub syslog_remote_framing: Option<crate::sink::syslog::Framing>,
+
+    /// Put the pid in RFC 3164 syslog messages, local and remote
+    /// ("sysmon[PID]:"); Sysmon does not.
     #[arg(long)]
     pub syslog_pid: bool,
 
-    /// The syslog ident (APP-NAME).
+    /// The syslog ident (RFC 3164 TAG, RFC 5424 APP-NAME).
     #[arg(long, value_name = "NAME", default_value = crate::sink::syslog::DEFAULT_IDENT)]
     pub syslog_ident: String,
 
     /// Event format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+
+    /// Value types of the JSON form. typed: numbers and booleans as JSON
+    /// numbers and booleans. sysmon: every value a string, as Sysmon writes it
+    /// ("true", "3", ports as strings), for rules and pipelines built on
+    /// Sysmon's types (Sigma rules, the Sysmon parsers of SIEMs).
+    #[arg(long, value_enum, value_name = "TYPES", default_value_t = JsonTypes::Typed)]
+    pub json_types: JsonTypes,
 
     /// A Sysmon for Linux config file (its NetworkConnect rules). Without it
     /// every connection is reported. SIGHUP reloads it.
@@ -132,6 +154,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_kernel_filter: bool,
 
+    /// Print the manual page (sockscope(8), roff) generated from these
+    /// options and exit; `make deb` ships it.
+    #[arg(long, hide = true)]
+    pub man: bool,
+
     /// Testing aid: try to load even without the capabilities (to see what the kernel says).
     #[arg(long, hide = true)]
     pub skip_privilege_check: bool,
@@ -144,6 +171,20 @@ pub struct Cli {
     /// they always do but every program returns at once; no event is reported.
     #[arg(long, hide = true)]
     pub hook_floor: bool,
+}
+
+/// The manual page, sockscope(8), from the option definitions above.
+pub fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command().long_about(
+        "sockscope reports every TCP connection and UDP flow on the host, outbound and inbound, IPv4 and IPv6, \
+         with the process behind it, as Sysmon for Linux NetworkConnect (Event ID 3) events: JSON lines or \
+         Sysmon's XML, to a file, stdout, the local syslog socket or a remote syslog receiver. It needs root \
+         (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN). SIGHUP reopens the output file and reloads the config; \
+         SIGUSR1 logs a stats line; SIGINT and SIGTERM drain, write out and exit. Exit status: 0 on a clean \
+         stop, 2 for a bad argument, config or output path, 1 for missing privileges or a probe the kernel refuses.",
+    );
+    clap_mangen::Man::new(cmd).section("8").render(out)
 }
 
 fn parse_remote(s: &str) -> Result<crate::sink::syslog::RemoteTarget, String> {
@@ -171,5 +212,39 @@ mod tests {
         assert!(Cli::try_parse_from(["sockscope", "--pending-timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["sockscope", "--format", "csv"]).is_err());
         assert!(Cli::try_parse_from(["sockscope", "--bogus"]).is_err());
+        assert_eq!(cli.json_types, JsonTypes::Typed);
+        assert_eq!(cli.syslog_remote_format, crate::sink::syslog::RemoteFormat::Rfc3164);
+        assert_eq!(cli.syslog_remote_framing, None);
+        let cli = Cli::try_parse_from([
+            "sockscope",
+            "--json-types",
+            "sysmon",
+            "--syslog-remote-format",
+            "rfc5424",
+            "--syslog-remote-framing",
+            "octet-counted",
+        ])
+        .expect("valid");
+        assert_eq!(cli.json_types, JsonTypes::Sysmon);
+        assert_eq!(cli.syslog_remote_format, crate::sink::syslog::RemoteFormat::Rfc5424);
+        assert_eq!(cli.syslog_remote_framing, Some(crate::sink::syslog::Framing::OctetCounted));
+        assert!(Cli::try_parse_from(["sockscope", "--json-types", "strings"]).is_err());
+        assert!(Cli::try_parse_from(["sockscope", "--syslog-remote-framing", "lf"]).is_err());
+    }
+
+    #[test]
+    fn man_page_names_every_visible_option() {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        write_man_page(&mut out).expect("render");
+        let page = String::from_utf8(out).expect("utf8");
+        assert!(page.starts_with(".ie") || page.contains(".TH sockscope 8"), "{page:.200}");
+        assert!(page.contains(".TH sockscope 8"), "{page:.300}");
+        for arg in Cli::command().get_arguments().filter(|a| !a.is_hide_set()) {
+            let Some(long) = arg.get_long() else { continue };
+            // roff escapes '-' as "\-".
+            assert!(page.contains(&format!("\\-\\-{}", long.replace('-', "\\-"))), "--{long} not in the page");
+        }
+        assert!(!page.contains("hook\\-floor") && !page.contains("\\-\\-man"), "hidden options stay out");
     }
 }

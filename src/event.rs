@@ -171,7 +171,7 @@ pub struct SensorStats {
     pub processes: u64,
     /// Times the sensor took normal CPU priority to catch up (since start).
     pub cpu_boosts: u64,
-    /// Bursts the reader left in the ring buffer until they ended (burst.rs).
+    /// Bursts the reader left in the ring buffer until they ended (backpressure::burst).
     pub bursts_deferred: u64,
     /// Most unread bytes seen in the ring buffer during the interval.
     pub ring_buffer_peak_bytes: u64,

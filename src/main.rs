@@ -18,6 +18,15 @@ use sockscope::startup::{self, Inputs};
 fn main() -> ExitCode {
     // Bad arguments exit with code 2 here, before anything is attached.
     let cli = Cli::parse();
+    if cli.man {
+        return match sockscope::cli::write_man_page(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sockscope: writing the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

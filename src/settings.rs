@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use crate::backpressure::pace::CpuPolicy;
-use crate::format::Format;
+use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
-use crate::sink::syslog::RemoteTarget;
+use crate::sink::syslog::{Framing, RemoteFormat, RemoteTarget};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -66,14 +66,25 @@ pub struct RuleSettings {
 #[derive(Debug, Clone)]
 pub struct OutputSettings {
     pub format: Format,
+    pub json_types: JsonTypes,
     pub file: Option<PathBuf>,
     pub syslog: Option<LocalSyslogSettings>,
-    pub syslog_remote: Option<RemoteTarget>,
+    pub syslog_remote: Option<RemoteSyslogSettings>,
     pub syslog_ident: String,
     pub state_dir: PathBuf,
     /// The services file, when port names are asked for.
     pub port_names: Option<PathBuf>,
     pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteSyslogSettings {
+    pub target: RemoteTarget,
+    pub format: RemoteFormat,
+    /// None: the format's own (newline for RFC 3164, octet counting for RFC 5424).
+    pub framing: Option<Framing>,
+    /// "sysmon[PID]:" in RFC 3164 messages.
+    pub with_pid: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -115,11 +126,17 @@ impl From<&crate::cli::Cli> for Settings {
             rules: RuleSettings { config: cli.config.clone(), kernel_filter: !cli.no_kernel_filter },
             output: OutputSettings {
                 format: cli.format,
+                json_types: cli.json_types,
                 file: cli.output.clone(),
                 syslog: cli
                     .syslog
                     .then(|| LocalSyslogSettings { socket: cli.syslog_socket.clone(), with_pid: cli.syslog_pid }),
-                syslog_remote: cli.syslog_remote,
+                syslog_remote: cli.syslog_remote.map(|target| RemoteSyslogSettings {
+                    target,
+                    format: cli.syslog_remote_format,
+                    framing: cli.syslog_remote_framing,
+                    with_pid: cli.syslog_pid,
+                }),
                 syslog_ident: cli.syslog_ident.clone(),
                 state_dir: cli.state_dir.clone(),
                 port_names: cli.port_names.then(|| cli.services_file.clone()),

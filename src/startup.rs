@@ -17,7 +17,7 @@ use crate::probes::xfrm::Policies;
 use crate::probes::{host, ObjectStorage, ProbeOptions, Probes, SendmsgHook, UdpMechanism};
 use crate::settings::{HostSettings, OutputSettings, ProbeSettings, RuleSettings, Settings};
 use crate::sink::queue::SinkQueue;
-use crate::sink::syslog::{LocalSyslog, RemoteSyslog};
+use crate::sink::syslog::{LocalSyslog, Proto, RemoteConfig, RemoteSyslog};
 use crate::sink::Sink;
 use crate::track::process::{read_proc, ProcessTable};
 use crate::track::tcp::TcpTracker;
@@ -42,7 +42,7 @@ impl Inputs {
         let out = &settings.output;
         let sinks = open_sinks(out)?;
         let rules = load_rules(settings.rules.config.as_deref())?;
-        let formatter = Formatter::new(out.format, &out.state_dir)?;
+        let formatter = Formatter::new(out.format, &out.state_dir)?.with_json_types(out.json_types);
         let services = match &out.port_names {
             Some(path) => {
                 let services = Services::load(path).context("--port-names")?;
@@ -75,12 +75,21 @@ fn open_sinks(out: &OutputSettings) -> Result<Vec<Sink>> {
         }
         sinks.push(Sink::LocalSyslog(Box::new(local)));
     }
-    if let Some(target) = out.syslog_remote {
+    if let Some(remote) = &out.syslog_remote {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let remote = RemoteSyslog::start(target, &out.syslog_ident, host.trim(), REMOTE_SYSLOG_BACKLOG)
-            .with_context(|| format!("remote syslog {target}"))?;
-        tracing::info!("remote syslog: {}", remote.target());
-        sinks.push(Sink::RemoteSyslog(remote));
+        let mut cfg = RemoteConfig::new(remote.target, &out.syslog_ident, host.trim());
+        cfg.format = remote.format;
+        cfg.framing = remote.framing;
+        cfg.pid = remote.with_pid;
+        cfg.queue_len = REMOTE_SYSLOG_BACKLOG;
+        let sink = RemoteSyslog::start_with(cfg).with_context(|| format!("remote syslog {}", remote.target))?;
+        match remote.target.proto {
+            Proto::Tcp => {
+                tracing::info!("remote syslog: {} ({:?}, {:?} framing)", sink.target(), remote.format, sink.framing())
+            }
+            Proto::Udp => tracing::info!("remote syslog: {} ({:?})", sink.target(), remote.format),
+        }
+        sinks.push(Sink::RemoteSyslog(sink));
     }
     if sinks.is_empty() {
         sinks.push(Sink::stdout());

@@ -279,7 +279,7 @@ fn an_event_comes_out_while_every_cpu_is_busy() {
     l.wait_ok();
     let connector = u64::from(c.pid());
     // How late is the machine's business: the watchdog's bound on it
-    // (--max-defer-ms) is unit-tested with a synthetic clock in src/pace.rs.
+    // (--max-defer-ms) is unit-tested with a synthetic clock in src/backpressure/pace.rs.
     // Here: it does come out, while the spinners still run.
     let got = sensor.wait_for(1, Duration::from_secs(45), |e| {
         e["EventID"] == 3 && e["Initiated"] == true && u(e, "ProcessId") == connector
@@ -315,7 +315,7 @@ fn without_cap_sys_nice_the_sensor_keeps_normal_priority() {
 
 /// A storm of connections, whether or not the machine is fast enough for the
 /// burst gate to call it a burst (its decisions are unit-tested with a
-/// synthetic clock in src/burst.rs): every event, nothing lost, and the
+/// synthetic clock in src/backpressure/burst.rs): every event, nothing lost, and the
 /// counters agree with each other and with what was written.
 #[test]
 fn a_storm_is_reported_whole_and_the_counters_agree() {

@@ -41,11 +41,14 @@ fn library_files() -> Vec<(Vec<String>, String)> {
 fn references(module: &[String], is_mod_rs: bool, text: &str) -> BTreeSet<Vec<String>> {
     let code = text.split("#[cfg(test)]").next().unwrap_or(text);
     let mut found = BTreeSet::new();
-    for (prefix, base) in [("crate::", Vec::new()), ("super::", {
-        // `super` of a mod.rs is its directory's parent; of a file, its directory.
-        let keep = module.len().saturating_sub(if is_mod_rs { 2 } else { 1 });
-        module[..keep.min(module.len())].to_vec()
-    })] {
+    for (prefix, base) in [
+        ("crate::", Vec::new()),
+        ("super::", {
+            // `super` of a mod.rs is its directory's parent; of a file, its directory.
+            let keep = module.len().saturating_sub(if is_mod_rs { 2 } else { 1 });
+            module[..keep.min(module.len())].to_vec()
+        }),
+    ] {
         for (i, _) in code.match_indices(prefix) {
             if prefix == "super::" && code[..i].ends_with("crate::") {
                 continue;

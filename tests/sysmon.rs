@@ -306,3 +306,58 @@ fn kernel_and_userspace_filtering_agree() {
     assert_eq!(answers[0], expected, "kernel + userspace");
     assert_eq!(answers[1], expected, "userspace only");
 }
+
+/// `--json-types sysmon`: every value of every line the sensor writes (its
+/// NetworkConnect events both ways, service state 4 at start and stop,
+/// config 16, stats 251) is a JSON string, as Sysmon writes values: what a
+/// Sigma rule's `Initiated: 'true'` or `DestinationPort: '443'` compares.
+#[test]
+fn json_types_sysmon_writes_every_value_as_a_string() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("events.jsonl");
+    let sensor = Sensor::start_at(
+        None,
+        out.clone(),
+        &dir.path().join("state"),
+        &["--json-types", "sysmon", "--stats-interval", "1"],
+    );
+    let (port, sport) = connect_once("127.0.0.1:0");
+    let lines = |path: &Path| -> Vec<Value> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    };
+    let port_text = port.to_string();
+    let ours = |v: &Value| {
+        v["EventID"] == "3" && v["Image"] == PEER && v["DestinationPort"].as_str() == Some(port_text.as_str())
+    };
+    let end = std::time::Instant::now() + WAIT;
+    while !(lines(&out).iter().filter(|v| ours(v)).count() >= 2 && lines(&out).iter().any(|v| v["EventID"] == "251"))
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
+    let all = lines(&out);
+    for v in &all {
+        let members = v.as_object().unwrap_or_else(|| panic!("an object: {v}"));
+        for (name, value) in members {
+            assert!(value.is_string(), "{name} is {value} in {v}");
+        }
+    }
+    let ids: Vec<&str> = all.iter().filter_map(|v| v["EventID"].as_str()).collect();
+    for id in ["4", "16", "3", "251"] {
+        assert!(ids.contains(&id), "event {id} among {ids:?}");
+    }
+    assert_eq!(all.last().map(|v| v["State"].clone()), Some(Value::from("Stopped")), "the last line");
+    let ours: Vec<&Value> = all.iter().filter(|v| ours(v)).collect();
+    let outbound = ours.iter().find(|v| v["Initiated"] == "true").unwrap_or_else(|| panic!("outbound in {ours:?}"));
+    let inbound = ours.iter().find(|v| v["Initiated"] == "false").unwrap_or_else(|| panic!("inbound in {ours:?}"));
+    assert_eq!((s(outbound, "SourcePort"), s(outbound, "Protocol")), (sport.to_string(), "tcp".to_string()));
+    assert_eq!(s(inbound, "SourcePort"), sport.to_string());
+    for e in [outbound, inbound] {
+        assert_eq!((s(e, "SourceIsIpv6"), s(e, "DestinationIsIpv6")), ("false".into(), "false".into()));
+        assert_eq!(s(e, "ProcessId").parse::<u32>().ok().map(|p| p > 0), Some(true), "{e}");
+    }
+}

@@ -3,6 +3,10 @@
 //! fraction of the cost. Measured: serde_json spent ~630 ns per event, ~30%
 //! of the sensor's CPU per event in a connection storm, most of it escaping
 //! the 31 constant keys and running its escape loop per string.
+//!
+//! `--json-types sysmon` writes the same keys with every value a string, as
+//! Sysmon writes its values (`"3"`, `"true"`, ports as strings): numbers and
+//! booleans quoted; strings escaped as in the typed form.
 
 use crate::event::NetworkConnect;
 
@@ -52,53 +56,93 @@ fn str_field(out: &mut Vec<u8>, key: &[u8], text: &str) {
     push_str(out, text);
 }
 
+/// A number; quoted when `QUOTED` (`--json-types sysmon`).
 #[inline(always)]
-fn int_field(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
+fn int_field<const QUOTED: bool>(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
     out.extend_from_slice(key);
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    if QUOTED {
+        out.push(b'"');
+        out.extend_from_slice(digits);
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(digits);
+    }
 }
 
+/// A boolean; quoted when `QUOTED` (`--json-types sysmon`).
 #[inline(always)]
-fn bool_field(out: &mut Vec<u8>, key: &[u8], b: bool) {
+fn bool_field<const QUOTED: bool>(out: &mut Vec<u8>, key: &[u8], b: bool) {
     out.extend_from_slice(key);
-    out.extend_from_slice(if b { b"true" } else { b"false" });
+    let text: &[u8] = match (QUOTED, b) {
+        (false, true) => b"true",
+        (false, false) => b"false",
+        (true, true) => b"\"true\"",
+        (true, false) => b"\"false\"",
+    };
+    out.extend_from_slice(text);
 }
 
 /// Appends the event as one JSON object and a newline, in the struct's
-/// field order (the DESIGN.md contract).
+/// field order (the DESIGN.md contract), numbers and booleans typed.
 pub fn write_network_connect(e: &NetworkConnect, out: &mut Vec<u8>) {
+    write_network_connect_as::<false>(e, out);
+}
+
+/// As [`write_network_connect`] with every value a string (`--json-types sysmon`).
+pub fn write_network_connect_strings(e: &NetworkConnect, out: &mut Vec<u8>) {
+    write_network_connect_as::<true>(e, out);
+}
+
+/// An event of named string values as one JSON object of strings and a
+/// newline: `{"EventID":"N","Name":"value",...}` (`--json-types sysmon` for
+/// the sensor's own events; `fields` in the typed form's order).
+pub fn write_string_fields(event_id: u32, fields: &[(&str, String)], out: &mut Vec<u8>) {
+    int_field::<true>(out, b"{\"EventID\":", event_id);
+    for (name, value) in fields {
+        out.push(b',');
+        push_str(out, name);
+        out.push(b':');
+        push_str(out, value);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+#[inline(always)]
+fn write_network_connect_as<const Q: bool>(e: &NetworkConnect, out: &mut Vec<u8>) {
     // Room for a typical line at once, not a growth step in the middle.
     out.reserve(1024);
-    int_field(out, b"{\"EventID\":", e.event_id);
+    int_field::<Q>(out, b"{\"EventID\":", e.event_id);
     str_field(out, b",\"RuleName\":", &e.rule_name);
     str_field(out, b",\"UtcTime\":", &e.utc_time);
     str_field(out, b",\"ProcessGuid\":", &e.process_guid);
-    int_field(out, b",\"ProcessId\":", e.process_id);
+    int_field::<Q>(out, b",\"ProcessId\":", e.process_id);
     str_field(out, b",\"Image\":", &e.image);
     str_field(out, b",\"User\":", &e.user);
     str_field(out, b",\"Protocol\":", e.protocol);
-    bool_field(out, b",\"Initiated\":", e.initiated);
-    bool_field(out, b",\"SourceIsIpv6\":", e.source_is_ipv6);
+    bool_field::<Q>(out, b",\"Initiated\":", e.initiated);
+    bool_field::<Q>(out, b",\"SourceIsIpv6\":", e.source_is_ipv6);
     str_field(out, b",\"SourceIp\":", &e.source_ip);
     str_field(out, b",\"SourceHostname\":", &e.source_hostname);
-    int_field(out, b",\"SourcePort\":", e.source_port);
+    int_field::<Q>(out, b",\"SourcePort\":", e.source_port);
     str_field(out, b",\"SourcePortName\":", &e.source_port_name);
-    bool_field(out, b",\"DestinationIsIpv6\":", e.destination_is_ipv6);
+    bool_field::<Q>(out, b",\"DestinationIsIpv6\":", e.destination_is_ipv6);
     str_field(out, b",\"DestinationIp\":", &e.destination_ip);
     str_field(out, b",\"DestinationHostname\":", &e.destination_hostname);
-    int_field(out, b",\"DestinationPort\":", e.destination_port);
+    int_field::<Q>(out, b",\"DestinationPort\":", e.destination_port);
     str_field(out, b",\"DestinationPortName\":", &e.destination_port_name);
     str_field(out, b",\"CommandLine\":", &e.command_line);
-    bool_field(out, b",\"CommandLineTruncated\":", e.command_line_truncated);
-    int_field(out, b",\"ParentProcessId\":", e.parent_process_id);
+    bool_field::<Q>(out, b",\"CommandLineTruncated\":", e.command_line_truncated);
+    int_field::<Q>(out, b",\"ParentProcessId\":", e.parent_process_id);
     str_field(out, b",\"ParentImage\":", &e.parent_image);
-    int_field(out, b",\"UserId\":", e.user_id);
-    int_field(out, b",\"ThreadId\":", e.thread_id);
+    int_field::<Q>(out, b",\"UserId\":", e.user_id);
+    int_field::<Q>(out, b",\"ThreadId\":", e.thread_id);
     if let Some(ns_pid) = e.process_id_in_namespace {
-        int_field(out, b",\"ProcessIdInNamespace\":", ns_pid);
+        int_field::<Q>(out, b",\"ProcessIdInNamespace\":", ns_pid);
     }
     str_field(out, b",\"ContainerId\":", &e.container_id);
-    int_field(out, b",\"NetNs\":", e.net_ns);
+    int_field::<Q>(out, b",\"NetNs\":", e.net_ns);
     str_field(out, b",\"CommunityId\":", &e.community_id);
     str_field(out, b",\"Attribution\":", e.attribution);
     out.extend_from_slice(b"}\n");

@@ -25,6 +25,16 @@ pub enum Format {
     Xml,
 }
 
+/// Value types of the JSON form (`--json-types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum JsonTypes {
+    /// Numbers and booleans as JSON numbers and booleans (the DESIGN.md contract).
+    #[default]
+    Typed,
+    /// Every value a string, as Sysmon writes it ("3", "true").
+    Sysmon,
+}
+
 /// One JSON object and its newline: every event's JSON form. Generic over
 /// the writer: serde_json writes many small pieces, which a `dyn Write`
 /// would turn into as many indirect calls.
@@ -38,6 +48,7 @@ pub fn write_json_line<W: Write + ?Sized>(value: &impl serde::Serialize, out: &m
 /// writer's context and EventRecordIDs that survive restarts).
 pub struct Formatter {
     format: Format,
+    json_types: JsonTypes,
     xml: XmlContext,
     record_ids: Option<RecordIds>,
 }
@@ -53,7 +64,20 @@ impl Formatter {
                 Some(RecordIds::open(state_dir.join("event-record-id"), record_id::DEFAULT_BLOCK)?)
             }
         };
-        Ok(Self { format, xml: XmlContext::current()?, record_ids })
+        Ok(Self { format, json_types: JsonTypes::Typed, xml: XmlContext::current()?, record_ids })
+    }
+
+    /// The JSON form's value types (typed by default).
+    pub fn with_json_types(mut self, types: JsonTypes) -> Self {
+        self.json_types = types;
+        self
+    }
+
+    /// `event_id` and `fields` as one JSON object of strings (`--json-types sysmon`).
+    fn write_strings(event_id: u32, fields: &[(&str, String)], out: &mut dyn Write) -> Result<()> {
+        let mut line = Vec::with_capacity(512);
+        json::write_string_fields(event_id, fields, &mut line);
+        out.write_all(&line).context("writing event")
     }
 
     fn next_record_id(&mut self) -> Result<u64> {
@@ -66,7 +90,10 @@ impl Formatter {
     pub fn network_connect(&mut self, event: &NetworkConnect, now_unix_ns: i128, out: &mut Vec<u8>) -> Result<()> {
         match self.format {
             Format::Json => {
-                json::write_network_connect(event, out);
+                match self.json_types {
+                    JsonTypes::Typed => json::write_network_connect(event, out),
+                    JsonTypes::Sysmon => json::write_network_connect_strings(event, out),
+                }
                 Ok(())
             }
             Format::Xml => {
@@ -90,6 +117,9 @@ impl Formatter {
             event.schema_version = schema.to_string();
         }
         match self.format {
+            Format::Json if self.json_types == JsonTypes::Sysmon => {
+                Self::write_strings(event.event_id, &event.fields(), out)
+            }
             Format::Json => event.write_json(out),
             Format::Xml => {
                 let id = self.next_record_id()?;
@@ -109,6 +139,9 @@ impl Formatter {
         let hash = sha256.map_or_else(String::new, |h| format!("SHA256={h}"));
         let event = ConfigChange::new(crate::clock::format_utc(now_unix_ns), configuration.to_string(), hash);
         match self.format {
+            Format::Json if self.json_types == JsonTypes::Sysmon => {
+                Self::write_strings(event.event_id, &event.fields(), out)
+            }
             Format::Json => event.write_json(out),
             Format::Xml => {
                 let id = self.next_record_id()?;
@@ -117,7 +150,8 @@ impl Formatter {
         }
     }
 
-    /// sockscope's own events (loss, stats): JSON as serialized, XML from `fields`.
+    /// sockscope's own events (loss, stats): JSON as serialized (strings:
+    /// `fields`, the values the XML form carries), XML from `fields`.
     pub fn sensor_event(
         &mut self,
         event_id: u32,
@@ -127,6 +161,7 @@ impl Formatter {
         out: &mut dyn Write,
     ) -> Result<()> {
         match self.format {
+            Format::Json if self.json_types == JsonTypes::Sysmon => Self::write_strings(event_id, fields, out),
             Format::Json => write_json_line(json, out),
             Format::Xml => {
                 let id = self.next_record_id()?;
@@ -168,5 +203,137 @@ mod tests {
         assert_eq!(v["Initiated"], true);
         assert_eq!(v["SourcePort"], 60802);
         assert_eq!(v["Image"], "/tmp/we\"ird\n\u{1}name");
+    }
+
+    /// A JSON object's members in the order written.
+    struct Ordered(Vec<(String, serde_json::Value)>);
+
+    impl<'de> serde::Deserialize<'de> for Ordered {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Members;
+            impl<'de> serde::de::Visitor<'de> for Members {
+                type Value = Ordered;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<Ordered, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(member) = m.next_entry()? {
+                        members.push(member);
+                    }
+                    Ok(Ordered(members))
+                }
+            }
+            d.deserialize_map(Members)
+        }
+    }
+
+    /// Every event type the sensor writes, as JSON lines of `types`.
+    fn every_event_type(types: JsonTypes) -> Vec<String> {
+        use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
+        const NOW: i128 = 1_764_434_274_638_341_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f = Formatter::new(Format::Json, dir.path()).expect("formatter").with_json_types(types);
+        let mut out = Vec::new();
+        f.network_connect(&sample(), NOW, &mut out).expect("event 3");
+        let mut udp = sample();
+        (udp.protocol, udp.initiated, udp.source_is_ipv6, udp.destination_is_ipv6) = ("udp", false, true, true);
+        udp.process_id_in_namespace = None;
+        f.network_connect(&udp, NOW, &mut out).expect("event 3");
+        f.service_state(ServiceState::Started, Some("4.90"), NOW, &mut out).expect("event 4");
+        f.service_state(ServiceState::Stopped, None, NOW, &mut out).expect("event 4");
+        f.config_change("/etc/a \"b\"\n\\c.xml", Some("ab12"), NOW, &mut out).expect("event 16");
+        f.config_change("Defaults", None, NOW, &mut out).expect("event 16");
+        let loss = SensorLoss {
+            event_id: SENSOR_LOSS,
+            utc_time: "2026-11-29 16:37:54.640".into(),
+            ring_buffer_drops: 1,
+            tcp_accepts_unresolved: 2,
+            udp_shed_in_kernel: 3,
+            udp_shed_in_queue: 4,
+            queue_dropped: u64::MAX,
+            output_dropped: 0,
+        };
+        f.sensor_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
+        let stats = SensorStats {
+            event_id: SENSOR_STATS,
+            utc_time: "2026-11-29 16:37:54.640".into(),
+            interval_seconds: 60.0004,
+            events_per_second: 12.5,
+            events_written: 750,
+            events_filtered: 3,
+            lost: 0,
+            udp_packets_suppressed: 9,
+            udp_flows_tracked: 8,
+            tcp_pending: 7,
+            processes: 300,
+            cpu_boosts: 1,
+            bursts_deferred: 2,
+            ring_buffer_peak_bytes: 4096,
+        };
+        f.sensor_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
+        String::from_utf8(out).expect("utf8").lines().map(str::to_owned).collect()
+    }
+
+    /// `--json-types sysmon`: for every event type, the typed line's members
+    /// in the same order, every value a string that says what the typed one
+    /// says (`3` -> "3", `true` -> "true"; stats rates with the XML form's 3
+    /// decimals).
+    #[test]
+    fn sysmon_json_types_are_strings_for_every_event_type() {
+        let typed = every_event_type(JsonTypes::Typed);
+        let strings = every_event_type(JsonTypes::Sysmon);
+        assert_eq!(typed.len(), 8);
+        assert_eq!(strings.len(), typed.len());
+        let mut ids = Vec::new();
+        for (t, s) in typed.iter().zip(&strings) {
+            let Ordered(t_members) = serde_json::from_str(t).unwrap_or_else(|e| panic!("{e}: {t}"));
+            let Ordered(s_members) = serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+            let names = |m: &[(String, serde_json::Value)]| m.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&t_members), names(&s_members), "member order\n{t}\n{s}");
+            for ((name, tv), (_, sv)) in t_members.iter().zip(&s_members) {
+                let serde_json::Value::String(sv) = sv else { panic!("{name} is not a string: {s}") };
+                match tv {
+                    serde_json::Value::String(tv) => assert_eq!(tv, sv, "{name}"),
+                    serde_json::Value::Bool(b) => assert_eq!(&b.to_string(), sv, "{name}"),
+                    serde_json::Value::Number(n) if n.is_f64() => {
+                        let parsed: f64 = sv.parse().unwrap_or_else(|e| panic!("{name} {sv:?}: {e}"));
+                        assert!((parsed - n.as_f64().unwrap_or(f64::NAN)).abs() < 0.001, "{name}: {n} vs {sv}");
+                    }
+                    serde_json::Value::Number(n) => assert_eq!(&n.to_string(), sv, "{name}"),
+                    other => panic!("{name}: unexpected {other}"),
+                }
+            }
+            ids.push(s_members[0].1.as_str().unwrap_or_default().to_owned());
+        }
+        assert_eq!(ids, ["3", "3", "4", "4", "16", "16", "250", "251"]);
+        // What Sigma rules compare against, byte for byte.
+        assert!(strings[0].contains("\"Initiated\":\"true\",\"SourceIsIpv6\":\"false\""), "{}", strings[0]);
+        assert!(strings[0].contains("\"SourcePort\":\"60802\""), "{}", strings[0]);
+        assert!(strings[1].contains("\"Initiated\":\"false\""), "{}", strings[1]);
+        assert!(strings[0].starts_with("{\"EventID\":\"3\",\"RuleName\":\"-\""), "{}", strings[0]);
+    }
+
+    /// Untrusted text is escaped the same way in both forms.
+    #[test]
+    fn sysmon_json_types_escape_strings_as_the_typed_form() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("\u{fffd}\u{10ffff} é \"q\" \\ </Data>&amp;");
+        let mut e = sample();
+        e.image = all.as_str().into();
+        e.command_line = all.as_str().into();
+        let (mut typed, mut strings) = (Vec::new(), Vec::new());
+        json::write_network_connect(&e, &mut typed);
+        json::write_network_connect_strings(&e, &mut strings);
+        let t: serde_json::Value = serde_json::from_slice(&typed).expect("typed JSON");
+        let s: serde_json::Value = serde_json::from_slice(&strings).expect("strings JSON");
+        assert_eq!(s["Image"], all.as_str());
+        assert_eq!(s["CommandLine"], t["CommandLine"]);
+        assert_eq!(strings.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        let mut line = Vec::new();
+        json::write_string_fields(250, &[("Name\"", all.clone())], &mut line);
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
+        assert_eq!(v["Name\""], all.as_str());
+        assert_eq!(v["EventID"], "250");
     }
 }

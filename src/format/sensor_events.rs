@@ -57,6 +57,16 @@ impl ServiceStateChange {
     pub fn write_json(&self, out: &mut dyn Write) -> Result<()> {
         write_json_line(self, out).context("writing service state event")
     }
+
+    /// Name/value pairs after EventID, in the JSON order.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("UtcTime", self.utc_time.clone()),
+            ("State", self.state.as_str().to_string()),
+            ("Version", self.version.clone()),
+            ("SchemaVersion", self.schema_version.clone()),
+        ]
+    }
 }
 
 /// Event ID 16: the configuration in force changed (or was loaded at start).
@@ -87,6 +97,16 @@ impl ConfigChange {
             ev.configuration_file_hash = "-".to_string();
         }
         write_json_line(&ev, out).context("writing config change event")
+    }
+
+    /// Name/value pairs after EventID, in the JSON order (an empty hash `-`).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let hash = if self.configuration_file_hash.is_empty() { "-" } else { &self.configuration_file_hash };
+        vec![
+            ("UtcTime", self.utc_time.clone()),
+            ("Configuration", self.configuration.clone()),
+            ("ConfigurationFileHash", hash.to_string()),
+        ]
     }
 }
 

@@ -23,7 +23,7 @@ pub enum Sink {
     },
     /// RFC 3164 to the local log socket, as Sysmon for Linux writes.
     LocalSyslog(Box<syslog::LocalSyslog>),
-    /// RFC 5424 over UDP or TCP, from its own sender thread.
+    /// RFC 3164 (as rsyslog forwards) or RFC 5424 over UDP or TCP, from its own sender thread.
     RemoteSyslog(syslog::RemoteSyslog),
 }
 

@@ -6,8 +6,10 @@
 //!   (`openlog("sysmon", LOG_NOWAIT, LOG_USER)`, `syslog(LOG_USER|LOG_INFO, ..)`).
 //!   Non-blocking: a bounded backlog absorbs a slow receiver, the rest is dropped
 //!   and counted.
-//! - [`RemoteSyslog`]: RFC 5424 over UDP (one datagram per message) or TCP
-//!   (RFC 6587 octet counting), written by its own thread from a bounded queue.
+//! - [`RemoteSyslog`]: RFC 3164 with the host name, as rsyslog forwards
+//!   Sysmon's lines (default), or RFC 5424, over UDP (one datagram per
+//!   message) or TCP (RFC 6587: newline framing or octet counting), written by
+//!   its own thread from a bounded queue.
 //!
 //! Neither ever blocks the event path; what cannot be delivered is counted in
 //! [`SyslogStats`].
@@ -22,9 +24,8 @@ mod rsyslog;
 #[cfg(test)]
 pub use local::LocalSocketKind;
 pub use local::LocalSyslog;
-#[cfg(test)]
 pub use remote::Proto;
-pub use remote::{RemoteSyslog, RemoteTarget};
+pub use remote::{Framing, RemoteConfig, RemoteFormat, RemoteSyslog, RemoteTarget};
 
 /// syslog priority of every event: facility user (1) * 8 + severity info (6),
 /// what Sysmon for Linux passes to `syslog(3)`.

@@ -1,10 +1,12 @@
-//! RFC 5424 to a remote collector over UDP or TCP, from a sender thread.
+//! Syslog to a remote collector over UDP or TCP, from a sender thread: RFC
+//! 3164 as rsyslog forwards Sysmon's lines (default) or RFC 5424.
 //!
 //! The event path formats the message (so its timestamp is the event's, even
 //! when it waits) and `try_send`s it into a bounded queue; a full queue drops
 //! and counts it. The thread writes the queue in order.
 //!
-//! TCP: RFC 6587 octet counting. Before each message the thread peeks at the
+//! TCP: RFC 6587 framing, a newline after each message (non-transparent, as
+//! rsyslog's `omfwd` frames) or octet counting. Before each message the thread peeks at the
 //! socket: a collector never sends, so EOF or an error means it is gone, and
 //! the thread reconnects (backoff 50 ms doubling to 2 s) while the queue holds
 //! what arrives meanwhile (up to its bound). A write that times out is resumed
@@ -31,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use time::OffsetDateTime;
 
-use super::wire::{check_ident, octet_frame, truncate_utf8, Rfc5424Header};
+use super::wire::{check_ident, local_stamp, newline_frame, octet_frame, truncate_utf8, Rfc3164Header, Rfc5424Header};
 use super::SyslogStats;
 
 pub const DEFAULT_PORT: u16 = 514;
@@ -50,6 +52,39 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(20);
 /// How long `Drop` waits for the thread; past it the thread is left to end alone.
 const STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// The message form of `--syslog-remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RemoteFormat {
+    /// `<14>Mmm dd hh:mm:ss HOST sysmon: MSG`: what rsyslog's omfwd forwards
+    /// of Sysmon's local lines (RFC 3164 with the host name).
+    #[default]
+    Rfc3164,
+    /// `<14>1 2026-11-29T16:37:54.638341+00:00 HOST sysmon PID - - MSG`.
+    Rfc5424,
+}
+
+/// How messages are delimited on a TCP connection (RFC 6587).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framing {
+    /// A newline after each message (non-transparent framing; rsyslog
+    /// omfwd's default, what every TCP syslog receiver takes).
+    Newline,
+    /// `LEN SP MSG` (octet counting; rsyslog's imtcp, syslog-ng, Wazuh's
+    /// remoted with `<protocol>tcp</protocol>` take both).
+    OctetCounted,
+}
+
+impl Framing {
+    /// When not chosen: newline for RFC 3164 (as omfwd), octet counting for
+    /// RFC 5424 (RFC 6587's recommendation, and this sink's framing before).
+    pub fn default_for(format: RemoteFormat) -> Framing {
+        match format {
+            RemoteFormat::Rfc3164 => Framing::Newline,
+            RemoteFormat::Rfc5424 => Framing::OctetCounted,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -152,11 +187,17 @@ impl fmt::Display for RemoteTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
     pub target: RemoteTarget,
-    /// APP-NAME.
+    pub format: RemoteFormat,
+    /// TCP only; `None`: [`Framing::default_for`] the format.
+    pub framing: Option<Framing>,
+    /// The RFC 3164 TAG / RFC 5424 APP-NAME.
     pub ident: String,
     /// HOSTNAME (the caller's host name; `-` if empty).
     pub hostname: String,
-    /// MSGID; `-` when `None`.
+    /// RFC 3164 only: `IDENT[PID]:` instead of `IDENT:` (RFC 5424 always
+    /// carries the pid in PROCID).
+    pub pid: bool,
+    /// RFC 5424 MSGID; `-` when `None`.
     pub msgid: Option<String>,
     /// Messages that may wait for the sender thread (at least 1).
     pub queue_len: usize,
@@ -168,8 +209,11 @@ impl RemoteConfig {
     pub fn new(target: RemoteTarget, ident: &str, hostname: &str) -> Self {
         RemoteConfig {
             target,
+            format: RemoteFormat::default(),
+            framing: None,
             ident: ident.to_owned(),
             hostname: hostname.to_owned(),
+            pid: false,
             msgid: None,
             queue_len: DEFAULT_QUEUE_LEN,
             max_datagram: DEFAULT_MAX_DATAGRAM,
@@ -201,10 +245,27 @@ impl Shared {
     }
 }
 
+/// The fixed part of each message, by format.
+enum Header {
+    Rfc3164(Rfc3164Header),
+    Rfc5424(Rfc5424Header),
+}
+
+impl Header {
+    fn message(&self, line: &str) -> Vec<u8> {
+        match self {
+            Header::Rfc3164(h) => h.message(&local_stamp(OffsetDateTime::now_utc().unix_timestamp()), line),
+            Header::Rfc5424(h) => h.message(OffsetDateTime::now_utc(), line),
+        }
+    }
+}
+
 /// Remote syslog sink. `send` and `flush` take `&self`: it can be shared.
 pub struct RemoteSyslog {
     target: RemoteTarget,
-    header: Rfc5424Header,
+    header: Header,
+    /// TCP only.
+    framing: Framing,
     max_datagram: usize,
     tx: Option<SyncSender<Vec<u8>>>,
     shared: Arc<Shared>,
@@ -213,8 +274,10 @@ pub struct RemoteSyslog {
 }
 
 impl RemoteSyslog {
-    /// Starts the sender thread with default MSGID (`-`) and datagram limit.
-    /// The collector need not be up: the thread connects when it can.
+    /// Starts the sender thread with default settings (RFC 3164, MSGID `-`,
+    /// datagram limit). The collector need not be up: the thread connects
+    /// when it can.
+    #[cfg(test)]
     pub fn start(target: RemoteTarget, ident: &str, hostname: &str, queue_len: usize) -> Result<Self> {
         let mut cfg = RemoteConfig::new(target, ident, hostname);
         cfg.queue_len = queue_len;
@@ -232,7 +295,16 @@ impl RemoteSyslog {
         if cfg.target.proto == Proto::Udp && cfg.max_datagram < 480 {
             bail!("syslog datagram limit {} is below 480 bytes (RFC 5426)", cfg.max_datagram);
         }
-        let header = Rfc5424Header::new(&cfg.hostname, &cfg.ident, std::process::id(), cfg.msgid.as_deref());
+        let pid = std::process::id();
+        let header = match cfg.format {
+            RemoteFormat::Rfc3164 => {
+                Header::Rfc3164(Rfc3164Header::new(&cfg.hostname, &cfg.ident, cfg.pid.then_some(pid)))
+            }
+            RemoteFormat::Rfc5424 => {
+                Header::Rfc5424(Rfc5424Header::new(&cfg.hostname, &cfg.ident, pid, cfg.msgid.as_deref()))
+            }
+        };
+        let framing = cfg.framing.unwrap_or_else(|| Framing::default_for(cfg.format));
         let (tx, rx) = mpsc::sync_channel(cfg.queue_len);
         let shared = Arc::new(Shared::default());
         let (exited_tx, exited) = mpsc::channel();
@@ -250,6 +322,7 @@ impl RemoteSyslog {
         Ok(RemoteSyslog {
             target,
             header,
+            framing,
             max_datagram: cfg.max_datagram,
             tx: Some(tx),
             shared,
@@ -260,9 +333,12 @@ impl RemoteSyslog {
 
     /// Queues one event line. Never blocks: a full queue drops and counts it.
     pub fn send(&self, line: &str) {
-        let mut msg = self.header.message(OffsetDateTime::now_utc(), line);
+        let mut msg = self.header.message(line);
         let msg = match self.target.proto {
-            Proto::Tcp => octet_frame(&msg),
+            Proto::Tcp => match self.framing {
+                Framing::Newline => newline_frame(msg),
+                Framing::OctetCounted => octet_frame(&msg),
+            },
             Proto::Udp => {
                 if truncate_utf8(&mut msg, self.max_datagram) {
                     Shared::bump(&self.shared.truncated);
@@ -304,6 +380,11 @@ impl RemoteSyslog {
 
     pub fn target(&self) -> RemoteTarget {
         self.target
+    }
+
+    /// The TCP framing in use (also reported for UDP, where it has no effect).
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 }
 
@@ -601,6 +682,7 @@ mod tests {
         rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let target = RemoteTarget { proto: Proto::Udp, addr: rx.local_addr().unwrap() };
         let mut cfg = RemoteConfig::new(target, "sysmon", "vm");
+        cfg.format = RemoteFormat::Rfc5424;
         cfg.max_datagram = 1000;
         cfg.msgid = Some("NET".to_owned());
         let sink = RemoteSyslog::start_with(cfg).unwrap();
@@ -616,5 +698,54 @@ mod tests {
         assert!((999..=1000).contains(&n), "{n}");
         assert!(std::str::from_utf8(&buf[..n]).is_ok());
         assert_eq!(sink.stats(), SyslogStats { sent: 2, dropped: 0, reconnects: 0, truncated: 1 });
+    }
+
+    #[test]
+    fn default_is_rfc3164_with_the_host_and_tcp_newline_framing() {
+        let rx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let target = RemoteTarget { proto: Proto::Udp, addr: rx.local_addr().unwrap() };
+        let sink = RemoteSyslog::start(target, "sysmon", "vm", 4).unwrap();
+        sink.send("<Event>é</Event>");
+        assert!(sink.flush(Duration::from_secs(5)));
+        let mut buf = vec![0u8; 4096];
+        let n = rx.recv(&mut buf).unwrap();
+        let m = std::str::from_utf8(&buf[..n]).unwrap();
+        // <14>Nov  9 08:05:03 vm sysmon: <Event>é</Event>
+        assert!(m.starts_with("<14>") && m.len() > 19, "{m}");
+        assert_eq!(&m[19..], " vm sysmon: <Event>é</Event>", "{m}");
+
+        // (chosen framing, whether the messages end with a newline)
+        for (framing, newline) in [(None, true), (Some(Framing::Newline), true), (Some(Framing::OctetCounted), false)] {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let target = RemoteTarget { proto: Proto::Tcp, addr: listener.local_addr().unwrap() };
+            let mut cfg = RemoteConfig::new(target, "sysmon", "vm");
+            cfg.framing = framing;
+            cfg.pid = true;
+            let sink = RemoteSyslog::start_with(cfg).unwrap();
+            sink.send("<Event>a</Event>");
+            sink.send("<Event>a</Event>");
+            assert!(sink.flush(Duration::from_secs(5)));
+            drop(sink);
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut got = String::new();
+            std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
+            let msg_len =
+                "<14>Nov  9 08:05:03 vm sysmon[]: <Event>a</Event>".len() + std::process::id().to_string().len();
+            let tail = format!(" vm sysmon[{}]: <Event>a</Event>", std::process::id());
+            if !newline {
+                // "LEN <14>...LEN <14>..."
+                let frame = format!("{msg_len} ");
+                assert!(got.starts_with(&frame) && got.len() == 2 * (frame.len() + msg_len), "{got:?}");
+                assert!(got[frame.len()..frame.len() + msg_len].ends_with(&tail), "{got:?}");
+            } else {
+                let lines: Vec<&str> = got.split_inclusive('\n').collect();
+                assert_eq!(lines.len(), 2, "{got:?}");
+                for l in lines {
+                    assert!(l.len() == msg_len + 1 && l.ends_with(&format!("{tail}\n")), "{got:?}");
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,10 @@
 //! Each test starts its own `rsyslogd -n` with a private config in a temp dir:
 //! imuxsock on a temp socket (the system socket off, so `/dev/log` is never
 //! touched), imtcp and imudp on free 127.0.0.1 ports, every input bound to its
-//! own ruleset writing the raw message and the parsed fields to files there.
+//! own ruleset writing the raw message and the parsed fields to files there;
+//! what arrives on the unix socket is also forwarded with `omfwd` (its
+//! default, RFC 3164 forwarding format) to a UDP socket the test reads: the
+//! form the remote sink's RFC 3164 must match.
 //! The guard kills rsyslogd on drop, also when a test fails. Every wait is
 //! bounded.
 
@@ -21,7 +24,9 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 use super::wire::local_stamp;
-use super::{LocalSocketKind, LocalSyslog, Proto, RemoteSyslog, RemoteTarget, SyslogStats};
+use super::{
+    Framing, LocalSocketKind, LocalSyslog, Proto, RemoteConfig, RemoteFormat, RemoteSyslog, RemoteTarget, SyslogStats,
+};
 
 const READY_WAIT: Duration = Duration::from_secs(15);
 const ARRIVAL_WAIT: Duration = Duration::from_secs(30);
@@ -38,6 +43,8 @@ struct Rsyslog {
     unix_sock: PathBuf,
     tcp: SocketAddr,
     udp: SocketAddr,
+    /// Where the unix ruleset's omfwd sends (bound before rsyslogd starts).
+    forwarded: UdpSocket,
 }
 
 fn rsyslogd_path() -> Result<PathBuf> {
@@ -77,17 +84,27 @@ impl Rsyslog {
         let unix_sock = d.join("log.sock");
         let tcp = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_tcp()?));
         let udp = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_udp()?));
+        let forwarded = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        forwarded.set_read_timeout(Some(Duration::from_millis(200)))?;
         let mut rules = String::new();
         for name in ["unix", "tcp", "udp"] {
+            let forward = match name {
+                "unix" => format!(
+                    "  action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{}\" protocol=\"udp\")\n",
+                    forwarded.local_addr()?.port()
+                ),
+                _ => String::new(),
+            };
             rules += &format!(
                 "ruleset(name=\"{name}\") {{\n  action(type=\"omfile\" file=\"{dir}/{name}.raw\" template=\"raw\")\n  \
-                 action(type=\"omfile\" file=\"{dir}/{name}.fields\" template=\"fields\")\n}}\n",
+                 action(type=\"omfile\" file=\"{dir}/{name}.fields\" template=\"fields\")\n{forward}}}\n",
                 dir = d.display()
             );
         }
         // Fields split on '|' with msg last, so a '|' in msg does no harm.
+        // localHostname: what omfwd puts in the messages it forwards.
         let conf_text = format!(
-            r#"global(workDirectory="{dir}" maxMessageSize="64k")
+            r#"global(workDirectory="{dir}" maxMessageSize="64k" localHostname="{HOST}")
 module(load="imuxsock" SysSock.Use="off")
 module(load="imtcp")
 module(load="imudp")
@@ -105,7 +122,7 @@ input(type="imudp" address="127.0.0.1" port="{udp_port}" rcvBufSize="8m" ruleset
         );
         let conf = d.join("rsyslog.conf");
         fs::write(&conf, conf_text)?;
-        let mut rs = Rsyslog { dir, child: None, conf, unix_sock, tcp, udp };
+        let mut rs = Rsyslog { dir, child: None, conf, unix_sock, tcp, udp, forwarded };
         rs.spawn()?;
         Ok(rs)
     }
@@ -290,7 +307,7 @@ fn check_local_raw(raw: &[String], tag: &str, lines: &[String], secs: (i64, i64)
 }
 
 /// Checks RFC 5424 raw messages and rsyslog's parse of them against `lines`.
-fn check_remote(raw: &[String], parsed: &[String], lines: &[String], secs: (i64, i64)) {
+fn check_rfc5424(raw: &[String], parsed: &[String], lines: &[String], secs: (i64, i64)) {
     let second = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].");
     let seconds: BTreeSet<String> =
         (secs.0..=secs.1).map(|s| OffsetDateTime::from_unix_timestamp(s).unwrap().format(second).unwrap()).collect();
@@ -298,12 +315,12 @@ fn check_remote(raw: &[String], parsed: &[String], lines: &[String], secs: (i64,
     assert_eq!(raw.len(), lines.len(), "raw message count");
     assert_eq!(parsed.len(), lines.len(), "parsed message count");
     for (i, ((got, p), line)) in raw.iter().zip(parsed).zip(lines).enumerate() {
-        // <14>1 2026-11-29T16:37:54.638341Z HOST sysmon PID - - LINE
-        assert!(got.starts_with("<14>1 ") && got.len() > 33, "message {i}: {got:.80}");
-        let stamp = &got[6..33];
+        // <14>1 2026-11-29T16:37:54.638341+00:00 HOST sysmon PID - - LINE
+        assert!(got.starts_with("<14>1 ") && got.len() > 38, "message {i}: {got:.80}");
+        let stamp = &got[6..38];
         assert!(seconds.contains(&stamp[..20]), "message {i}: time {stamp} outside the test");
-        assert!(stamp[20..26].bytes().all(|b| b.is_ascii_digit()) && stamp.ends_with('Z'), "{stamp}");
-        assert_eq!(&got[33..], format!(" {HOST} sysmon {pid} - - {line}"), "message {i}");
+        assert!(stamp[20..26].bytes().all(|b| b.is_ascii_digit()) && stamp.ends_with("+00:00"), "{stamp}");
+        assert_eq!(&got[38..], format!(" {HOST} sysmon {pid} - - {line}"), "message {i}");
         let f = fields(p);
         assert_eq!(
             (f.pri.as_str(), f.version.as_str(), f.hostname.as_str(), f.app.as_str()),
@@ -316,12 +333,48 @@ fn check_remote(raw: &[String], parsed: &[String], lines: &[String], secs: (i64,
     }
 }
 
-fn remote(rs: &Rsyslog, proto: Proto, queue_len: usize) -> RemoteSyslog {
+/// Checks remote RFC 3164 raw messages `<14>STAMP HOST sysmon: LINE` and
+/// rsyslog's parse of them (tag `sysmon:`, our host, MSG the line after the
+/// tag's space) against `lines`.
+fn check_rfc3164(raw: &[String], parsed: &[String], lines: &[String], secs: (i64, i64)) {
+    let stamps: BTreeSet<String> = (secs.0..=secs.1).map(local_stamp).collect();
+    assert_eq!(raw.len(), lines.len(), "raw message count");
+    assert_eq!(parsed.len(), lines.len(), "parsed message count");
+    for (i, ((got, p), line)) in raw.iter().zip(parsed).zip(lines).enumerate() {
+        assert!(got.len() > 20 && got.starts_with("<14>"), "message {i}: {got:.80}");
+        assert!(stamps.contains(&got[4..19]), "message {i}: stamp {:?} not in {stamps:?}", &got[4..19]);
+        assert_eq!(&got[19..], format!(" {HOST} sysmon: {line}"), "message {i}");
+        let f = fields(p);
+        assert_eq!(
+            (f.pri.as_str(), f.tag.as_str(), f.hostname.as_str(), f.app.as_str(), f.version.as_str()),
+            ("14", "sysmon:", HOST, "sysmon", "0"),
+            "message {i}: {f:?}"
+        );
+        assert_eq!(f.msg, format!(" {line}"), "message {i}: MSG as rsyslog parsed it");
+    }
+}
+
+fn check_remote(format: RemoteFormat, raw: &[String], parsed: &[String], lines: &[String], secs: (i64, i64)) {
+    match format {
+        RemoteFormat::Rfc3164 => check_rfc3164(raw, parsed, lines, secs),
+        RemoteFormat::Rfc5424 => check_rfc5424(raw, parsed, lines, secs),
+    }
+}
+
+fn remote(
+    rs: &Rsyslog,
+    proto: Proto,
+    queue_len: usize,
+    format: RemoteFormat,
+    framing: Option<Framing>,
+) -> RemoteSyslog {
     let addr = match proto {
         Proto::Tcp => rs.tcp,
         Proto::Udp => rs.udp,
     };
-    RemoteSyslog::start(RemoteTarget { proto, addr }, "sysmon", HOST, queue_len).unwrap()
+    let mut cfg = RemoteConfig::new(RemoteTarget { proto, addr }, "sysmon", HOST);
+    (cfg.queue_len, cfg.format, cfg.framing) = (queue_len, format, framing);
+    RemoteSyslog::start_with(cfg).unwrap()
 }
 
 #[test]
@@ -380,48 +433,101 @@ fn unix_socket_receiver_restart_delivers_held_events() {
     assert_eq!(sink.stats(), SyslogStats { sent: 60, dropped: 0, reconnects: 1, truncated: 0 });
 }
 
+/// Every remote form and TCP framing, each through its own rsyslogd.
 #[test]
 fn tcp_events_arrive_intact_and_in_order() {
-    let rs = Rsyslog::start().unwrap();
-    let lines = hostile_lines(200, 20_000);
-    let t0 = unix_now();
-    let sink = remote(&rs, Proto::Tcp, 1000);
-    for line in &lines {
-        sink.send(line);
+    for (format, framing) in [
+        (RemoteFormat::Rfc3164, None),
+        (RemoteFormat::Rfc3164, Some(Framing::OctetCounted)),
+        (RemoteFormat::Rfc5424, None),
+        (RemoteFormat::Rfc5424, Some(Framing::Newline)),
+    ] {
+        let rs = Rsyslog::start().unwrap();
+        let lines = hostile_lines(200, 20_000);
+        let t0 = unix_now();
+        let sink = remote(&rs, Proto::Tcp, 1000, format, framing);
+        for line in &lines {
+            sink.send(line);
+        }
+        assert!(sink.flush(Duration::from_secs(20)), "{format:?} {framing:?}");
+        let raw = rs.wait_lines("tcp.raw", lines.len()).unwrap();
+        let parsed = rs.wait_lines("tcp.fields", lines.len()).unwrap();
+        check_remote(format, &raw, &parsed, &lines, (t0, unix_now()));
+        assert_eq!(sink.stats(), SyslogStats { sent: 200, ..Default::default() }, "{format:?} {framing:?}");
     }
-    assert!(sink.flush(Duration::from_secs(20)));
-    let raw = rs.wait_lines("tcp.raw", lines.len()).unwrap();
-    let parsed = rs.wait_lines("tcp.fields", lines.len()).unwrap();
-    check_remote(&raw, &parsed, &lines, (t0, unix_now()));
-    assert_eq!(sink.stats(), SyslogStats { sent: 200, ..Default::default() });
 }
 
 #[test]
 fn udp_events_arrive_intact_and_in_order_and_long_ones_are_cut() {
+    for format in [RemoteFormat::Rfc3164, RemoteFormat::Rfc5424] {
+        let rs = Rsyslog::start().unwrap();
+        // Long ones stay below the 8192-byte datagram limit with their header.
+        let lines = hostile_lines(200, 7_000);
+        let t0 = unix_now();
+        let sink = remote(&rs, Proto::Udp, 1000, format, None);
+        for line in &lines {
+            sink.send(line);
+        }
+        assert!(sink.flush(Duration::from_secs(20)));
+        let raw = rs.wait_lines("udp.raw", lines.len()).unwrap();
+        let parsed = rs.wait_lines("udp.fields", lines.len()).unwrap();
+        check_remote(format, &raw, &parsed, &lines, (t0, unix_now()));
+        assert_eq!(sink.stats(), SyslogStats { sent: 200, ..Default::default() });
+
+        // One above the limit arrives cut to 8192 bytes, whole characters only.
+        let big = format!("<Event>{}</Event>", "é€x".repeat(3000));
+        sink.send(&big);
+        assert!(sink.flush(Duration::from_secs(10)));
+        let raw = rs.wait_lines("udp.raw", 201).unwrap();
+        let got = &raw[200];
+        assert!(got.len() <= 8192 && got.len() > 8180, "{} bytes", got.len());
+        let msg_start = got.find("<Event>").unwrap();
+        assert!(big.starts_with(&got[msg_start..]), "a prefix of the event");
+        assert_eq!(sink.stats(), SyslogStats { sent: 201, truncated: 1, ..Default::default() });
+    }
+}
+
+/// Sysmon's local line, forwarded by rsyslog's omfwd, is byte for byte what
+/// the remote sink sends in its default form (the stamps aside, which are
+/// each message's second).
+#[test]
+fn remote_rfc3164_is_what_rsyslog_forwards_of_sysmons_local_lines() {
     let rs = Rsyslog::start().unwrap();
-    // Long ones stay below the 8192-byte datagram limit with their header.
-    let lines = hostile_lines(200, 7_000);
+    let lines = hostile_lines(40, 3000);
+    let direct = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    direct.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let t0 = unix_now();
-    let sink = remote(&rs, Proto::Udp, 1000);
+    let mut local = LocalSyslog::new(&rs.unix_sock, "sysmon").unwrap();
+    let target = RemoteTarget { proto: Proto::Udp, addr: direct.local_addr().unwrap() };
+    let sink = RemoteSyslog::start_with(RemoteConfig::new(target, "sysmon", HOST)).unwrap();
     for line in &lines {
+        local.send(line);
         sink.send(line);
     }
-    assert!(sink.flush(Duration::from_secs(20)));
-    let raw = rs.wait_lines("udp.raw", lines.len()).unwrap();
-    let parsed = rs.wait_lines("udp.fields", lines.len()).unwrap();
-    check_remote(&raw, &parsed, &lines, (t0, unix_now()));
-    assert_eq!(sink.stats(), SyslogStats { sent: 200, ..Default::default() });
-
-    // One above the limit arrives cut to 8192 bytes, whole characters only.
-    let big = format!("<Event>{}</Event>", "é€x".repeat(3000));
-    sink.send(&big);
-    assert!(sink.flush(Duration::from_secs(10)));
-    let raw = rs.wait_lines("udp.raw", 201).unwrap();
-    let got = &raw[200];
-    assert!(got.len() <= 8192 && got.len() > 8180, "{} bytes", got.len());
-    let msg_start = got.find("<Event>").unwrap();
-    assert!(big.starts_with(&got[msg_start..]), "a prefix of the event");
-    assert_eq!(sink.stats(), SyslogStats { sent: 201, truncated: 1, ..Default::default() });
+    assert!(local.flush(Duration::from_secs(10)) && sink.flush(Duration::from_secs(10)));
+    let mut buf = vec![0u8; 65_536];
+    let recv_all = |sock: &UdpSocket, buf: &mut Vec<u8>| -> Vec<String> {
+        let deadline = Instant::now() + ARRIVAL_WAIT;
+        let mut got = Vec::new();
+        while got.len() < lines.len() && Instant::now() < deadline {
+            if let Ok(n) = sock.recv(buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    };
+    let forwarded = recv_all(&rs.forwarded, &mut buf);
+    let ours = recv_all(&direct, &mut buf);
+    let stamps: BTreeSet<String> = (t0..=unix_now()).map(local_stamp).collect();
+    assert_eq!(forwarded.len(), lines.len(), "omfwd forwarded; rsyslogd says:\n{}", rs.log_tail());
+    assert_eq!(ours.len(), lines.len());
+    for (i, (theirs, ours)) in forwarded.iter().zip(&ours).enumerate() {
+        for m in [theirs, ours] {
+            assert!(m.len() > 19 && stamps.contains(&m[4..19]), "message {i}: {m:.60}");
+        }
+        assert_eq!((&theirs[..4], &theirs[19..]), (&ours[..4], &ours[19..]), "message {i}");
+        assert!(ours[19..].starts_with(&format!(" {HOST} sysmon: <Event>")), "{ours:.80}");
+    }
 }
 
 #[test]
@@ -429,7 +535,7 @@ fn tcp_collector_restart_delivers_held_events_in_order() {
     let mut rs = Rsyslog::start().unwrap();
     let lines = hostile_lines(100, 3000);
     let t0 = unix_now();
-    let sink = remote(&rs, Proto::Tcp, 1000);
+    let sink = remote(&rs, Proto::Tcp, 1000, RemoteFormat::Rfc3164, None);
     for line in &lines[..50] {
         sink.send(line);
     }
@@ -451,7 +557,7 @@ fn tcp_collector_restart_delivers_held_events_in_order() {
             v.remove(dup);
         }
     }
-    check_remote(&raw, &parsed, &lines, (t0, unix_now()));
+    check_rfc3164(&raw, &parsed, &lines, (t0, unix_now()));
     let s = sink.stats();
     assert_eq!((s.sent, s.dropped, s.truncated), (100, 0, 0), "{s:?}");
     assert_eq!(s.reconnects, 1, "{s:?}");

@@ -6,11 +6,20 @@
 //! hostname, no added newline. On a stream socket the record ends with the
 //! string's NUL; a datagram carries no terminator.
 //!
-//! Remote (RFC 5424 section 6): `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID
-//! SD MSG`, header fields printable US-ASCII with their RFC length limits,
-//! `-` when empty. No BOM before MSG: receivers take it as MSG-ANY, and many
-//! would show a BOM as garbage. Over TCP each message is framed
-//! `LEN SP MSG` (RFC 6587 octet counting).
+//! Remote, RFC 3164 (the default): what rsyslog's `omfwd` sends when it
+//! forwards Sysmon's lines (its `RSYSLOG_TraditionalForwardFormat`): the local
+//! form with the host name after the stamp, `<PRI>Mmm dd hh:mm:ss HOST
+//! IDENT: MSG` (`IDENT[PID]:` with `--syslog-pid`), the stamp in local time.
+//!
+//! Remote, RFC 5424 (section 6): `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID
+//! MSGID SD MSG`, TIMESTAMP in UTC with a numeric offset (`+00:00`: some
+//! parsers, Wazuh's among them, take no `Z`), header fields printable
+//! US-ASCII with their RFC length limits, `-` when empty. No BOM before MSG:
+//! receivers take it as MSG-ANY, and many would show a BOM as garbage.
+//!
+//! Over TCP either form is framed by a newline after each message (RFC 6587
+//! non-transparent framing, what `omfwd` does by default) or `LEN SP MSG`
+//! (RFC 6587 octet counting).
 
 use std::io::Write as _;
 
@@ -29,7 +38,7 @@ pub(super) const PROCID_MAX: usize = 128;
 pub(super) const MSGID_MAX: usize = 32;
 
 const RFC3339_MICROS: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00");
 
 /// glibc's `"%h %e %T"` for `unix_secs` in local time, C locale:
 /// `Nov  9 08:05:03` (day padded with a space).
@@ -93,7 +102,8 @@ pub(super) fn header_field(value: &str, max: usize) -> String {
     }
 }
 
-/// RFC 3339 with microseconds in UTC: `2026-11-29T16:37:54.638341Z`.
+/// RFC 3339 with microseconds in UTC, numeric offset:
+/// `2026-11-29T16:37:54.638341+00:00`.
 pub(super) fn rfc3339_micros(t: OffsetDateTime) -> String {
     let utc = t.to_offset(time::UtcOffset::UTC);
     // Only fails for years outside 0..=9999, which `now` never is.
@@ -119,7 +129,7 @@ impl Rfc5424Header {
         Rfc5424Header { after_stamp }
     }
 
-    /// `<14>1 2026-11-29T16:37:54.638341Z host sysmon 4242 - - LINE`.
+    /// `<14>1 2026-11-29T16:37:54.638341+00:00 host sysmon 4242 - - LINE`.
     pub(super) fn message(&self, now: OffsetDateTime, line: &str) -> Vec<u8> {
         let stamp = rfc3339_micros(now);
         let mut out = Vec::with_capacity(8 + stamp.len() + self.after_stamp.len() + line.len());
@@ -127,6 +137,44 @@ impl Rfc5424Header {
         out.extend_from_slice(line.as_bytes());
         out
     }
+}
+
+/// The remote RFC 3164 header after the stamp: `" HOST IDENT: "` (or
+/// `" HOST IDENT[PID]: "`). HOST is printable US-ASCII (others become `_`),
+/// `-` when empty; IDENT was checked by [`check_ident`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rfc3164Header {
+    after_stamp: String,
+}
+
+impl Rfc3164Header {
+    pub(super) fn new(hostname: &str, ident: &str, pid: Option<u32>) -> Self {
+        let mut after_stamp = format!(" {} {ident}", header_field(hostname, HOSTNAME_MAX));
+        if let Some(pid) = pid {
+            after_stamp += &format!("[{pid}]");
+        }
+        after_stamp += ": ";
+        Rfc3164Header { after_stamp }
+    }
+
+    /// `<14>Nov  9 08:05:03 host sysmon: LINE`, `stamp` from [`local_stamp`].
+    pub(super) fn message(&self, stamp: &str, line: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + stamp.len() + self.after_stamp.len() + line.len() + 2);
+        let _ = write!(out, "<{PRI_USER_INFO}>{stamp}{}", self.after_stamp);
+        out.extend_from_slice(line.as_bytes());
+        out
+    }
+}
+
+/// RFC 6587 non-transparent framing: MSG then LF. A LF inside MSG would end
+/// the message early, so one becomes a space (event lines never hold one:
+/// every format escapes control characters).
+pub(super) fn newline_frame(mut msg: Vec<u8>) -> Vec<u8> {
+    for b in msg.iter_mut().filter(|b| **b == b'\n') {
+        *b = b' ';
+    }
+    msg.push(b'\n');
+    msg
 }
 
 /// RFC 6587 octet counting: `LEN SP MSG`, LEN the byte length of MSG.
@@ -206,7 +254,7 @@ mod tests {
         let m = h.message(t, "<Event>é</Event>");
         assert_eq!(
             String::from_utf8(m).unwrap(),
-            "<14>1 2025-11-29T16:37:54.638341Z vm sysmon 4242 - - <Event>é</Event>"
+            "<14>1 2025-11-29T16:37:54.638341+00:00 vm sysmon 4242 - - <Event>é</Event>"
         );
         let h = Rfc5424Header::new("", "my app", 1, Some("NET"));
         assert_eq!(h.after_stamp, " - my_app 1 NET - ");
@@ -219,7 +267,32 @@ mod tests {
     #[test]
     fn rfc3339_is_utc_micros() {
         let t = OffsetDateTime::from_unix_timestamp(0).unwrap().to_offset(time::macros::offset!(+2));
-        assert_eq!(rfc3339_micros(t), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339_micros(t), "1970-01-01T00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn rfc3164_remote_layout() {
+        let h = Rfc3164Header::new("vm", "sysmon", None);
+        assert_eq!(
+            h.message("Nov  9 08:05:03", "<Event>é</Event>"),
+            "<14>Nov  9 08:05:03 vm sysmon: <Event>é</Event>".as_bytes()
+        );
+        // The local form plus the host: what rsyslog forwards of it.
+        let local = local_message("Dec 19 23:59:59", "sysmon", Some(7), "x");
+        let remote = Rfc3164Header::new("host.example", "sysmon", Some(7)).message("Dec 19 23:59:59", "x");
+        assert_eq!(
+            String::from_utf8(remote).unwrap(),
+            String::from_utf8(local).unwrap().replace("59 sysmon", "59 host.example sysmon")
+        );
+        assert_eq!(Rfc3164Header::new("", "s", None).after_stamp, " - s: ");
+        assert_eq!(Rfc3164Header::new("my host\n", "s", None).after_stamp, " my_host_ s: ");
+    }
+
+    #[test]
+    fn newline_framing() {
+        assert_eq!(newline_frame(b"<14>x".to_vec()), b"<14>x\n");
+        assert_eq!(newline_frame(b"a\nb\n".to_vec()), b"a b \n");
+        assert_eq!(newline_frame(Vec::new()), b"\n");
     }
 
     #[test]
