@@ -118,81 +118,51 @@ pub const SENSOR_LOSS: u32 = 250;
 /// sockscope's own event: periodic health figures.
 pub const SENSOR_STATS: u32 = 251;
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SensorLoss {
-    #[serde(rename = "EventID")]
-    pub event_id: u32,
-    pub utc_time: String,
-    /// Kernel facts that found the ring buffer full.
-    pub ring_buffer_drops: u64,
-    /// Accepted TCP connections whose socket the probes could not name.
-    pub tcp_accepts_unresolved: u64,
-    /// New UDP flows the kernel held back to keep the ring buffer for TCP.
-    pub udp_shed_in_kernel: u64,
-    /// UDP events the writer queue shed to keep room for TCP.
-    pub udp_shed_in_queue: u64,
-    /// Events dropped because the writer queue was full.
-    pub queue_dropped: u64,
-    /// Events an output gave up on (a syslog receiver gone or too slow).
-    pub output_dropped: u64,
+/// A figure of the sensor's own events: a count, or a rate (3 decimals as text).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Figure {
+    Count(u64),
+    Rate(f64),
 }
 
-impl SensorLoss {
-    /// Name/value pairs for the XML form, in the JSON order.
+/// The sensor's loss (250) and stats (251) events: `EventID`, `UtcTime`,
+/// then their figures in order (named in src/health.rs's counter table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorRecord {
+    pub event_id: u32,
+    pub utc_time: String,
+    pub values: Vec<(&'static str, Figure)>,
+}
+
+impl SensorRecord {
+    /// Name/value pairs for the XML form and string-typed JSON, in the JSON order.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("UtcTime", self.utc_time.clone()),
-            ("RingBufferDrops", self.ring_buffer_drops.to_string()),
-            ("TcpAcceptsUnresolved", self.tcp_accepts_unresolved.to_string()),
-            ("UdpShedInKernel", self.udp_shed_in_kernel.to_string()),
-            ("UdpShedInQueue", self.udp_shed_in_queue.to_string()),
-            ("QueueDropped", self.queue_dropped.to_string()),
-            ("OutputDropped", self.output_dropped.to_string()),
-        ]
+        let mut out = vec![("UtcTime", self.utc_time.clone())];
+        out.extend(self.values.iter().map(|(name, v)| {
+            (
+                *name,
+                match v {
+                    Figure::Count(n) => n.to_string(),
+                    Figure::Rate(r) => format!("{r:.3}"),
+                },
+            )
+        }));
+        out
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SensorStats {
-    #[serde(rename = "EventID")]
-    pub event_id: u32,
-    pub utc_time: String,
-    pub interval_seconds: f64,
-    pub events_per_second: f64,
-    pub events_written: u64,
-    pub events_filtered: u64,
-    /// Everything lost since start (the sum of SensorLoss's counts).
-    pub lost: u64,
-    pub udp_packets_suppressed: u64,
-    pub udp_flows_tracked: u64,
-    pub tcp_pending: u64,
-    pub processes: u64,
-    /// Times the sensor took normal CPU priority to catch up (since start).
-    pub cpu_boosts: u64,
-    /// Bursts the reader left in the ring buffer until they ended (backpressure::burst).
-    pub bursts_deferred: u64,
-    /// Most unread bytes seen in the ring buffer during the interval.
-    pub ring_buffer_peak_bytes: u64,
-}
-
-impl SensorStats {
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("UtcTime", self.utc_time.clone()),
-            ("IntervalSeconds", format!("{:.3}", self.interval_seconds)),
-            ("EventsPerSecond", format!("{:.3}", self.events_per_second)),
-            ("EventsWritten", self.events_written.to_string()),
-            ("EventsFiltered", self.events_filtered.to_string()),
-            ("Lost", self.lost.to_string()),
-            ("UdpPacketsSuppressed", self.udp_packets_suppressed.to_string()),
-            ("UdpFlowsTracked", self.udp_flows_tracked.to_string()),
-            ("TcpPending", self.tcp_pending.to_string()),
-            ("Processes", self.processes.to_string()),
-            ("CpuBoosts", self.cpu_boosts.to_string()),
-            ("BurstsDeferred", self.bursts_deferred.to_string()),
-            ("RingBufferPeakBytes", self.ring_buffer_peak_bytes.to_string()),
-        ]
+impl Serialize for SensorRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.values.len() + 2))?;
+        map.serialize_entry("EventID", &self.event_id)?;
+        map.serialize_entry("UtcTime", &self.utc_time)?;
+        for (name, v) in &self.values {
+            match v {
+                Figure::Count(n) => map.serialize_entry(name, n)?,
+                Figure::Rate(r) => map.serialize_entry(name, r)?,
+            }
+        }
+        map.end()
     }
 }

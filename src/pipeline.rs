@@ -9,11 +9,11 @@ use anyhow::Result;
 
 use crate::decode::{decode, Fact, TaskIds};
 use crate::enrich::Enricher;
-use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
+use crate::event::{SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
 use crate::format::sensor_events::ServiceState;
 use crate::format::Formatter;
-use crate::health::{Health, Loss};
+use crate::health::{self, Counter, Counters, Health};
 use crate::probes::{KernelCounters, Probes};
 use crate::sink::queue::{LineKind, SinkQueue};
 use crate::track::container::container_id;
@@ -266,67 +266,75 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Every loss counter there is, as totals since start.
-    fn loss_totals(&self, kernel: &KernelCounters) -> Loss {
+    /// Every counter there is, at this moment (named in src/health.rs).
+    pub fn counters(&self, kernel: &KernelCounters) -> Counters {
+        use crate::contract::udp_counter as k;
         let q = self.sink.stats();
-        Loss {
-            ring_buffer_drops: kernel.ringbuf_drops,
-            tcp_accepts_unresolved: kernel.tcp.accepts_unresolved,
-            udp_shed_in_kernel: kernel.udp[3],
-            udp_shed_in_queue: q.udp_shed,
-            queue_dropped: q.dropped,
-            sink_dropped: q.sink_dropped,
+        let t = &self.tcp.stats;
+        let u = &self.udp.stats;
+        let (connecting, unaccepted, early) = self.tcp.pending();
+        let mut c = Counters::default();
+        for (counter, value) in [
+            (Counter::EventsWritten, self.stats.events_written),
+            (Counter::EventsFiltered, self.stats.events_filtered),
+            (Counter::UdpPacketsSuppressed, kernel.udp(k::UDP_SUPPRESSED)),
+            (Counter::UdpFlowsTracked, self.udp.tracked as u64),
+            (Counter::TcpPending, (connecting + unaccepted + early) as u64),
+            (Counter::Processes, self.procs.len() as u64),
+            (Counter::CpuBoosts, self.cpu_boosts.load(Ordering::Relaxed)),
+            (Counter::BurstsDeferred, self.bursts_deferred),
+            (Counter::RingBufferPeakInterval, self.ring_peak_interval),
+            (Counter::ExcludedInKernel, kernel.excluded),
+            (Counter::Facts, self.stats.facts),
+            (Counter::DecodeErrors, self.stats.decode_errors),
+            (Counter::RingBufferDrops, kernel.ringbuf_drops),
+            (Counter::TcpAcceptsUnresolved, kernel.tcp.accepts_unresolved),
+            (Counter::UdpShedInKernel, kernel.udp(k::UDP_SHED)),
+            (Counter::UdpShedInQueue, q.udp_shed),
+            (Counter::QueueDropped, q.dropped),
+            (Counter::OutputDropped, q.sink_dropped),
+            (Counter::TcpOutbound, t.outbound_reported),
+            (Counter::TcpInbound, t.inbound_reported),
+            (Counter::TcpOutboundUnattributed, t.outbound_unattributed),
+            (Counter::TcpHandshakesFailed, t.handshakes_failed),
+            (Counter::TcpInboundHandshakes, kernel.tcp.inbound_handshakes),
+            (Counter::TcpInboundNeverAccepted, t.inbound_never_accepted),
+            (Counter::TcpPendingConnectsExpired, t.pending_connects_expired),
+            (Counter::PendingConnecting, connecting as u64),
+            (Counter::PendingUnaccepted, unaccepted as u64),
+            (Counter::PendingEarlyAccepts, early as u64),
+            (Counter::ProcessLookupsProc, self.procs.stats.from_proc),
+            (Counter::ProcessUnknown, self.procs.stats.unknown),
+            (Counter::UdpFlowsReported, u.flows_reported),
+            (Counter::UdpFlowsExpired, u.flows_expired),
+            (Counter::UdpFlowsEvicted, u.flows_evicted),
+            (Counter::UdpReportedWhileFull, u.reported_while_full),
+            (Counter::UdpRepeatsSuppressed, u.repeats_suppressed),
+            (Counter::UdpRecvPeerUnknown, kernel.udp(k::UDP_PEER_UNKNOWN)),
+            (Counter::UdpSendDestUnknown, kernel.udp(k::UDP_SEND_DEST_UNKNOWN)),
+            (Counter::QueueWritten, q.written),
+            (Counter::RingBufferPeak, self.ring_peak),
+        ] {
+            c.set(counter, value);
         }
+        c
     }
 
     /// Emits a loss event if anything was lost since the last one, and the
     /// stats event when due.
     pub fn report_health(&mut self, now_boot_ns: u64, kernel: &KernelCounters) -> Result<()> {
-        let totals = self.loss_totals(kernel);
+        let counters = self.counters(kernel);
         let now = self.now_unix_ns();
-        if let Some(new) = self.health.unannounced(totals) {
-            let event = SensorLoss {
-                event_id: SENSOR_LOSS,
-                utc_time: crate::clock::format_utc(now),
-                ring_buffer_drops: new.ring_buffer_drops,
-                tcp_accepts_unresolved: new.tcp_accepts_unresolved,
-                udp_shed_in_kernel: new.udp_shed_in_kernel,
-                udp_shed_in_queue: new.udp_shed_in_queue,
-                queue_dropped: new.queue_dropped,
-                output_dropped: new.sink_dropped,
-            };
-            tracing::warn!(
-                "events lost: ring buffer {}, TCP accepts unresolved {}, UDP shed in kernel {}, UDP shed in queue {}, \
-                 queue full {}, output {}",
-                new.ring_buffer_drops,
-                new.tcp_accepts_unresolved,
-                new.udp_shed_in_kernel,
-                new.udp_shed_in_queue,
-                new.queue_dropped,
-                new.sink_dropped
-            );
+        if let Some(new) = self.health.unannounced(counters.loss()) {
+            tracing::warn!("events lost: {}", new.words());
+            let event = new.event(crate::clock::format_utc(now));
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
             self.sink.send(LineKind::Sensor, &line);
         }
         if let Some((secs, rate)) = self.health.stats_due(now_boot_ns, self.stats.events_written) {
-            let (connecting, unaccepted, early) = self.tcp.pending();
-            let event = SensorStats {
-                event_id: SENSOR_STATS,
-                utc_time: crate::clock::format_utc(now),
-                interval_seconds: secs,
-                events_per_second: rate,
-                events_written: self.stats.events_written,
-                events_filtered: self.stats.events_filtered,
-                lost: totals.total(),
-                udp_packets_suppressed: kernel.udp[0],
-                udp_flows_tracked: self.udp.tracked as u64,
-                tcp_pending: (connecting + unaccepted + early) as u64,
-                processes: self.procs.len() as u64,
-                cpu_boosts: self.cpu_boosts.load(Ordering::Relaxed),
-                bursts_deferred: self.bursts_deferred,
-                ring_buffer_peak_bytes: std::mem::take(&mut self.ring_peak_interval),
-            };
+            let event = health::stats_event(crate::clock::format_utc(now), secs, rate, &counters);
+            self.ring_peak_interval = 0;
             let mut line = Vec::new();
             self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
             self.sink.send(LineKind::Sensor, &line);
@@ -349,59 +357,9 @@ impl Pipeline {
         self.enrich.clock.maybe_resync(now_boot_ns);
     }
 
+    /// `stats: key=value ...` (SIGUSR1, and at stop).
     pub fn stats_line(&self, kernel: &KernelCounters) -> String {
-        let udp_kernel = kernel.udp;
-        let t = &self.tcp.stats;
-        let u = &self.udp.stats;
-        let q = self.sink.stats();
-        let (connecting, unaccepted, early_accepts) = self.tcp.pending();
-        format!(
-            "stats: events_written={} events_filtered={} excluded_in_kernel={} facts={} decode_errors={} ringbuf_drops={} \
-             tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
-             tcp_inbound_handshakes={} tcp_inbound_never_accepted={} tcp_pending_connects_expired={} \
-             tcp_accepts_unresolved={} \
-             pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
-             process_lookups_proc={} process_unknown={} \
-             udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
-             udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
-             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={} \
-             bursts_deferred={} ringbuf_peak_bytes={}",
-            self.stats.events_written,
-            self.stats.events_filtered,
-            kernel.excluded,
-            self.stats.facts,
-            self.stats.decode_errors,
-            kernel.ringbuf_drops,
-            t.outbound_reported,
-            t.inbound_reported,
-            t.outbound_unattributed,
-            t.handshakes_failed,
-            kernel.tcp.inbound_handshakes,
-            t.inbound_never_accepted,
-            t.pending_connects_expired,
-            kernel.tcp.accepts_unresolved,
-            connecting,
-            unaccepted,
-            early_accepts,
-            self.procs.len(),
-            self.procs.stats.from_proc,
-            self.procs.stats.unknown,
-            u.flows_reported,
-            udp_kernel[0],
-            u.flows_expired,
-            u.flows_evicted,
-            u.reported_while_full,
-            u.repeats_suppressed,
-            udp_kernel[2],
-            udp_kernel[3],
-            udp_kernel[4],
-            q.written,
-            q.udp_shed,
-            q.dropped,
-            self.cpu_boosts.load(Ordering::Relaxed),
-            self.bursts_deferred,
-            self.ring_peak,
-        )
+        self.counters(kernel).stats_line()
     }
 }
 

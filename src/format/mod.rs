@@ -230,7 +230,7 @@ mod tests {
 
     /// Every event type the sensor writes, as JSON lines of `types`.
     fn every_event_type(types: JsonTypes) -> Vec<String> {
-        use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
+        use crate::event::{SENSOR_LOSS, SENSOR_STATS};
         const NOW: i128 = 1_764_434_274_638_341_000;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut f = Formatter::new(Format::Json, dir.path()).expect("formatter").with_json_types(types);
@@ -244,33 +244,24 @@ mod tests {
         f.service_state(ServiceState::Stopped, None, NOW, &mut out).expect("event 4");
         f.config_change("/etc/a \"b\"\n\\c.xml", Some("ab12"), NOW, &mut out).expect("event 16");
         f.config_change("Defaults", None, NOW, &mut out).expect("event 16");
-        let loss = SensorLoss {
-            event_id: SENSOR_LOSS,
-            utc_time: "2026-11-29 16:37:54.640".into(),
-            ring_buffer_drops: 1,
-            tcp_accepts_unresolved: 2,
-            udp_shed_in_kernel: 3,
-            udp_shed_in_queue: 4,
-            queue_dropped: u64::MAX,
-            output_dropped: 0,
-        };
+        use crate::health::{stats_event, Counter, Counters};
+        let mut c = Counters::default();
+        for (counter, v) in [
+            (Counter::RingBufferDrops, 1),
+            (Counter::TcpAcceptsUnresolved, 2),
+            (Counter::UdpShedInKernel, 3),
+            (Counter::UdpShedInQueue, 4),
+            (Counter::QueueDropped, u64::MAX - 10),
+            (Counter::EventsWritten, 750),
+            (Counter::EventsFiltered, 3),
+            (Counter::Processes, 300),
+            (Counter::RingBufferPeakInterval, 4096),
+        ] {
+            c.set(counter, v);
+        }
+        let loss = c.loss().event("2026-11-29 16:37:54.640".into());
         f.sensor_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
-        let stats = SensorStats {
-            event_id: SENSOR_STATS,
-            utc_time: "2026-11-29 16:37:54.640".into(),
-            interval_seconds: 60.0004,
-            events_per_second: 12.5,
-            events_written: 750,
-            events_filtered: 3,
-            lost: 0,
-            udp_packets_suppressed: 9,
-            udp_flows_tracked: 8,
-            tcp_pending: 7,
-            processes: 300,
-            cpu_boosts: 1,
-            bursts_deferred: 2,
-            ring_buffer_peak_bytes: 4096,
-        };
+        let stats = stats_event("2026-11-29 16:37:54.640".into(), 60.0004, 12.5, &c);
         f.sensor_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
         String::from_utf8(out).expect("utf8").lines().map(str::to_owned).collect()
     }

@@ -5,10 +5,11 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::Probes;
+use crate::contract::udp_counter;
 use crate::filter::kernel::KernelExclusions;
 
-/// Entries of the kernel's `udp_counters` (enum udp_counter in udp_flows.bpf.h).
-pub const UDP_KERNEL_COUNTERS: usize = 5;
+/// Entries of the kernel's `udp_counters` (enum udp_counter in facts.h).
+pub const UDP_KERNEL_COUNTERS: usize = udp_counter::UDP_COUNTERS.0 as usize;
 
 impl<'obj> Probes<'obj> {
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
@@ -106,12 +107,17 @@ impl<'obj> Probes<'obj> {
 pub struct KernelCounters {
     /// Ring-buffer reservations the kernel side could not make.
     pub ringbuf_drops: u64,
-    /// Suppressed, table full, peer unknown, shed, send destination unknown
-    /// (enum udp_counter).
+    /// Indexed by enum udp_counter (`udp()` reads one).
     pub udp: [u64; UDP_KERNEL_COUNTERS],
     pub tcp: TcpKernelCounters,
     /// Events config exclusions dropped in the kernel.
     pub excluded: u64,
+}
+
+impl KernelCounters {
+    pub fn udp(&self, which: udp_counter) -> u64 {
+        self.udp.get(which.0 as usize).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
