@@ -329,14 +329,14 @@ impl Pipeline {
             tracing::warn!("events lost: {}", new.words());
             let event = new.event(crate::clock::format_utc(now));
             let mut line = Vec::new();
-            self.formatter.sensor_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
+            self.formatter.own_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
             self.sink.send(LineKind::Sensor, &line);
         }
         if let Some((secs, rate)) = self.health.stats_due(now_boot_ns, self.stats.events_written) {
             let event = health::stats_event(crate::clock::format_utc(now), secs, rate, &counters);
             self.ring_peak_interval = 0;
             let mut line = Vec::new();
-            self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
+            self.formatter.own_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
             self.sink.send(LineKind::Sensor, &line);
         }
         Ok(())

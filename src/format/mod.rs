@@ -116,16 +116,7 @@ impl Formatter {
         if let Some(schema) = schema {
             event.schema_version = schema.to_string();
         }
-        match self.format {
-            Format::Json if self.json_types == JsonTypes::Sysmon => {
-                Self::write_strings(event.event_id, &event.fields(), out)
-            }
-            Format::Json => event.write_json(out),
-            Format::Xml => {
-                let id = self.next_record_id()?;
-                xml::write_service_state_change(&self.xml, id, now_unix_ns, &event, out)
-            }
-        }
+        self.own_event(event.event_id, &event, &event.fields(), now_unix_ns, out)
     }
 
     /// `configuration`: the config file, or "Defaults"; `sha256`: of its bytes.
@@ -138,21 +129,12 @@ impl Formatter {
     ) -> Result<()> {
         let hash = sha256.map_or_else(String::new, |h| format!("SHA256={h}"));
         let event = ConfigChange::new(crate::clock::format_utc(now_unix_ns), configuration.to_string(), hash);
-        match self.format {
-            Format::Json if self.json_types == JsonTypes::Sysmon => {
-                Self::write_strings(event.event_id, &event.fields(), out)
-            }
-            Format::Json => event.write_json(out),
-            Format::Xml => {
-                let id = self.next_record_id()?;
-                xml::write_config_change(&self.xml, id, now_unix_ns, &event, out)
-            }
-        }
+        self.own_event(event.event_id, &event, &event.fields(), now_unix_ns, out)
     }
 
     /// sockscope's own events (loss, stats): JSON as serialized (strings:
     /// `fields`, the values the XML form carries), XML from `fields`.
-    pub fn sensor_event(
+    pub fn own_event(
         &mut self,
         event_id: u32,
         json: &impl serde::Serialize,
@@ -165,7 +147,7 @@ impl Formatter {
             Format::Json => write_json_line(json, out),
             Format::Xml => {
                 let id = self.next_record_id()?;
-                xml::write_sensor_event(&self.xml, event_id, id, now_unix_ns, fields, out)
+                xml::write_own_event(&self.xml, event_id, id, now_unix_ns, fields, out)
             }
         }
     }
@@ -260,9 +242,9 @@ mod tests {
             c.set(counter, v);
         }
         let loss = c.loss().event("2026-11-29 16:37:54.640".into());
-        f.sensor_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
+        f.own_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
         let stats = stats_event("2026-11-29 16:37:54.640".into(), 60.0004, 12.5, &c);
-        f.sensor_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
+        f.own_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
         String::from_utf8(out).expect("utf8").lines().map(str::to_owned).collect()
     }
 

@@ -10,14 +10,14 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, ProgramMut};
 
 use super::host::cgroup2_root;
-use super::skel::process::ProcessSkelBuilder;
-use super::skel::tcp_accept::TcpAcceptSkelBuilder;
+use super::skel::process::{ProcessSkel, ProcessSkelBuilder};
+use super::skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
 use super::skel::tcp_accept_uring::{TcpAcceptUringSkel, TcpAcceptUringSkelBuilder};
-use super::skel::tcp_state::TcpStateSkelBuilder;
+use super::skel::tcp_state::{TcpStateSkel, TcpStateSkelBuilder};
 use super::skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
-use super::skel::udp_recv::UdpRecvSkelBuilder;
+use super::skel::udp_recv::{UdpRecvSkel, UdpRecvSkelBuilder};
 use super::skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
-use super::{Probes, UdpMechanism, UdpSend};
+use super::UdpMechanism;
 
 pub struct ProbeOptions {
     pub ringbuf_bytes: u32,
@@ -33,6 +33,24 @@ pub struct ProbeOptions {
     pub udp_sendmsg_hook: bool,
     /// Benchmark aid: every program returns at once (hook_floor.bpf.h).
     pub hook_floor: bool,
+}
+
+/// The UDP send mechanism that is running (held so its object stays loaded).
+pub enum UdpSend<'obj> {
+    Process { skel: UdpSendSkel<'obj> },
+    Packet { _skel: UdpPacketSkel<'obj> },
+}
+
+pub struct Probes<'obj> {
+    pub(super) tcp_state: TcpStateSkel<'obj>,
+    pub(super) tcp_accept: TcpAcceptSkel<'obj>,
+    /// Held so the object stays loaded while its links are attached.
+    _process: ProcessSkel<'obj>,
+    /// io_uring accepts; absent when the kernel has no io_uring tracepoints.
+    _uring: Option<TcpAcceptUringSkel<'obj>>,
+    pub(super) udp_recv: UdpRecvSkel<'obj>,
+    pub(super) udp_send: UdpSend<'obj>,
+    pub(super) links: Vec<Link>,
 }
 
 /// Sets `hook_floor` (hook_floor.bpf.h) in an open skeleton's read-only data.
@@ -93,21 +111,23 @@ fn attach_sendmsg(skel: &UdpSendSkel<'_>, cgroup: &std::fs::File, links: &mut Ve
 
 fn attach_cgroup(prog: &ProgramMut<'_>, cgroup: &std::fs::File, links: &mut Vec<Link>) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let link = prog.attach_cgroup(cgroup.as_raw_fd()).with_context(|| {
-        format!(
-            "the kernel refused to attach probe {} ({}) to the cgroup2 root",
-            prog.name().to_string_lossy(),
-            prog.section().to_string_lossy()
-        )
-    })?;
-    links.push(link);
-    Ok(())
+    keep_link(prog, " to the cgroup2 root", prog.attach_cgroup(cgroup.as_raw_fd()), links)
 }
 
 fn attach(prog: &ProgramMut<'_>, links: &mut Vec<Link>) -> Result<()> {
-    let link = prog.attach().with_context(|| {
+    keep_link(prog, "", prog.attach(), links)
+}
+
+/// Keeps the link of an attach, or names the probe the kernel refused.
+fn keep_link(
+    prog: &ProgramMut<'_>,
+    place: &str,
+    attached: libbpf_rs::Result<Link>,
+    links: &mut Vec<Link>,
+) -> Result<()> {
+    let link = attached.with_context(|| {
         format!(
-            "the kernel refused to attach probe {} ({})",
+            "the kernel refused to attach probe {} ({}){place}",
             prog.name().to_string_lossy(),
             prog.section().to_string_lossy()
         )
@@ -365,7 +385,8 @@ mod tests {
                 programs += 1;
             }
         }
-        // 16 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet mechanism.
-        assert_eq!(programs, 16, "programs found in {}", dir.display());
+        // The 16 of today at least (13 attached by default, sendmsg4/6 with
+        // IPsec, consume_skb in the packet mechanism): the scan found them.
+        assert!(programs >= 16, "programs found in {}: {programs}", dir.display());
     }
 }

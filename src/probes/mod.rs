@@ -8,8 +8,9 @@
 //! - `netns` (the packet mechanism's per-namespace sockets), `xfrm` (IPsec
 //!   policies), `skel` (the generated skeletons).
 //!
-//! A new program: its `src/bpf/NAME.bpf.c` (build.rs finds it), its storage
-//! slot, load and attach in `load.rs`, and its counters, if any, in `maps.rs`.
+//! A new program: its `src/bpf/NAME.bpf.c` (build.rs finds it and generates
+//! its skeleton module), and in `load.rs` its storage slot, its place in
+//! `Probes`, its load and attach; its counters, if any, in `maps.rs`.
 
 pub mod host;
 pub mod kconfig;
@@ -19,17 +20,8 @@ pub mod netns;
 pub mod skel;
 pub mod xfrm;
 
-use libbpf_rs::Link;
-
-use skel::process::ProcessSkel;
-use skel::tcp_accept::TcpAcceptSkel;
-use skel::tcp_accept_uring::TcpAcceptUringSkel;
-use skel::tcp_state::TcpStateSkel;
-use skel::udp_packet::UdpPacketSkel;
-use skel::udp_recv::UdpRecvSkel;
-use skel::udp_send::UdpSendSkel;
-
-pub use load::{ObjectStorage, ProbeOptions};
+use load::UdpSend;
+pub use load::{ObjectStorage, ProbeOptions, Probes};
 pub use maps::{KernelCounters, TcpKernelCounters, UDP_KERNEL_COUNTERS};
 
 /// How UDP sends are seen.
@@ -74,24 +66,6 @@ impl SendmsgHook {
             },
         }
     }
-}
-
-/// The UDP send mechanism that is running (held so its object stays loaded).
-pub enum UdpSend<'obj> {
-    Process { skel: UdpSendSkel<'obj> },
-    Packet { _skel: UdpPacketSkel<'obj> },
-}
-
-pub struct Probes<'obj> {
-    tcp_state: TcpStateSkel<'obj>,
-    tcp_accept: TcpAcceptSkel<'obj>,
-    /// Held so the object stays loaded while its links are attached.
-    _process: ProcessSkel<'obj>,
-    /// io_uring accepts; absent when the kernel has no io_uring tracepoints.
-    _uring: Option<TcpAcceptUringSkel<'obj>>,
-    udp_recv: UdpRecvSkel<'obj>,
-    udp_send: UdpSend<'obj>,
-    links: Vec<Link>,
 }
 
 impl Probes<'_> {
