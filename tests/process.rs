@@ -106,6 +106,36 @@ fn process_started_before_the_sensor() {
     assert_ne!(s(e, "ProcessGuid"), "-");
 }
 
+/// Two sensors, one started before the listener (it learns it from the
+/// kernel's exec fact) and one after (from /proc): the same ProcessGuid for
+/// the same process, and the connector's the same in both, so events of
+/// different sensors and runs correlate.
+#[test]
+fn every_sensor_gives_a_process_the_same_guid() {
+    let early = Sensor::start(&[]);
+    let (mut l, to) = listen(1);
+    let late = Sensor::start(&[]);
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    let local: SocketAddr = c.expect("local").parse().expect("addr");
+    c.wait_ok();
+    l.wait_ok();
+    let port = u64::from(local.port());
+    let both = |sensor: &Sensor| {
+        let got = sensor.wait_for(2, WAIT, |e| {
+            (e["Initiated"] == false && u(e, "SourcePort") == port)
+                || (e["Initiated"] == true && u(e, "SourcePort") == port)
+        });
+        assert_eq!(got.len(), 2, "{got:?}\n{}", sensor.stderr_text());
+        let mut guids: Vec<(bool, String)> =
+            got.iter().map(|e| (e["Initiated"] == true, s(e, "ProcessGuid"))).collect();
+        guids.sort();
+        guids
+    };
+    let (a, b) = (both(&early), both(&late));
+    assert_eq!(a, b, "listener and connector GUIDs from a sensor that saw them start and one that did not");
+    assert_ne!(a[0].1, a[1].1);
+}
+
 #[test]
 fn own_pid_and_network_namespace() {
     let sensor = Sensor::start(&[]);

@@ -15,13 +15,20 @@ use crate::track::tcp::{Connection, Protocol};
 use community_id::community_id_v1;
 use port_names::Services;
 
+/// Clock ticks per second of /proc's process start times (USER_HZ).
+const TICKS_PER_SEC: u64 = 100;
+
 /// Sysmon's ProcessGuid: {machine-id[0..8]-start_lo16-start_hi16-Data4},
-/// start in epoch seconds, Data4 = pid and start time in microseconds,
-/// which differ for a new process that reuses a pid.
-pub fn process_guid(machine_prefix: u32, pid: u32, start_unix_ns: i128) -> String {
-    let secs = u32::try_from(start_unix_ns.div_euclid(1_000_000_000)).unwrap_or(0);
-    let micros = (start_unix_ns.div_euclid(1000) & 0xffff_ffff) as u32;
-    let d4 = (u64::from(pid) << 32) | u64::from(micros);
+/// start in epoch seconds, Data4 = pid and start time in clock ticks since
+/// boot, which differ for a new process that reuses a pid. Both come from
+/// the boot clock and the kernel's boot time, not from a conversion of the
+/// sensor's own: every sensor on the host, and every run of one, gives a
+/// process the same GUID, whether it learned the process from the kernel
+/// (nanoseconds) or from /proc (ticks).
+pub fn process_guid(machine_prefix: u32, pid: u32, boot_epoch_secs: u64, start_boot_ns: u64) -> String {
+    let secs = u32::try_from(boot_epoch_secs + start_boot_ns / 1_000_000_000).unwrap_or(0);
+    let ticks = start_boot_ns / (1_000_000_000 / TICKS_PER_SEC);
+    let d4 = (u64::from(pid) << 32) | (ticks & 0xffff_ffff);
     format!(
         "{{{machine_prefix:08x}-{:04x}-{:04x}-{:04x}-{:012x}}}",
         secs & 0xffff,
@@ -29,6 +36,13 @@ pub fn process_guid(machine_prefix: u32, pid: u32, start_unix_ns: i128) -> Strin
         d4 >> 48,
         d4 & 0xffff_ffff_ffff
     )
+}
+
+/// When the host booted, in epoch seconds: the kernel's `btime` in
+/// /proc/stat, the same for every reader.
+pub fn read_boot_epoch_secs() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
 pub fn read_machine_prefix() -> u32 {
@@ -63,6 +77,8 @@ pub struct Enricher {
     pub clock: WallClock,
     users: UserNames,
     machine_prefix: u32,
+    /// /proc/stat's btime (ProcessGuid); the wall clock's own when unreadable.
+    boot_epoch_secs: u64,
     /// Port names, when enabled (`--port-names`); else "-" as Sysmon writes.
     services: Option<Services>,
     /// "-", Sysmon's unknown value, shared by every event.
@@ -71,7 +87,11 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(clock: WallClock, machine_prefix: u32, services: Option<Services>) -> Self {
-        Self { clock, users: UserNames::default(), machine_prefix, services, dash: Arc::from("-") }
+        let boot_epoch_secs = read_boot_epoch_secs().unwrap_or_else(|| {
+            tracing::warn!("no btime in /proc/stat: ProcessGuids follow this sensor's wall clock");
+            u64::try_from(clock.unix_ns(0).div_euclid(1_000_000_000)).unwrap_or(0)
+        });
+        Self { clock, users: UserNames::default(), machine_prefix, boot_epoch_secs, services, dash: Arc::from("-") }
     }
 
     fn port_name(&self, port: u16, protocol: Protocol) -> Shared {
@@ -92,7 +112,7 @@ impl Enricher {
     /// `p`'s rendered fields, rendering them at the first call.
     pub fn process_text<'p>(&self, p: &'p ProcessInfo) -> &'p ProcessText {
         p.text.get_or_init(|| ProcessText {
-            guid: process_guid(self.machine_prefix, p.pid, self.clock.unix_ns(p.start_boot_ns)).into(),
+            guid: process_guid(self.machine_prefix, p.pid, self.boot_epoch_secs, p.start_boot_ns).into(),
             image: self.or_dash(&p.image),
             command_line: if p.argv.is_empty() { self.dash.clone() } else { command_line(&p.argv).into() },
             container_id: p.container_id.as_deref().map_or_else(|| self.dash.clone(), Shared::from),
@@ -157,10 +177,14 @@ mod tests {
 
     #[test]
     fn process_guid_layout_and_pid_reuse() {
-        let start = 0x6b0c_54e2_i128 * 1_000_000_000 + 123_456_000;
-        let g = process_guid(0x3d12_19c7, 30533, start);
+        let boot = 0x6b0c_0000;
+        let start_ns = 0x54e2 * 1_000_000_000 + 123_456_789;
+        let g = process_guid(0x3d12_19c7, 30533, boot, start_ns);
         assert!(g.starts_with("{3d1219c7-54e2-6b0c-"), "{g}");
         assert_eq!(g.len(), 38);
-        assert_ne!(g, process_guid(0x3d12_19c7, 30533, start + 5_000_000));
+        assert_ne!(g, process_guid(0x3d12_19c7, 30533, boot, start_ns + 20_000_000), "a new process, same pid");
+        // Learned from /proc (ticks) or from the kernel (ns): the same GUID.
+        let from_proc = start_ns / 10_000_000 * 10_000_000;
+        assert_eq!(g, process_guid(0x3d12_19c7, 30533, boot, from_proc));
     }
 }
