@@ -311,7 +311,7 @@ impl Pipeline {
              pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
              process_lookups_proc={} process_unknown={} \
              udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
-             udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
+             udp_reported_while_full={} udp_repeats_suppressed={} udp_flows_walked_peak={} udp_recv_peer_unknown={} udp_shed={} \
              udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={} \
              bursts_deferred={} ringbuf_peak_bytes={}",
             self.stats.events_written,
@@ -340,6 +340,7 @@ impl Pipeline {
             u.flows_evicted,
             u.reported_while_full,
             u.repeats_suppressed,
+            u.walked_peak,
             udp_kernel[2],
             udp_kernel[3],
             udp_kernel[4],

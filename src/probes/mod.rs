@@ -372,16 +372,19 @@ impl<'obj> Probes<'obj> {
     pub fn udp_flow_entries(&self) -> Vec<(Vec<u8>, u64)> {
         let map = &self.udp_recv.maps.udp_flows;
         let last_seen = |v: &[u8]| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?));
-        // One syscall per 4096 entries; key-by-key where batching is not supported.
-        match map.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) {
-            Ok(batch) => batch.filter_map(|(k, v)| Some((k, last_seen(&v)?))).collect(),
-            Err(_) => map
-                .keys()
-                .filter_map(|k| {
-                    let v = map.lookup(&k, MapFlags::ANY).ok()??;
-                    Some((k, last_seen(&v)?))
-                })
-                .collect(),
+        // Batches of 4096 until the kernel says the walk is over;
+        // key-by-key where batching is not supported.
+        match walk_hash_map(map, 4096) {
+            Ok(all) => all.into_iter().filter_map(|(k, v)| Some((k, last_seen(&v)?))).collect(),
+            Err(e) => {
+                tracing::debug!("UDP flow table batch walk: {e:#}; key by key");
+                map.keys()
+                    .filter_map(|k| {
+                        let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                        Some((k, last_seen(&v)?))
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -448,6 +451,68 @@ pub struct TcpKernelCounters {
 
 /// Entry `index` of a per-CPU array of u64, summed over CPUs (0 if it
 /// cannot be read).
+/// Every (key, value) of a hash map, batch by batch, to the end of the map.
+/// (libbpf-rs 0.27's batch iterator stops after the first batch a hash map
+/// returns short, which it does at bucket boundaries: the first ~4095 only.)
+fn walk_hash_map(map: &impl MapCore, batch: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::os::fd::AsRawFd;
+    let key_size = map.key_size() as usize;
+    let value_size = map.value_size() as usize;
+    let max = map.max_entries() as usize;
+    let mut batch = batch.max(1);
+    let mut out = Vec::new();
+    // Hash maps' batch token is a bucket index (u32); room for any layout.
+    let mut token_in = [0u8; 64];
+    let mut token_out = [0u8; 64];
+    let mut first = true;
+    // Bounded: the table holds at most `max` entries; each call returns at
+    // least one bucket or ends the walk. Entries can move while it goes.
+    for _ in 0..(max + 64) {
+        let mut keys = vec![0u8; batch as usize * key_size];
+        let mut values = vec![0u8; batch as usize * value_size];
+        let mut count = batch;
+        let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values of the map's sizes,
+        // the tokens are larger than the kernel's (4 bytes for hash maps).
+        let ret = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                if first { std::ptr::null_mut() } else { token_in.as_mut_ptr().cast() },
+                token_out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let got = (count as usize).min(batch as usize);
+        let errno = if ret < 0 { -ret } else { 0 };
+        if errno == libc::ENOSPC && got == 0 {
+            // One bucket holds more than a batch: a bigger batch.
+            batch = batch.saturating_mul(2);
+            continue;
+        }
+        if errno != 0 && errno != libc::ENOENT {
+            return Err(std::io::Error::from_raw_os_error(errno)).context("walking a BPF hash map");
+        }
+        out.extend(
+            keys.chunks_exact(key_size)
+                .zip(values.chunks_exact(value_size))
+                .take(got)
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        );
+        if errno == libc::ENOENT || out.len() > max * 2 {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+    Ok(out)
+}
+
 fn per_cpu_sum(map: &impl MapCore, index: u32) -> u64 {
     let per_cpu = map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY).ok().flatten().unwrap_or_default();
     per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
