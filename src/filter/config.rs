@@ -238,7 +238,10 @@ impl<'a> ConfigReader<'a> {
         let hundredths = parse_schema_version(&version.value).ok_or_else(|| {
             self.error(
                 version.offset,
-                Problem::BadValue(format!("schemaversion `{}` is not a version number like 4.90", version.value)),
+                Problem::BadValue(format!(
+                    "schemaversion `{}` is not a Sysmon schema version (1.0 to 4.99, like 4.90)",
+                    version.value
+                )),
             )
         })?;
         self.default_relation = if hundredths > LAST_SCHEMA_DEFAULTING_TO_OR { Relation::And } else { Relation::Or };
@@ -477,9 +480,11 @@ fn event_type_ignoring_case(name: &str) -> Option<&'static str> {
 
 /// The schema version in hundredths (`4.9` and `4.90` are both 490), as Sysmon
 /// normalises it with `"%.2f"`.
+/// Sysmon's config schemas run from 1.0 to 4.x (4.90 in Sysmon 15); a
+/// version outside that is a typo or a config for something else.
 fn parse_schema_version(text: &str) -> Option<u64> {
     let version: f64 = text.trim().parse().ok()?;
-    if !version.is_finite() || version <= 0.0 || version > 1000.0 {
+    if !version.is_finite() || !(1.0..5.0).contains(&version) {
         return None;
     }
     // In range and positive, so the conversion is exact.
