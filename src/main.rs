@@ -264,7 +264,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");
     }
     let probes = Probes::load(&mut storage, &opts)?;
-    push_exclusions(cli, &probes, &rules)?;
+    push_exclusions(cli, &probes, &rules);
 
     let mut procs =
         ProcessTable::new(usize::try_from(cli.process_capacity)?, cli.exit_grace * 1_000_000_000, read_proc);
@@ -523,14 +523,27 @@ fn start_watchdog(
     }
 }
 
-/// Gives the kernel the part of the rules it can apply with the same answer.
-fn push_exclusions(cli: &Cli, probes: &Probes<'_>, rules: &RuleSet) -> Result<()> {
+/// Gives the kernel the part of the rules it can apply with the same answer
+/// (what its tables cannot hold stays in userspace, said once). Never fatal:
+/// userspace applies every rule whatever the kernel holds.
+fn push_exclusions(cli: &Cli, probes: &Probes<'_>, rules: &RuleSet) {
     let exclusions = if cli.no_kernel_filter { Default::default() } else { rules.kernel_exclusions() };
-    probes.set_exclusions(&exclusions)?;
-    if !exclusions.is_empty() {
-        tracing::info!("{} config exclusions applied in the kernel", exclusions.len());
+    match probes.set_exclusions(&exclusions) {
+        Ok((ports, addrs)) => {
+            let applied = ports + addrs;
+            if !exclusions.is_empty() && applied < exclusions.len() {
+                tracing::warn!(
+                    "{applied} of {} config exclusions applied in the kernel (its tables are full); \
+                     the other {} in userspace",
+                    exclusions.len(),
+                    exclusions.len() - applied
+                );
+            } else if applied > 0 {
+                tracing::info!("{applied} config exclusions applied in the kernel");
+            }
+        }
+        Err(e) => tracing::warn!("{e:#}; config exclusions applied in userspace only"),
     }
-    Ok(())
 }
 
 /// SIGHUP: reopen the output file (logrotate) and reload the config; a bad
@@ -540,13 +553,24 @@ fn reload(cli: &Cli, probes: &Probes<'_>, p: &mut Pipeline) -> Result<()> {
     if cli.config.is_some() {
         match load_rules(cli.config.as_deref()) {
             Ok(rules) => {
-                push_exclusions(cli, probes, &rules)?;
+                push_exclusions(cli, probes, &rules);
                 p.rules = rules;
                 tracing::info!("config reloaded");
                 p.config_change()?;
             }
             Err(e) => tracing::error!("{e:#}; keeping the rules in force"),
         }
+        trim_heap();
     }
     Ok(())
+}
+
+/// Gives the allocator's free pages back after a reload: a large config
+/// parsed once need not stay in the sensor's RSS.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -62,6 +62,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Sysmon config {}: {problem}", path.display())]
+    Refused { path: PathBuf, problem: String },
     #[error("{file}:{line}:{column}: {problem}")]
     Invalid {
         file: String,
@@ -77,7 +79,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => None,
             ConfigError::Invalid { line, column, .. } => Some((*line, *column)),
         }
     }
@@ -85,7 +87,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => None,
             ConfigError::Invalid { problem, .. } => Some(problem),
         }
     }
@@ -120,6 +122,52 @@ fn hint(suggestion: &Option<String>) -> String {
 
 fn condition_names() -> String {
     Operator::ALL.iter().map(|op| op.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// The largest config file read (a large real one, every Sysmon rule set
+/// merged, is under 1 MiB): a bound on the memory a reload can cost.
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
+/// Reads a config file: a regular file (a FIFO, device or directory is
+/// refused without reading it; opening never blocks) of at most
+/// MAX_CONFIG_BYTES.
+pub(super) fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let refused = |problem: String| ConfigError::Refused { path: path.to_path_buf(), problem };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(refused(format!("{what}; a config must be a regular file")));
+    }
+    let too_large = || refused(format!("larger than {} MiB; refused", MAX_CONFIG_BYTES >> 20));
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The size can change while it is read: never more than the bound.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// What a config says about NetworkConnect.

@@ -317,7 +317,9 @@ impl<'obj> Probes<'obj> {
     }
 
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
-    pub fn set_exclusions(&self, exclusions: &KernelExclusions) -> Result<()> {
+    /// Tables hold so many: what does not fit is left to userspace, which
+    /// applies every rule anyway. Returns how many of each were applied.
+    pub fn set_exclusions(&self, exclusions: &KernelExclusions) -> Result<(usize, usize)> {
         let ports = &self.tcp_state.maps.config_exclusions;
         let addrs = &self.tcp_state.maps.config_addr_exclusions;
         let count = &self.tcp_state.maps.config_exclusion_count;
@@ -334,23 +336,30 @@ impl<'obj> Probes<'obj> {
                 map.delete(&key).context("clearing kernel exclusions")?;
             }
         }
-        for e in &exclusions.ports {
+        let port_room = ports.max_entries() as usize;
+        let addr_room = addrs.max_entries() as usize;
+        let mut applied_ports = 0;
+        for e in exclusions.ports.iter().take(port_room) {
             let mut key = [0u8; 4];
             key[0] = e.protocol;
             key[1] = e.side as u8;
             key[2..].copy_from_slice(&e.port.to_ne_bytes());
             ports.update(&key, &[1u8], MapFlags::ANY).context("loading kernel exclusions")?;
+            applied_ports += 1;
         }
-        for e in &exclusions.addrs {
+        let mut applied_addrs = 0;
+        for e in exclusions.addrs.iter().take(addr_room) {
             // struct addr_exclusion_key: protocol, side, pad, 16-byte address.
             let mut key = [0u8; 20];
             key[0] = e.protocol;
             key[1] = e.side as u8;
             key[4..].copy_from_slice(&e.addr);
             addrs.update(&key, &[1u8], MapFlags::ANY).context("loading kernel address exclusions")?;
+            applied_addrs += 1;
         }
-        set_count(0, exclusions.ports.len())?;
-        set_count(1, exclusions.addrs.len())
+        set_count(0, applied_ports)?;
+        set_count(1, applied_addrs)?;
+        Ok((applied_ports, applied_addrs))
     }
 
     /// Attaches the cgroup sendmsg hooks now (process mechanism; none for
