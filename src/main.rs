@@ -180,7 +180,7 @@ fn open_sinks(cli: &Cli) -> Result<Vec<Sink>> {
         sinks.push(Sink::RemoteSyslog(remote));
     }
     if sinks.is_empty() {
-        sinks.push(Sink::stdout());
+        sinks.push(Sink::stdout()?);
     }
     Ok(sinks)
 }
