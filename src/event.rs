@@ -196,3 +196,25 @@ impl SensorStats {
         ]
     }
 }
+
+/// Sysmon's "Error report" event (ID 255): something the sensor recovered
+/// from, or could not do, as Sysmon reports its own errors.
+pub const SENSOR_ERROR: u32 = 255;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SensorError {
+    #[serde(rename = "EventID")]
+    pub event_id: u32,
+    pub utc_time: String,
+    /// What happened, as a short name (e.g. `StateFileCorrupt`).
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub description: String,
+}
+
+impl SensorError {
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![("UtcTime", self.utc_time.clone()), ("ID", self.id.clone()), ("Description", self.description.clone())]
+    }
+}

@@ -313,6 +313,7 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     {
         let mut p = pipeline.borrow_mut();
         p.service_state(ServiceState::Started)?;
+        p.announce_recovery()?;
         p.config_change()?;
         p.sink.commit();
     }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::decode::{decode, Fact, TaskIds};
 use crate::enrich::container::container_id;
 use crate::enrich::Enricher;
-use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
+use crate::event::{SensorError, SensorLoss, SensorStats, SENSOR_ERROR, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
 use crate::format::service::ServiceState;
 use crate::format::Formatter;
@@ -199,6 +199,30 @@ impl Pipeline {
         self.formatter.service_state(state, self.rules.schema_version(), now, &mut line)?;
         self.sink.send(LineKind::Sensor, &line);
         Ok(())
+    }
+
+    /// Event ID 255 (Sysmon's error report) for a sensor error recovered
+    /// from: `id` names it, `description` says what was done.
+    pub fn sensor_error(&mut self, id: &str, description: &str) -> Result<()> {
+        let now = self.now_unix_ns();
+        let event = SensorError {
+            event_id: SENSOR_ERROR,
+            utc_time: crate::enrich::format_utc(now),
+            id: id.to_string(),
+            description: description.to_string(),
+        };
+        let mut line = Vec::new();
+        self.formatter.sensor_event(SENSOR_ERROR, &event, &event.fields(), now, &mut line)?;
+        self.sink.send(LineKind::Sensor, &line);
+        Ok(())
+    }
+
+    /// A corrupt state file found at start, said in an event.
+    pub fn announce_recovery(&mut self) -> Result<()> {
+        match self.formatter.take_recovery_notice() {
+            Some(said) => self.sensor_error("StateFileCorrupt", &said),
+            None => Ok(()),
+        }
     }
 
     /// Event ID 16: the rules in force (at start and after each reload).
