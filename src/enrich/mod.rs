@@ -268,6 +268,7 @@ impl Enricher {
             destination_port_name: self.port_name(dst.port(), conn.protocol),
             command_line: text.map_or_else(|| dash.clone(), |t| t.command_line.clone()),
             command_line_truncated: process.is_some_and(|p| p.argv_truncated),
+            image_truncated: process.is_some_and(|p| p.image_truncated),
             parent_process_id: ppid,
             parent_image,
             user_id: uid,

@@ -90,6 +90,7 @@ pub fn write_network_connect(e: &NetworkConnect, out: &mut Vec<u8>) {
     str_field(out, b",\"DestinationPortName\":", &e.destination_port_name);
     str_field(out, b",\"CommandLine\":", &e.command_line);
     bool_field(out, b",\"CommandLineTruncated\":", e.command_line_truncated);
+    bool_field(out, b",\"ImageTruncated\":", e.image_truncated);
     int_field(out, b",\"ParentProcessId\":", e.parent_process_id);
     str_field(out, b",\"ParentImage\":", &e.parent_image);
     int_field(out, b",\"UserId\":", e.user_id);
@@ -130,6 +131,7 @@ mod tests {
         e.source_is_ipv6 = true;
         e.destination_is_ipv6 = true;
         e.command_line_truncated = true;
+        e.image_truncated = true;
         e.protocol = "udp";
         e.source_port = u16::MAX;
         e.process_id = u32::MAX;
