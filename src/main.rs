@@ -12,6 +12,7 @@ mod format;
 mod health;
 mod pace;
 mod pipeline;
+mod privilege;
 mod probes;
 mod sink;
 mod text;
@@ -130,6 +131,9 @@ fn register_signals() -> Result<Signals> {
 
 /// What comes from the user's files: read and checked up front (exit 2).
 struct StartupInputs {
+    /// Held for the sensor's life: one sensor per state directory (which
+    /// only the XML form's EventRecordIDs use).
+    _state_lock: Option<std::fs::File>,
     sinks: Vec<Sink>,
     rules: RuleSet,
     formatter: Formatter,
@@ -138,6 +142,10 @@ struct StartupInputs {
 
 impl StartupInputs {
     fn read(cli: &Cli) -> Result<Self> {
+        let state_lock = match cli.format {
+            format::Format::Xml => Some(lock_state_dir(&cli.state_dir)?),
+            format::Format::Json => None,
+        };
         let sinks = open_sinks(cli)?;
         let rules = load_rules(cli.config.as_deref())?;
         let formatter = Formatter::new(cli.format, &cli.state_dir)?;
@@ -151,8 +159,45 @@ impl StartupInputs {
         } else {
             None
         };
-        Ok(Self { sinks, rules, formatter, services })
+        Ok(Self { _state_lock: state_lock, sinks, rules, formatter, services })
     }
+}
+
+/// Creates the state directory (0750) if needed and locks it: a second
+/// sensor on the same directory would hand out the same EventRecordIDs.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        anyhow::bail!(
+            "state directory {} is in use by another sensor (pid {}); give each sensor its own --state-dir",
+            dir.display(),
+            holder.trim()
+        );
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// The outputs asked for; stdout when none is.
@@ -234,7 +279,7 @@ fn sendmsg_hook_at_start(cli: &Cli) -> (bool, bool) {
 }
 
 fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
-    let StartupInputs { sinks, rules, formatter, services } = inputs;
+    let StartupInputs { _state_lock, sinks, rules, formatter, services } = inputs;
     if !cli.skip_privilege_check {
         probes::check_privileges()?;
     }
@@ -271,6 +316,17 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
     // After attaching: processes exec'd during the scan arrive as facts later
     // in the ring buffer and so overwrite what the scan read.
     let seeded = procs.scan_proc();
+    // Everything is loaded and attached: from here on only what later work
+    // needs (before the other threads start: they inherit it).
+    let needs = privilege::Needs {
+        enter_namespaces: probes.udp_packet_mode() || await_ipsec,
+        raw_sockets: probes.udp_packet_mode(),
+        set_priority: cli.cpu_policy == pace::CpuPolicy::Yield,
+    };
+    match privilege::drop_privileges(needs) {
+        Ok(kept) => tracing::info!("privileges dropped: no new privileges, capabilities {kept:#x} kept"),
+        Err(e) => tracing::warn!("{e:#}; the sensor keeps its privileges"),
+    }
     let tcp = TcpTracker::new(usize::try_from(cli.pending_capacity)?, cli.pending_timeout * 1_000_000_000);
     let udp = UdpTracker::new(cli.udp_window * 1_000_000_000, cli.udp_flow_capacity as usize);
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
@@ -330,6 +386,14 @@ fn run(cli: &Cli, inputs: StartupInputs) -> Result<()> {
         (Some(_), pace::CpuPolicy::Yield) => Some(burst::BurstGate::new(ring_bytes, cli.max_defer_ms * 1_000_000)),
         _ => None,
     };
+    if cli.no_seccomp {
+        tracing::warn!("--no-seccomp: every system call stays allowed");
+    } else {
+        match privilege::install_seccomp() {
+            Ok(()) => tracing::info!("seccomp filter in place (other system calls fail with EPERM)"),
+            Err(e) => tracing::warn!("{e:#}; no seccomp filter"),
+        }
+    }
     tracing::info!(probes = probes.attached(), processes = seeded, "ready");
 
     let mut holding = false;
