@@ -23,6 +23,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+#[path = "../bench/soak.rs"]
+mod soak;
 #[path = "../bench/workload.rs"]
 mod workload;
 use workload::{Report, Workload};
@@ -128,6 +130,25 @@ struct Cli {
     /// floor under any program at those places. No event is expected.
     #[arg(long)]
     hooks_only: bool,
+    /// Instead of the workloads: one sensor for this many minutes under a
+    /// mixed load (src/bench/soak.rs), reporting RSS, CPU and duplicate UDP
+    /// reports every --soak-interval-secs; exit 1 on a duplicate or if the
+    /// sensor dies. The sensor runs with --udp-flow-capacity 16384 (the table
+    /// fills and is thinned) unless --sensor-arg says otherwise.
+    #[arg(long, value_parser = parse_minutes)]
+    soak_minutes: Option<f64>,
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    soak_interval_secs: u64,
+    /// Destinations the soak's repeating UDP socket cycles through.
+    #[arg(long, default_value_t = 8000)]
+    soak_flows: u16,
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m > 0.0 && m <= 24.0 * 60.0 => Ok(m),
+        _ => Err(format!("`{s}`: minutes, more than 0 and at most a day")),
+    }
 }
 
 impl Cli {
@@ -251,6 +272,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         );
     }
 
+    if let Some(minutes) = cfg.cli.soak_minutes {
+        return soak(cfg, minutes);
+    }
+
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     for &w in &cfg.workloads {
@@ -310,6 +335,40 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::from(4));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--soak-minutes`: one sensor, the soak's load, a row per interval.
+fn soak(mut cfg: Config, minutes: f64) -> Result<ExitCode> {
+    let output = cfg.work_dir.join("soak.jsonl");
+    let state = cfg.work_dir.join("soak-state");
+    if !cfg.sensor_args.iter().any(|a| a.contains("udp-flow-capacity")) {
+        cfg.sensor_args.extend(["--udp-flow-capacity".to_string(), "16384".to_string()]);
+    }
+    let sensor = Sensor::start(&cfg, &output, &state)?;
+    let pid = sensor.pid();
+    println!("soak: {minutes} min, sensor pid {pid}, a row every {} s", cfg.cli.soak_interval_secs);
+    let settings = soak::SoakSettings {
+        minutes,
+        interval: Duration::from_secs(cfg.cli.soak_interval_secs),
+        flows: cfg.cli.soak_flows,
+    };
+    let hup = || {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+    };
+    let clean = soak::run(&settings, &output, pid, hup)?;
+    let (exit, stats) = sensor.stop()?;
+    let stat = |k: &str| stats.get(k).copied().unwrap_or(0);
+    let lost: u64 = LOSS_COUNTERS.iter().map(|k| stat(k)).sum();
+    println!(
+        "soak: sensor {exit}; lost {lost}, udp_flows_evicted {}, udp_flows_walked_peak {}, events_written {}",
+        stat("udp_flows_evicted"),
+        stat("udp_flows_walked_peak"),
+        stat("events_written")
+    );
+    if !cfg.cli.keep_output {
+        let _ = std::fs::remove_dir_all(&cfg.work_dir);
+    }
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn resolve(cli: Cli) -> Result<Config> {
