@@ -11,3 +11,5 @@ cargo test --all-targets
 make bench-quick
 # The hook floor too: every probe attached, none may report anything.
 make bench-quick BENCH_ARGS=--hooks-only
+# A 30-second soak: one sensor under a mixed load; fails on a duplicate report.
+make bench-quick BENCH_ARGS="--soak-minutes 0.5 --soak-interval-secs 10"
