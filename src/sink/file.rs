@@ -90,9 +90,11 @@ pub fn open_output(path: &Path) -> Result<File> {
         }
     }
     if meta.permissions().mode() & 0o7777 != MODE {
-        file.set_permissions(std::fs::Permissions::from_mode(MODE))
-            .with_context(|| format!("setting mode 0640 on output file {}", path.display()))?;
-        tracing::info!("output file {}: mode set to 0640", path.display());
+        match file.set_permissions(std::fs::Permissions::from_mode(MODE)) {
+            Ok(()) => tracing::info!("output file {}: mode set to 0640", path.display()),
+            // Not ours to change (another owner, and no CAP_FOWNER): said, not fatal.
+            Err(e) => tracing::warn!("output file {}: cannot set mode 0640: {e}", path.display()),
+        }
     }
     cut_fragment(&file, path)?;
     Ok(file)
