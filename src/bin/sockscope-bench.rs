@@ -132,9 +132,9 @@ struct Cli {
     hooks_only: bool,
     /// Instead of the workloads: one sensor for this many minutes under a
     /// mixed load (src/bench/soak.rs), reporting RSS, CPU and duplicate UDP
-    /// reports every --soak-interval-secs; exit 1 on a duplicate or if the
-    /// sensor dies. The sensor runs with --udp-flow-capacity 16384 (the table
-    /// fills and is thinned) unless --sensor-arg says otherwise.
+    /// reports every --soak-interval-secs; exit 1 on a duplicate no eviction
+    /// explains, or if the sensor dies. The fresh flows fill the default
+    /// 65,536-entry flow table in some 5 minutes; then it is thinned.
     #[arg(long, value_parser = parse_minutes)]
     soak_minutes: Option<f64>,
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -338,12 +338,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `--soak-minutes`: one sensor, the soak's load, a row per interval.
-fn soak(mut cfg: Config, minutes: f64) -> Result<ExitCode> {
+fn soak(cfg: Config, minutes: f64) -> Result<ExitCode> {
     let output = cfg.work_dir.join("soak.jsonl");
     let state = cfg.work_dir.join("soak-state");
-    if !cfg.sensor_args.iter().any(|a| a.contains("udp-flow-capacity")) {
-        cfg.sensor_args.extend(["--udp-flow-capacity".to_string(), "16384".to_string()]);
-    }
     let sensor = Sensor::start(&cfg, &output, &state)?;
     let pid = sensor.pid();
     println!("soak: {minutes} min, sensor pid {pid}, a row every {} s", cfg.cli.soak_interval_secs);
@@ -355,7 +352,13 @@ fn soak(mut cfg: Config, minutes: f64) -> Result<ExitCode> {
     let hup = || {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
     };
-    let clean = soak::run(&settings, &output, pid, hup)?;
+    // The sensor's counters now (SIGUSR1: a stats line on stderr).
+    let stats = || -> BTreeMap<String, u64> {
+        while sensor.stats_rx.try_recv().is_ok() {}
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+        sensor.stats_rx.recv_timeout(Duration::from_secs(5)).map(|l| parse_stats(&l)).unwrap_or_default()
+    };
+    let clean = soak::run(&settings, &output, pid, hup, stats)?;
     let (exit, stats) = sensor.stop()?;
     let stat = |k: &str| stats.get(k).copied().unwrap_or(0);
     let lost: u64 = LOSS_COUNTERS.iter().map(|k| stat(k)).sum();
