@@ -159,6 +159,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub man: bool,
 
+    /// Keep every system call allowed (no seccomp filter after start; for
+    /// diagnosing a call the filter refuses with EPERM). Capabilities are
+    /// dropped all the same.
+    #[arg(long)]
+    pub no_seccomp: bool,
+
     /// Testing aid: try to load even without the capabilities (to see what the kernel says).
     #[arg(long, hide = true)]
     pub skip_privilege_check: bool,

@@ -37,6 +37,9 @@ pub struct NetworkConnect {
     // sockscope's own fields
     pub command_line: Shared,
     pub command_line_truncated: bool,
+    /// The executable's path was longer than the kernel captures: `Image`
+    /// holds its beginning.
+    pub image_truncated: bool,
     pub parent_process_id: u32,
     pub parent_image: Shared,
     pub user_id: u32,
@@ -101,6 +104,7 @@ pub fn design_example() -> NetworkConnect {
         destination_port_name: "-".into(),
         command_line: "python3 -c connect".into(),
         command_line_truncated: false,
+        image_truncated: false,
         parent_process_id: 1234,
         parent_image: "/usr/bin/bash".into(),
         user_id: 0,
@@ -164,5 +168,27 @@ impl Serialize for SensorRecord {
             }
         }
         map.end()
+    }
+}
+
+/// Sysmon's "Error report" event (ID 255): something the sensor recovered
+/// from, or could not do, as Sysmon reports its own errors.
+pub const SENSOR_ERROR: u32 = 255;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SensorError {
+    #[serde(rename = "EventID")]
+    pub event_id: u32,
+    pub utc_time: String,
+    /// What happened, as a short name (e.g. `StateFileCorrupt`).
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub description: String,
+}
+
+impl SensorError {
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![("UtcTime", self.utc_time.clone()), ("ID", self.id.clone()), ("Description", self.description.clone())]
     }
 }

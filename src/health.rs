@@ -46,6 +46,7 @@ pub enum Counter {
     UdpFlowsEvicted,
     UdpReportedWhileFull,
     UdpRepeatsSuppressed,
+    UdpFlowsWalkedPeak,
     UdpRecvPeerUnknown,
     UdpSendDestUnknown,
     QueueWritten,
@@ -125,6 +126,8 @@ pub const COUNTERS: &[CounterName] = &[
     named(Counter::UdpFlowsEvicted, "udp_flows_evicted"),
     named(Counter::UdpReportedWhileFull, "udp_reported_while_full"),
     named(Counter::UdpRepeatsSuppressed, "udp_repeats_suppressed"),
+    // Most entries one sweep found in the kernel's UDP flow table.
+    named(Counter::UdpFlowsWalkedPeak, "udp_flows_walked_peak"),
     named(Counter::UdpRecvPeerUnknown, "udp_recv_peer_unknown"),
     named(Counter::UdpSendDestUnknown, "udp_send_dest_unknown"),
     named(Counter::QueueWritten, "queue_written"),

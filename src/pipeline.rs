@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::decode::{decode, Fact, TaskIds};
 use crate::enrich::Enricher;
-use crate::event::{SENSOR_LOSS, SENSOR_STATS};
+use crate::event::{SensorError, SENSOR_ERROR, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
 use crate::format::sensor_events::ServiceState;
 use crate::format::Formatter;
@@ -110,6 +110,7 @@ impl Pipeline {
     /// Events 4 (started) and 16 (the config in force), written out at once.
     pub fn announce_start(&mut self) -> Result<()> {
         self.service_state(ServiceState::Started)?;
+        self.announce_recovery()?;
         self.config_change()?;
         self.sink.commit();
         Ok(())
@@ -253,6 +254,30 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Event ID 255 (Sysmon's error report) for a sensor error recovered
+    /// from: `id` names it, `description` says what was done.
+    pub fn sensor_error(&mut self, id: &str, description: &str) -> Result<()> {
+        let now = self.now_unix_ns();
+        let event = SensorError {
+            event_id: SENSOR_ERROR,
+            utc_time: crate::clock::format_utc(now),
+            id: id.to_string(),
+            description: description.to_string(),
+        };
+        let mut line = Vec::new();
+        self.formatter.own_event(SENSOR_ERROR, &event, &event.fields(), now, &mut line)?;
+        self.sink.send(LineKind::Sensor, &line);
+        Ok(())
+    }
+
+    /// A corrupt state file found at start, said in an event.
+    pub fn announce_recovery(&mut self) -> Result<()> {
+        match self.formatter.take_recovery_notice() {
+            Some(said) => self.sensor_error("StateFileCorrupt", &said),
+            None => Ok(()),
+        }
+    }
+
     /// Event ID 16: the rules in force (at start and after each reload).
     pub fn config_change(&mut self) -> Result<()> {
         let mut line = Vec::new();
@@ -310,6 +335,7 @@ impl Pipeline {
             (Counter::UdpFlowsEvicted, u.flows_evicted),
             (Counter::UdpReportedWhileFull, u.reported_while_full),
             (Counter::UdpRepeatsSuppressed, u.repeats_suppressed),
+            (Counter::UdpFlowsWalkedPeak, u.walked_peak),
             (Counter::UdpRecvPeerUnknown, kernel.udp(k::UDP_PEER_UNKNOWN)),
             (Counter::UdpSendDestUnknown, kernel.udp(k::UDP_SEND_DEST_UNKNOWN)),
             (Counter::QueueWritten, q.written),

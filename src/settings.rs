@@ -27,6 +27,8 @@ pub struct Settings {
 pub struct HostSettings {
     /// Testing aid: try to load even without the capabilities.
     pub skip_privilege_check: bool,
+    /// No seccomp filter once started (diagnosing a call it refuses).
+    pub no_seccomp: bool,
 }
 
 /// The eBPF side: what is loaded and how it is sized.
@@ -105,7 +107,7 @@ impl From<&crate::cli::Cli> for Settings {
         // clap bounds every number below (src/cli.rs), so none overflows.
         let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Settings {
-            host: HostSettings { skip_privilege_check: cli.skip_privilege_check },
+            host: HostSettings { skip_privilege_check: cli.skip_privilege_check, no_seccomp: cli.no_seccomp },
             probes: ProbeSettings {
                 ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
                 argv_limit: cli.argv_limit,

@@ -200,6 +200,26 @@ enum Cmd {
         #[arg(long)]
         connect: Option<SocketAddr>,
     },
+    /// COUNT sockets bound to IP:FIRST_PORT.. each send one datagram to a
+    /// receiver socket of this process at IP:RECV_PORT, paced so the
+    /// receiver keeps up: COUNT outbound and COUNT inbound UDP flows. Prints
+    /// "sent N received M". With --again K: waits for GO_FILE, then the last
+    /// K sockets' flows again, then one new flow (port FIRST_PORT+COUNT),
+    /// prints "resent K received M".
+    UdpFan {
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        #[arg(long)]
+        first_port: u16,
+        #[arg(long)]
+        count: u16,
+        #[arg(long)]
+        recv_port: u16,
+        #[arg(long, default_value_t = 0)]
+        again: u16,
+        #[arg(long)]
+        go_file: Option<std::path::PathBuf>,
+    },
     /// Listen on loopback, connect to itself, accept: one process, both ends.
     /// Prints its pids (host and namespace) and network namespace inode.
     Pair,
@@ -222,6 +242,9 @@ fn main() {
             udp_send(&to, count, via, &setup, sockets, repeat_after_ms)
         }
         Cmd::UdpRecv { bind, count, via, connect } => udp_recv(bind, count, via, connect, deadline),
+        Cmd::UdpFan { ip, first_port, count, recv_port, again, go_file } => {
+            udp_fan(FanOpts { ip, first_port, count, recv_port, again, go_file }, deadline)
+        }
     };
     if let Err(e) = result {
         eprintln!("sockscope-peer: {e:#}");
@@ -944,5 +967,80 @@ fn udp_recv(
         got += 1;
     }
     say(format!("received {got}"));
+    Ok(())
+}
+
+struct FanOpts {
+    ip: std::net::IpAddr,
+    first_port: u16,
+    count: u16,
+    recv_port: u16,
+    again: u16,
+    go_file: Option<std::path::PathBuf>,
+}
+
+/// See `Cmd::UdpFan`.
+fn udp_fan(o: FanOpts, deadline: Instant) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let to = SocketAddr::new(o.ip, o.recv_port);
+    let receiver = std::net::UdpSocket::bind(to).with_context(|| format!("bind {to}"))?;
+    let _ = Socket::from(receiver.try_clone()?).set_recv_buffer_size(8 << 20);
+    receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (received, stop) = (Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if receiver.recv_from(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let send_from = |port: u16| -> Result<()> {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(o.ip, port)).with_context(|| format!("bind port {port}"))?;
+        s.send_to(b"fan", to).with_context(|| format!("send from port {port}"))?;
+        Ok(())
+    };
+    // Waits (bounded) until the receiver has read `n` datagrams: one at a
+    // time, as the sensor remembers a few unread senders per socket only.
+    let caught_up = |n: u64| {
+        let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
+        while received.load(Ordering::Relaxed) < n && Instant::now() < until {
+            std::thread::yield_now();
+        }
+    };
+    let mut sent = 0u64;
+    for i in 0..o.count {
+        send_from(o.first_port.checked_add(i).context("port range")?)?;
+        sent += 1;
+        caught_up(sent);
+    }
+    caught_up(sent);
+    println!("sent {sent} received {}", received.load(Ordering::Relaxed));
+    std::io::stdout().flush()?;
+    if o.again > 0 {
+        let go = o.go_file.context("--again needs --go-file")?;
+        while !go.exists() {
+            if Instant::now() >= deadline {
+                bail!("{} never appeared", go.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in o.count.saturating_sub(o.again)..o.count {
+            send_from(o.first_port + i)?;
+            sent += 1;
+            caught_up(sent);
+        }
+        send_from(o.first_port.checked_add(o.count).context("port range")?)?;
+        sent += 1;
+        caught_up(sent);
+        println!("resent {} received {}", o.again, received.load(Ordering::Relaxed));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
     Ok(())
 }

@@ -15,20 +15,19 @@ use crate::track::tcp::{Connection, Protocol};
 use community_id::community_id_v1;
 use port_names::Services;
 
-/// Clock ticks per second of /proc's process start times (USER_HZ).
-const TICKS_PER_SEC: u64 = 100;
-
 /// Sysmon's ProcessGuid: {machine-id[0..8]-start_lo16-start_hi16-Data4},
-/// start in epoch seconds, Data4 = pid and start time in clock ticks since
-/// boot, which differ for a new process that reuses a pid. Both come from
-/// the boot clock and the kernel's boot time, not from a conversion of the
-/// sensor's own: every sensor on the host, and every run of one, gives a
-/// process the same GUID, whether it learned the process from the kernel
-/// (nanoseconds) or from /proc (ticks).
+/// start in epoch seconds, Data4 = pid and start time in microseconds since
+/// boot, which differ for a new process that reuses a pid (even at once,
+/// as `ns_last_pid` allows). Both come from the boot clock and the kernel's
+/// boot time, not from a conversion through the sensor's own wall clock:
+/// every sensor on the host gives a process it learned from the kernel (its
+/// exec or fork fact) the same GUID. A process older than the sensor is
+/// known from /proc, whose start time has clock-tick precision: its GUID
+/// differs from the one a sensor that saw it start gave it.
 pub fn process_guid(machine_prefix: u32, pid: u32, boot_epoch_secs: u64, start_boot_ns: u64) -> String {
     let secs = u32::try_from(boot_epoch_secs + start_boot_ns / 1_000_000_000).unwrap_or(0);
-    let ticks = start_boot_ns / (1_000_000_000 / TICKS_PER_SEC);
-    let d4 = (u64::from(pid) << 32) | (ticks & 0xffff_ffff);
+    let micros = start_boot_ns / 1000;
+    let d4 = (u64::from(pid) << 32) | (micros & 0xffff_ffff);
     format!(
         "{{{machine_prefix:08x}-{:04x}-{:04x}-{:04x}-{:012x}}}",
         secs & 0xffff,
@@ -158,6 +157,7 @@ impl Enricher {
             destination_port_name: self.port_name(dst.port(), conn.protocol),
             command_line: text.map_or_else(|| dash.clone(), |t| t.command_line.clone()),
             command_line_truncated: process.is_some_and(|p| p.argv_truncated),
+            image_truncated: process.is_some_and(|p| p.image_truncated),
             parent_process_id: ppid,
             parent_image,
             user_id: uid,
@@ -182,9 +182,8 @@ mod tests {
         let g = process_guid(0x3d12_19c7, 30533, boot, start_ns);
         assert!(g.starts_with("{3d1219c7-54e2-6b0c-"), "{g}");
         assert_eq!(g.len(), 38);
-        assert_ne!(g, process_guid(0x3d12_19c7, 30533, boot, start_ns + 20_000_000), "a new process, same pid");
-        // Learned from /proc (ticks) or from the kernel (ns): the same GUID.
-        let from_proc = start_ns / 10_000_000 * 10_000_000;
-        assert_eq!(g, process_guid(0x3d12_19c7, 30533, boot, from_proc));
+        assert_ne!(g, process_guid(0x3d12_19c7, 30533, boot, start_ns + 5_000), "a new process, same pid");
+        // Two sensors with their own wall-clock offsets: nothing of theirs in it.
+        assert_eq!(g, process_guid(0x3d12_19c7, 30533, boot, start_ns + 100));
     }
 }

@@ -65,6 +65,7 @@ fields! {
     // sockscope's own fields
     CommandLine: Text,
     CommandLineTruncated: Bool,
+    ImageTruncated: Bool,
     ParentProcessId: Number,
     ParentImage: Text,
     UserId: Number,
@@ -125,6 +126,7 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         Field::DestinationPortName => text(&event.destination_port_name),
         Field::CommandLine => text(&event.command_line),
         Field::CommandLineTruncated => boolean(event.command_line_truncated),
+        Field::ImageTruncated => boolean(event.image_truncated),
         Field::ParentProcessId => number(event.parent_process_id),
         Field::ParentImage => text(&event.parent_image),
         Field::UserId => number(event.user_id),
@@ -170,6 +172,7 @@ pub(crate) mod tests {
             destination_port_name: "-".into(),
             command_line: "curl -s https://Example.com/x".into(),
             command_line_truncated: false,
+            image_truncated: false,
             parent_process_id: 4242,
             parent_image: "/usr/bin/bash".into(),
             user_id: 1000,

@@ -67,7 +67,7 @@ impl RuleSet {
     /// config that were ignored or look like mistakes.
     pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let bytes = sysmon_config::read_bounded(path)?;
         RuleSet::from_bytes(bytes, &path.display().to_string())
     }
 

@@ -62,6 +62,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Sysmon config {}: {problem}", path.display())]
+    Refused { path: PathBuf, problem: String },
     #[error("{file}:{line}:{column}: {problem}")]
     Invalid {
         file: String,
@@ -77,7 +79,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => None,
             ConfigError::Invalid { line, column, .. } => Some((*line, *column)),
         }
     }
@@ -85,7 +87,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => None,
             ConfigError::Invalid { problem, .. } => Some(problem),
         }
     }
@@ -120,6 +122,52 @@ fn hint(suggestion: &Option<String>) -> String {
 
 fn condition_names() -> String {
     Operator::ALL.iter().map(|op| op.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// The largest config file read (a large real one, every Sysmon rule set
+/// merged, is under 1 MiB): a bound on the memory a reload can cost.
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
+/// Reads a config file: a regular file (a FIFO, device or directory is
+/// refused without reading it; opening never blocks) of at most
+/// MAX_CONFIG_BYTES.
+pub(super) fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let refused = |problem: String| ConfigError::Refused { path: path.to_path_buf(), problem };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(refused(format!("{what}; a config must be a regular file")));
+    }
+    let too_large = || refused(format!("larger than {} MiB; refused", MAX_CONFIG_BYTES >> 20));
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The size can change while it is read: never more than the bound.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// What a config says about NetworkConnect.
@@ -238,7 +286,10 @@ impl<'a> ConfigReader<'a> {
         let hundredths = parse_schema_version(&version.value).ok_or_else(|| {
             self.error(
                 version.offset,
-                Problem::BadValue(format!("schemaversion `{}` is not a version number like 4.90", version.value)),
+                Problem::BadValue(format!(
+                    "schemaversion `{}` is not a Sysmon schema version (1.0 to 4.99, like 4.90)",
+                    version.value
+                )),
             )
         })?;
         self.default_relation = if hundredths > LAST_SCHEMA_DEFAULTING_TO_OR { Relation::And } else { Relation::Or };
@@ -477,9 +528,11 @@ fn event_type_ignoring_case(name: &str) -> Option<&'static str> {
 
 /// The schema version in hundredths (`4.9` and `4.90` are both 490), as Sysmon
 /// normalises it with `"%.2f"`.
+/// Sysmon's config schemas run from 1.0 to 4.x (4.90 in Sysmon 15); a
+/// version outside that is a typo or a config for something else.
 fn parse_schema_version(text: &str) -> Option<u64> {
     let version: f64 = text.trim().parse().ok()?;
-    if !version.is_finite() || version <= 0.0 || version > 1000.0 {
+    if !version.is_finite() || !(1.0..5.0).contains(&version) {
         return None;
     }
     // In range and positive, so the conversion is exact.

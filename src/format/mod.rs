@@ -152,6 +152,11 @@ impl Formatter {
         }
     }
 
+    /// What was done about a corrupt state file, once (for an event).
+    pub fn take_recovery_notice(&mut self) -> Option<String> {
+        self.record_ids.as_mut().and_then(|ids| ids.recovered.take())
+    }
+
     /// Persists the EventRecordID so the next run continues after it.
     pub fn close(self) -> Result<()> {
         match self.record_ids {
