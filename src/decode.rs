@@ -20,6 +20,7 @@ unsafe impl plain::Plain for c::proc_cgroup_fact {}
 unsafe impl plain::Plain for c::proc_identity {}
 unsafe impl plain::Plain for c::udp_flow_fact {}
 unsafe impl plain::Plain for c::udp_flow_key {}
+unsafe impl plain::Plain for c::dns_fact {}
 
 unsafe impl plain::Plain for c::proc_exec_fact {}
 
@@ -33,6 +34,9 @@ const FACT_PROC_FORK: u32 = c::fact_kind::FACT_PROC_FORK.0;
 const FACT_PROC_EXIT: u32 = c::fact_kind::FACT_PROC_EXIT.0;
 const FACT_UDP_FLOW: u32 = c::fact_kind::FACT_UDP_FLOW.0;
 const FACT_PROC_CGROUP: u32 = c::fact_kind::FACT_PROC_CGROUP.0;
+const FACT_DNS: u32 = c::fact_kind::FACT_DNS.0;
+const DNS_OUTBOUND: u32 = c::dns_flags::DNS_OUTBOUND.0;
+const DNS_TCP: u32 = c::dns_flags::DNS_TCP.0;
 const UDP_SEEN_SEND: u32 = c::udp_seen_by::UDP_SEEN_SEND.0;
 const UDP_SEEN_PACKET: u32 = c::udp_seen_by::UDP_SEEN_PACKET.0;
 const EXEC_PATH_TRUNCATED: u32 = c::exec_flags::EXEC_PATH_TRUNCATED.0;
@@ -176,6 +180,27 @@ pub enum Fact {
         recorded: bool,
         seen_by: UdpSeenBy,
     },
+    /// A DNS message on port 53: a query leaving (with its sender) or a
+    /// response arriving (no task: softirq).
+    Dns(DnsPacket),
+}
+
+/// One DNS packet as the kernel copied it (dns_capture.bpf.h).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPacket {
+    pub ts_ns: u64,
+    /// The sender, for an outbound packet.
+    pub task: Option<TaskIds>,
+    pub netns: u32,
+    pub outbound: bool,
+    pub tcp: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// TCP: the segment's sequence number.
+    pub tcp_seq: u32,
+    /// Message bytes the packet carried; more than `bytes` when the copy was cut.
+    pub payload_len: u32,
+    pub bytes: Vec<u8>,
 }
 
 fn read<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Result<T, DecodeError> {
@@ -276,6 +301,24 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
         FACT_PROC_CGROUP => {
             let f: c::proc_cgroup_fact = read(data, kind)?;
             Ok(Fact::ProcCgroup { tgid: f.tgid, identity: identity(&f.id) })
+        }
+        FACT_DNS => {
+            let f: c::dns_fact = read(data, kind)?;
+            let cap = (hdr.detail as usize).min(f.msg.len());
+            let outbound = f.flags & DNS_OUTBOUND != 0;
+            let t = task_ids(&f.task);
+            Ok(Fact::Dns(DnsPacket {
+                ts_ns,
+                task: (outbound && t.tgid != 0).then_some(t),
+                netns: f.netns,
+                outbound,
+                tcp: f.flags & DNS_TCP != 0,
+                local: SocketAddr::new(ip_from_mapped(f.local_addr), f.local_port),
+                remote: SocketAddr::new(ip_from_mapped(f.remote_addr), f.remote_port),
+                tcp_seq: f.tcp_seq,
+                payload_len: f.payload_len,
+                bytes: f.msg[..cap].to_vec(),
+            }))
         }
         FACT_UDP_FLOW => {
             let f: c::udp_flow_fact = read(data, kind)?;
