@@ -187,12 +187,13 @@ fn dns_queries_and_host_names_in_json() {
     let outbound_b = sensor.wait_for(1, WAIT, |e| u(e, "DestinationPort").to_string() == pa && e["Initiated"] == true);
     assert_eq!(s(&outbound_b[0], "DestinationHostname"), "-");
 
-    // Exactly one event per query: the responder's side is never a query.
+    // Exactly one event per query: the responder's side is never a query
+    // (other tests resolve the same name in namespaces of their own).
     sensor.settle();
     let www = sensor
         .all_events()
         .into_iter()
-        .filter(|e| e["EventID"] == 22 && s(e, "QueryName") == "www.example.test")
+        .filter(|e| e["EventID"] == 22 && s(e, "QueryName") == "www.example.test" && u(e, "NetNs") == netns_a)
         .count();
     assert_eq!(www, 2);
     let (status, stderr) = sensor.stop();
