@@ -510,3 +510,12 @@ fn suspicious_parts_give_notices() {
     assert_eq!(outcome(&rules, &sample_event()), DROPPED);
     assert_eq!(outcome(&rules, &image("/usr/bin /curl")), REPORTED_UNNAMED);
 }
+
+#[test]
+fn the_packaged_config_reports_every_connection_and_query() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/sockscope.xml");
+    let (rules, notices) = RuleSet::from_file(&path).expect("loads");
+    assert!(notices.is_empty(), "{notices:?}");
+    assert_eq!(rules.evaluate(&sample_event()), Verdict::Report { rule_name: None });
+    assert_eq!(rules.evaluate_dns(&crate::event::dns_example()), Verdict::Report { rule_name: None });
+}
