@@ -531,6 +531,35 @@ mod tests {
 mod contract_tests {
     use super::*;
 
+    #[test]
+    fn decodes_a_dns_query_and_bounds_its_copy() {
+        let mut f = c::dns_fact::default();
+        f.hdr.kind = FACT_DNS;
+        f.hdr.detail = 3;
+        f.hdr.ts_boot_ns = 9;
+        f.task = c::task_ids { tgid: 42, tid: 43, uid: 0, gid: 0 };
+        f.netns = 7;
+        f.flags = DNS_OUTBOUND | DNS_TCP;
+        f.payload_len = 700;
+        f.local_port = 40000;
+        f.remote_port = 53;
+        f.local_addr[10..16].copy_from_slice(&[0xff, 0xff, 169, 254, 1, 1]);
+        f.remote_addr[10..16].copy_from_slice(&[0xff, 0xff, 169, 254, 1, 2]);
+        f.msg[..3].copy_from_slice(b"abc");
+        let Ok(Fact::Dns(p)) = decode(&bytes_of(&f)) else { panic!("not a DNS fact") };
+        assert_eq!((p.ts_ns, p.netns, p.outbound, p.tcp, p.payload_len), (9, 7, true, true, 700));
+        assert_eq!(p.task.map(|t| t.tgid), Some(42));
+        assert_eq!(p.local, "169.254.1.1:40000".parse().expect("addr"));
+        assert_eq!(p.remote, "169.254.1.2:53".parse().expect("addr"));
+        assert_eq!(p.bytes, b"abc");
+        // A length past the buffer is cut to it; an inbound fact has no task.
+        f.hdr.detail = u32::MAX;
+        f.flags = 0;
+        let Ok(Fact::Dns(p)) = decode(&bytes_of(&f)) else { panic!("not a DNS fact") };
+        assert_eq!(p.bytes.len(), f.msg.len());
+        assert_eq!(p.task, None);
+    }
+
     /// Every fact kind facts.h declares (read from the header itself) is
     /// decoded: a kind added on the kernel side without its decoder, or a
     /// number changed on one side only, fails here.
