@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(join_leaf_first(b"a b\xff\0dir\0"), b"/dir/a b\xff");
     }
 
-    fn bytes_of<T: plain::Plain>(v: &T) -> Vec<u8> {
+    pub(super) fn bytes_of<T: plain::Plain>(v: &T) -> Vec<u8> {
         // SAFETY: T is Plain (repr(C), no padding-dependent invariants).
         unsafe { plain::as_bytes(v) }.to_vec()
     }
@@ -529,6 +529,7 @@ mod tests {
 
 #[cfg(test)]
 mod contract_tests {
+    use super::tests::bytes_of;
     use super::*;
 
     #[test]
