@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::backpressure::pace::CpuPolicy;
+use crate::dns::DnsMode;
 use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
 
@@ -125,6 +126,33 @@ pub struct Cli {
     /// Size of the kernel's table of reported UDP flows (oldest evicted when full, counted).
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4..=4_194_304))]
     pub udp_flow_capacity: u32,
+
+    /// DNS on port 53 (UDP and TCP, every network namespace): `events`
+    /// reports each query with its answers (DnsQuery, EventID 22), `names`
+    /// fills NetworkConnect's DestinationHostname (SourceHostname inbound)
+    /// from the answers the same network namespace saw, `both` does both,
+    /// `off` captures nothing.
+    #[arg(long, value_enum, default_value_t = DnsMode::Both)]
+    pub dns: DnsMode,
+
+    /// Seconds a DNS query waits for its response before it is reported
+    /// with QueryStatus 1460 (timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub dns_timeout: u64,
+
+    /// DNS queries waiting for a response at most (the oldest go, counted).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub dns_pending_capacity: u64,
+
+    /// Addresses whose host name is kept, over all network namespaces (the
+    /// one that expires first goes when full, counted).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub dns_cache_capacity: u64,
+
+    /// Longest a host name is kept, whatever the answer's TTL (at least 30 s
+    /// are kept whatever the TTL).
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(30..=604_800))]
+    pub dns_ttl_cap: u32,
 
     /// Seconds between stats events (EventID 251); 0: none.
     #[arg(long, value_name = "SECS", default_value_t = 60)]

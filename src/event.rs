@@ -117,6 +117,79 @@ pub fn design_example() -> NetworkConnect {
     }
 }
 
+/// Sysmon's DnsQuery.
+pub const DNS_QUERY: u32 = 22;
+
+/// A DNS query and its outcome (Sysmon Event ID 22, DnsQuery): Sysmon's
+/// fields in its manifest's order, then sockscope's own.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsQuery {
+    #[serde(rename = "EventID")]
+    pub event_id: u32,
+    pub rule_name: Shared,
+    pub utc_time: String,
+    pub process_guid: Shared,
+    pub process_id: u32,
+    /// The question's name, RFC 1035 presentation form (`\.`, `\\`, `\DDD` escapes).
+    pub query_name: String,
+    /// The response's RCODE; 1460: no response; 9502: a response that did not parse.
+    pub query_status: u32,
+    pub query_results: String,
+    pub image: Shared,
+    pub user: Shared,
+    // sockscope's own fields
+    pub net_ns: u32,
+    pub container_id: Shared,
+    pub server_ip: String,
+    pub protocol: &'static str,
+}
+
+/// How many of DnsQuery's fields (after EventID) are Sysmon's: all the XML form carries.
+pub const DNS_QUERY_SYSMON_FIELDS: usize = 9;
+
+impl DnsQuery {
+    /// Name/value pairs after EventID, in the JSON order; Sysmon's first.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RuleName", self.rule_name.to_string()),
+            ("UtcTime", self.utc_time.clone()),
+            ("ProcessGuid", self.process_guid.to_string()),
+            ("ProcessId", self.process_id.to_string()),
+            ("QueryName", self.query_name.clone()),
+            ("QueryStatus", self.query_status.to_string()),
+            ("QueryResults", self.query_results.clone()),
+            ("Image", self.image.to_string()),
+            ("User", self.user.to_string()),
+            ("NetNs", self.net_ns.to_string()),
+            ("ContainerId", self.container_id.to_string()),
+            ("ServerIp", self.server_ip.clone()),
+            ("Protocol", self.protocol.to_string()),
+        ]
+    }
+}
+
+/// A DnsQuery with a value in every field, for tests.
+#[cfg(test)]
+pub fn dns_example() -> DnsQuery {
+    DnsQuery {
+        event_id: DNS_QUERY,
+        rule_name: "-".into(),
+        utc_time: "2026-11-29 16:37:54.640".into(),
+        process_guid: "{3d1219c7-54e2-6b0c-5541-147800560000}".into(),
+        process_id: 30533,
+        query_name: "www.Example.test".into(),
+        query_status: 0,
+        query_results: "type:  5 cdn.example.test;::ffff:192.0.2.7;".into(),
+        image: "/usr/bin/curl".into(),
+        user: "root".into(),
+        net_ns: 4026531840,
+        container_id: "-".into(),
+        server_ip: "127.0.0.53".into(),
+        protocol: "udp",
+    }
+}
+
 /// sockscope's own event: something was lost since the last one (deltas).
 pub const SENSOR_LOSS: u32 = 250;
 /// sockscope's own event: periodic health figures.

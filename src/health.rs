@@ -49,6 +49,20 @@ pub enum Counter {
     UdpFlowsWalkedPeak,
     UdpRecvPeerUnknown,
     UdpSendDestUnknown,
+    DnsQueries,
+    DnsResponses,
+    DnsAnswered,
+    DnsTimedOut,
+    DnsUnmatched,
+    DnsMalformed,
+    DnsCut,
+    DnsPending,
+    DnsPendingEvicted,
+    DnsTcpGaps,
+    DnsNamesLearned,
+    DnsNamesCached,
+    DnsNamesExpired,
+    DnsNamesEvicted,
     QueueWritten,
     RingBufferPeak,
 }
@@ -130,6 +144,25 @@ pub const COUNTERS: &[CounterName] = &[
     named(Counter::UdpFlowsWalkedPeak, "udp_flows_walked_peak"),
     named(Counter::UdpRecvPeerUnknown, "udp_recv_peer_unknown"),
     named(Counter::UdpSendDestUnknown, "udp_send_dest_unknown"),
+    // DNS (src/dns): queries seen leaving, responses arriving, queries answered
+    // or timed out (both reported), responses no query matched, messages that
+    // did not parse (whole or in part) or were longer than the kernel's copy.
+    named(Counter::DnsQueries, "dns_queries"),
+    named(Counter::DnsResponses, "dns_responses"),
+    named(Counter::DnsAnswered, "dns_answered"),
+    named(Counter::DnsTimedOut, "dns_timed_out"),
+    named(Counter::DnsUnmatched, "dns_unmatched"),
+    named(Counter::DnsMalformed, "dns_malformed"),
+    named(Counter::DnsCut, "dns_cut"),
+    named(Counter::DnsPending, "dns_pending"),
+    // Pending queries dropped unreported: the table was full.
+    named(Counter::DnsPendingEvicted, "dns_pending_evicted"),
+    named(Counter::DnsTcpGaps, "dns_tcp_gaps"),
+    // The host-name cache: addresses learned, held now, aged off, pushed out when full.
+    named(Counter::DnsNamesLearned, "dns_names_learned"),
+    named(Counter::DnsNamesCached, "dns_names_cached"),
+    named(Counter::DnsNamesExpired, "dns_names_expired"),
+    named(Counter::DnsNamesEvicted, "dns_names_evicted"),
     named(Counter::QueueWritten, "queue_written"),
     // Most unread bytes seen in the ring buffer since start.
     named(Counter::RingBufferPeak, "ringbuf_peak_bytes"),

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod contract;
 pub mod decode;
+pub mod dns;
 pub mod enrich;
 pub mod event;
 pub mod filter;

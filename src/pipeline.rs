@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::decode::{decode, Fact, TaskIds};
+use crate::decode::{decode, DnsPacket, Fact, TaskIds};
+use crate::dns::{Answered, DnsTracker};
 use crate::enrich::Enricher;
 use crate::event::{SensorError, SENSOR_ERROR, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
@@ -34,6 +35,10 @@ pub struct Pipeline {
     procs: ProcessTable,
     tcp: TcpTracker,
     udp: UdpTracker,
+    /// DNS queries and responses (`--dns` other than off).
+    dns: Option<DnsTracker>,
+    /// Whether DnsQuery events are written (`--dns events|both`).
+    dns_events: bool,
     enrich: Enricher,
     rules: RuleSet,
     formatter: Formatter,
@@ -58,6 +63,8 @@ pub struct Trackers {
     pub procs: ProcessTable,
     pub tcp: TcpTracker,
     pub udp: UdpTracker,
+    pub dns: Option<DnsTracker>,
+    pub dns_events: bool,
 }
 
 impl Pipeline {
@@ -69,11 +76,13 @@ impl Pipeline {
         sink: SinkQueue,
         health: Health,
     ) -> Self {
-        let Trackers { procs, tcp, udp } = track;
+        let Trackers { procs, tcp, udp, dns, dns_events } = track;
         Self {
             procs,
             tcp,
             udp,
+            dns,
+            dns_events,
             enrich,
             rules,
             formatter,
@@ -212,6 +221,41 @@ impl Pipeline {
                     self.emit(&conn);
                 }
             }
+            Fact::Dns(packet) => self.on_dns(packet),
+        }
+    }
+
+    fn on_dns(&mut self, packet: DnsPacket) {
+        let Some(dns) = self.dns.as_mut() else { return };
+        let ts_ns = packet.ts_ns;
+        let seen = dns.on_packet(packet);
+        for (netns, msg) in &seen.responses {
+            self.enrich.learn_names(*netns, msg, ts_ns);
+        }
+        for done in &seen.done {
+            self.emit_dns(done);
+        }
+    }
+
+    fn emit_dns(&mut self, done: &Answered) {
+        if self.fatal.is_some() || !self.dns_events {
+            return;
+        }
+        let mut event = self.enrich.dns_query(done, &mut self.procs);
+        match self.rules.evaluate_dns(&event) {
+            Verdict::Drop => {
+                self.stats.events_filtered += 1;
+                return;
+            }
+            Verdict::Report { rule_name: Some(name) } => event.rule_name = name.into(),
+            Verdict::Report { rule_name: None } => {}
+        }
+        let now = self.now_unix_ns();
+        let formatter = &mut self.formatter;
+        match self.sink.send_with(LineKind::Udp, |batch| formatter.dns_query(&event, now, batch)) {
+            Ok(true) => self.stats.events_written += 1,
+            Ok(false) => {}
+            Err(e) => self.fatal = Some(e),
         }
     }
 
@@ -297,6 +341,8 @@ impl Pipeline {
         let q = self.sink.stats();
         let t = &self.tcp.stats;
         let u = &self.udp.stats;
+        let d = self.dns.as_ref().map(|t| t.stats).unwrap_or_default();
+        let n = self.enrich.names.as_ref().map(|c| c.stats).unwrap_or_default();
         let (connecting, unaccepted, early) = self.tcp.pending();
         let mut c = Counters::default();
         for (counter, value) in [
@@ -338,6 +384,20 @@ impl Pipeline {
             (Counter::UdpFlowsWalkedPeak, u.walked_peak),
             (Counter::UdpRecvPeerUnknown, kernel.udp(k::UDP_PEER_UNKNOWN)),
             (Counter::UdpSendDestUnknown, kernel.udp(k::UDP_SEND_DEST_UNKNOWN)),
+            (Counter::DnsQueries, d.queries),
+            (Counter::DnsResponses, d.responses),
+            (Counter::DnsAnswered, d.answered),
+            (Counter::DnsTimedOut, d.timed_out),
+            (Counter::DnsUnmatched, d.unmatched),
+            (Counter::DnsMalformed, d.malformed),
+            (Counter::DnsCut, d.cut),
+            (Counter::DnsPending, self.dns.as_ref().map_or(0, |t| t.pending() as u64)),
+            (Counter::DnsPendingEvicted, d.pending_evicted),
+            (Counter::DnsTcpGaps, self.dns.as_ref().map_or(0, |t| t.tcp_gaps())),
+            (Counter::DnsNamesLearned, n.learned),
+            (Counter::DnsNamesCached, self.enrich.names.as_ref().map_or(0, |c| c.len() as u64)),
+            (Counter::DnsNamesExpired, n.expired),
+            (Counter::DnsNamesEvicted, n.evicted),
             (Counter::QueueWritten, q.written),
             (Counter::RingBufferPeak, self.ring_peak),
         ] {
@@ -378,6 +438,13 @@ impl Pipeline {
     pub fn tick(&mut self, now_boot_ns: u64) {
         for conn in self.tcp.expire(now_boot_ns) {
             self.emit(&conn);
+        }
+        let timed_out = self.dns.as_mut().map(|d| d.expire(now_boot_ns)).unwrap_or_default();
+        for done in &timed_out {
+            self.emit_dns(done);
+        }
+        if let Some(names) = self.enrich.names.as_mut() {
+            names.expire(now_boot_ns);
         }
         self.procs.expire(now_boot_ns);
         self.enrich.clock.maybe_resync(now_boot_ns);

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::backpressure::pace::CpuPolicy;
+use crate::dns::DnsSettings;
 use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
 use crate::sink::syslog::{Framing, RemoteFormat, RemoteTarget};
@@ -43,6 +44,8 @@ pub struct ProbeSettings {
     pub pretend_unresolved_accepts: bool,
     /// Benchmark aid: every program returns at once.
     pub hook_floor: bool,
+    /// Copy DNS messages on port 53 in the kernel.
+    pub dns_capture: bool,
 }
 
 /// State kept across facts: its ages and bounds.
@@ -54,6 +57,7 @@ pub struct TrackSettings {
     pub process_capacity: usize,
     pub udp_window_ns: u64,
     pub udp_flow_capacity: usize,
+    pub dns: DnsSettings,
 }
 
 /// The Sysmon config and where its exclusions are applied.
@@ -116,6 +120,7 @@ impl From<&crate::cli::Cli> for Settings {
                 udp_flow_capacity: cli.udp_flow_capacity,
                 pretend_unresolved_accepts: cli.pretend_unresolved_accepts,
                 hook_floor: cli.hook_floor,
+                dns_capture: cli.dns.capture(),
             },
             track: TrackSettings {
                 pending_timeout_ns: cli.pending_timeout * NS_PER_SEC,
@@ -124,6 +129,13 @@ impl From<&crate::cli::Cli> for Settings {
                 process_capacity: as_usize(cli.process_capacity),
                 udp_window_ns: cli.udp_window * NS_PER_SEC,
                 udp_flow_capacity: cli.udp_flow_capacity as usize,
+                dns: DnsSettings {
+                    mode: cli.dns,
+                    timeout_ns: cli.dns_timeout * NS_PER_SEC,
+                    pending_capacity: as_usize(cli.dns_pending_capacity),
+                    cache_capacity: as_usize(cli.dns_cache_capacity),
+                    ttl_cap_s: cli.dns_ttl_cap,
+                },
             },
             rules: RuleSettings { config: cli.config.clone(), kernel_filter: !cli.no_kernel_filter },
             output: OutputSettings {

@@ -205,10 +205,26 @@ pub fn start<'obj>(storage: &'obj mut ObjectStorage, settings: &Settings, inputs
     }
     let tcp = TcpTracker::new(track.pending_capacity, track.pending_timeout_ns);
     let udp = UdpTracker::new(track.udp_window_ns, track.udp_flow_capacity);
-    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
+    let dns_settings = track.dns;
+    let names = dns_settings
+        .mode
+        .names()
+        .then(|| crate::dns::names::NameCache::new(dns_settings.cache_capacity, dns_settings.ttl_cap_s));
+    let dns = dns_settings
+        .mode
+        .capture()
+        .then(|| crate::dns::DnsTracker::new(dns_settings.timeout_ns, dns_settings.pending_capacity));
+    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services).with_names(names);
     let queue = SinkQueue::start(sinks, settings.output.queue_capacity)?;
     let health = Health::new(settings.stats_interval_ns, boot_now_ns());
-    let pipeline = Pipeline::new(Trackers { procs, tcp, udp }, enrich, rules, formatter, queue, health);
+    let pipeline = Pipeline::new(
+        Trackers { procs, tcp, udp, dns, dns_events: dns_settings.mode.events() },
+        enrich,
+        rules,
+        formatter,
+        queue,
+        health,
+    );
     Ok(Started { probes, pipeline, await_ipsec, processes_seeded, _state_lock })
 }
 
@@ -226,6 +242,7 @@ fn load_probes<'obj>(
         udp_shed_above: crate::backpressure::udp_shed_at(settings.ring_bytes()),
         udp_sendmsg_hook: sendmsg_hook,
         hook_floor: settings.hook_floor,
+        dns_capture: settings.dns_capture,
     };
     if settings.hook_floor {
         tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");

@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::WallClock;
-use crate::event::{NetworkConnect, Shared, NETWORK_CONNECT};
+use crate::dns::names::NameCache;
+use crate::dns::parse::{Message, RData};
+use crate::dns::{query_results, Answered};
+use crate::event::{DnsQuery, NetworkConnect, Shared, DNS_QUERY, NETWORK_CONNECT};
 use crate::text::{canonical_ip, command_line, ip_text, or_dash};
 use crate::track::process::{ProcessInfo, ProcessTable, ProcessText};
 use crate::track::tcp::{Connection, Protocol};
@@ -82,6 +85,8 @@ pub struct Enricher {
     services: Option<Services>,
     /// "-", Sysmon's unknown value, shared by every event.
     dash: Shared,
+    /// Host names from DNS answers (`--dns names|both`).
+    pub names: Option<NameCache>,
 }
 
 impl Enricher {
@@ -90,7 +95,68 @@ impl Enricher {
             tracing::warn!("no btime in /proc/stat: ProcessGuids follow this sensor's wall clock");
             u64::try_from(clock.unix_ns(0).div_euclid(1_000_000_000)).unwrap_or(0)
         });
-        Self { clock, users: UserNames::default(), machine_prefix, boot_epoch_secs, services, dash: Arc::from("-") }
+        Self {
+            clock,
+            users: UserNames::default(),
+            machine_prefix,
+            boot_epoch_secs,
+            services,
+            dash: Arc::from("-"),
+            names: None,
+        }
+    }
+
+    /// Fills host names from DNS answers, kept in `cache`.
+    pub fn with_names(mut self, cache: Option<NameCache>) -> Self {
+        self.names = cache;
+        self
+    }
+
+    /// A response seen in `netns` at `ts_ns`: each address it gives is named
+    /// by the question (what the process asked for), else by its record.
+    pub fn learn_names(&mut self, netns: u32, msg: &Message, ts_ns: u64) {
+        let Some(cache) = self.names.as_mut() else { return };
+        if msg.rcode != 0 {
+            return;
+        }
+        let asked: Option<Shared> = msg.questions.first().map(|q| Shared::from(q.name.as_str()));
+        for a in &msg.answers {
+            let addr = match a.data {
+                RData::A(v4) => std::net::IpAddr::V4(v4),
+                RData::Aaaa(v6) => std::net::IpAddr::V6(v6),
+                _ => continue,
+            };
+            let name = asked.clone().unwrap_or_else(|| Shared::from(a.name.as_str()));
+            cache.learn(netns, addr, &name, a.ttl, ts_ns);
+        }
+    }
+
+    fn host_name(&self, netns: u32, ip: std::net::IpAddr, at_ns: u64) -> Shared {
+        self.names.as_ref().and_then(|c| c.lookup(netns, ip, at_ns)).unwrap_or_else(|| self.dash.clone())
+    }
+
+    /// A finished DNS query -> DnsQuery (event 22), the process that asked.
+    pub fn dns_query(&mut self, done: &Answered, procs: &mut ProcessTable) -> DnsQuery {
+        let a = &done.asked;
+        let process = a.task.and_then(|t| procs.lookup(t.tgid));
+        let text = process.as_deref().map(|p| self.process_text(p).clone());
+        let dash = self.dash.clone();
+        DnsQuery {
+            event_id: DNS_QUERY,
+            rule_name: dash.clone(),
+            utc_time: self.clock.utc_time(a.ts_ns),
+            process_guid: text.as_ref().map_or_else(|| dash.clone(), |t| t.guid.clone()),
+            process_id: a.task.map_or(0, |t| t.tgid),
+            query_name: a.name.clone(),
+            query_status: done.status,
+            query_results: query_results(&done.answers),
+            image: text.as_ref().map_or_else(|| dash.clone(), |t| t.image.clone()),
+            user: a.task.map_or_else(|| dash.clone(), |t| self.users.name(t.uid)),
+            net_ns: a.netns,
+            container_id: text.as_ref().map_or_else(|| dash.clone(), |t| t.container_id.clone()),
+            server_ip: ip_text(canonical_ip(a.server.ip())),
+            protocol: if a.tcp { "tcp" } else { "udp" },
+        }
     }
 
     fn port_name(&self, port: u16, protocol: Protocol) -> Shared {
@@ -147,12 +213,21 @@ impl Enricher {
             initiated: conn.initiated,
             source_is_ipv6: src_ip.is_ipv6(),
             source_ip: ip_text(src_ip),
-            source_hostname: dash.clone(),
+            // Sysmon's direction: inbound, Source is the remote peer.
+            source_hostname: if conn.initiated {
+                dash.clone()
+            } else {
+                self.host_name(ep.netns, src_ip, conn.established_ns)
+            },
             source_port: src.port(),
             source_port_name: self.port_name(src.port(), conn.protocol),
             destination_is_ipv6: dst_ip.is_ipv6(),
             destination_ip: ip_text(dst_ip),
-            destination_hostname: dash.clone(),
+            destination_hostname: if conn.initiated {
+                self.host_name(ep.netns, dst_ip, conn.established_ns)
+            } else {
+                dash.clone()
+            },
             destination_port: dst.port(),
             destination_port_name: self.port_name(dst.port(), conn.protocol),
             command_line: text.map_or_else(|| dash.clone(), |t| t.command_line.clone()),

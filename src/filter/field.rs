@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::event::NetworkConnect;
+use crate::event::{DnsQuery, NetworkConnect};
 
 /// How a field's value is written, which decides which rule values make sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +75,86 @@ fields! {
     NetNs: Number,
     CommunityId: Text,
     Attribution: Text,
+    // DnsQuery's own (its other fields are NetworkConnect's names)
+    QueryName: Text,
+    QueryStatus: Number,
+    QueryResults: Text,
+    ServerIp: Text,
 }
 
 impl Field {
+    /// NetworkConnect's fields, in its order.
+    pub const NETWORK_CONNECT: &'static [Field] = &[
+        Field::RuleName,
+        Field::UtcTime,
+        Field::ProcessGuid,
+        Field::ProcessId,
+        Field::Image,
+        Field::User,
+        Field::Protocol,
+        Field::Initiated,
+        Field::SourceIsIpv6,
+        Field::SourceIp,
+        Field::SourceHostname,
+        Field::SourcePort,
+        Field::SourcePortName,
+        Field::DestinationIsIpv6,
+        Field::DestinationIp,
+        Field::DestinationHostname,
+        Field::DestinationPort,
+        Field::DestinationPortName,
+        Field::CommandLine,
+        Field::CommandLineTruncated,
+        Field::ImageTruncated,
+        Field::ParentProcessId,
+        Field::ParentImage,
+        Field::UserId,
+        Field::ThreadId,
+        Field::ProcessIdInNamespace,
+        Field::ContainerId,
+        Field::NetNs,
+        Field::CommunityId,
+        Field::Attribution,
+    ];
+
+    /// DnsQuery's fields, in its order.
+    pub const DNS_QUERY: &'static [Field] = &[
+        Field::RuleName,
+        Field::UtcTime,
+        Field::ProcessGuid,
+        Field::ProcessId,
+        Field::QueryName,
+        Field::QueryStatus,
+        Field::QueryResults,
+        Field::Image,
+        Field::User,
+        Field::NetNs,
+        Field::ContainerId,
+        Field::ServerIp,
+        Field::Protocol,
+    ];
+
     /// Number of fields; a `Field as usize` indexes arrays of this length.
     pub const COUNT: usize = Field::ALL.len();
 
-    /// The field with exactly this name (case-sensitive, as Sysmon).
+    /// The NetworkConnect field with exactly this name (case-sensitive, as Sysmon).
     pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|field| field.name() == name)
+        Field::from_name_in(Field::NETWORK_CONNECT, name)
     }
 
-    /// The field whose name differs from `name` only in case, to suggest a fix.
+    /// The field of `fields` (an event type's) with exactly this name.
+    pub fn from_name_in(fields: &[Field], name: &str) -> Option<Field> {
+        fields.iter().copied().find(|field| field.name() == name)
+    }
+
+    /// The NetworkConnect field whose name differs from `name` only in case, to suggest a fix.
     pub fn from_name_ignoring_case(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|field| field.name().eq_ignore_ascii_case(name))
+        Field::from_name_ignoring_case_in(Field::NETWORK_CONNECT, name)
+    }
+
+    /// The field of `fields` whose name differs from `name` only in case.
+    pub fn from_name_ignoring_case_in(fields: &[Field], name: &str) -> Option<Field> {
+        fields.iter().copied().find(|field| field.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -141,6 +207,29 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         Field::NetNs => number(event.net_ns),
         Field::CommunityId => text(&event.community_id),
         Field::Attribution => text(event.attribution),
+        // DnsQuery's own: a config cannot name them in <NetworkConnect>.
+        Field::QueryName | Field::QueryStatus | Field::QueryResults | Field::ServerIp => text("-"),
+    }
+}
+
+/// [`field_value`] for a DnsQuery; fields it does not have read as `-` (a
+/// config cannot name them in <DnsQuery>).
+pub fn dns_field_value(event: &DnsQuery, field: Field) -> Cow<'_, str> {
+    match field {
+        Field::RuleName => Cow::Borrowed(&event.rule_name),
+        Field::UtcTime => Cow::Borrowed(&event.utc_time),
+        Field::ProcessGuid => Cow::Borrowed(&event.process_guid),
+        Field::ProcessId => Cow::Owned(event.process_id.to_string()),
+        Field::QueryName => Cow::Borrowed(&event.query_name),
+        Field::QueryStatus => Cow::Owned(event.query_status.to_string()),
+        Field::QueryResults => Cow::Borrowed(&event.query_results),
+        Field::Image => Cow::Borrowed(&event.image),
+        Field::User => Cow::Borrowed(&event.user),
+        Field::NetNs => Cow::Owned(event.net_ns.to_string()),
+        Field::ContainerId => Cow::Borrowed(&event.container_id),
+        Field::ServerIp => Cow::Borrowed(&event.server_ip),
+        Field::Protocol => Cow::Borrowed(event.protocol),
+        _ => Cow::Borrowed("-"),
     }
 }
 
@@ -197,7 +286,7 @@ pub(crate) mod tests {
         let event = sample_event();
         let json = serde_json::to_value(&event).expect("serialize");
         let object = json.as_object().expect("object");
-        for &field in Field::ALL {
+        for &field in Field::NETWORK_CONNECT {
             let written = object.get(field.name()).unwrap_or_else(|| panic!("{} is not in the event", field.name()));
             assert_eq!(field_value(&event, field), json_text(written), "{}", field.name());
         }
@@ -225,7 +314,7 @@ pub(crate) mod tests {
     #[test]
     fn kinds_follow_the_value_types() {
         let event = sample_event();
-        for &field in Field::ALL {
+        for &field in Field::NETWORK_CONNECT {
             let value = field_value(&event, field);
             match field.kind() {
                 ValueKind::Number => assert!(value.parse::<u64>().is_ok(), "{}: {value}", field.name()),
@@ -233,6 +322,21 @@ pub(crate) mod tests {
                 ValueKind::Text => {}
             }
         }
+    }
+
+    #[test]
+    fn every_dns_query_field_is_the_one_written_and_can_be_filtered_on() {
+        let event = crate::event::dns_example();
+        let json = serde_json::to_value(&event).expect("serialize");
+        let object = json.as_object().expect("object");
+        for key in object.keys().filter(|k| *k != "EventID") {
+            let field = Field::from_name_in(Field::DNS_QUERY, key).unwrap_or_else(|| panic!("no field {key}"));
+            assert_eq!(dns_field_value(&event, field), json_text(&object[key]), "{key}");
+        }
+        assert_eq!(object.len() - 1, Field::DNS_QUERY.len());
+        let names: Vec<&str> = event.fields().iter().map(|(n, _)| *n).collect();
+        let order: Vec<&str> = Field::DNS_QUERY.iter().map(|f| f.name()).collect();
+        assert_eq!(names, order);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub use sysmon_config::ConfigError;
 
-use crate::event::NetworkConnect;
+use crate::event::{DnsQuery, NetworkConnect};
 use rules::{FieldValues, Filter, OnMatch};
 
 /// What to do with one event.
@@ -32,6 +32,8 @@ pub enum Verdict<'r> {
 #[derive(Debug)]
 pub struct RuleSet {
     policy: Policy,
+    /// `<DnsQuery>` filters: the same semantics, on DnsQuery's fields.
+    dns_policy: Policy,
     source: Option<ConfigSource>,
 }
 
@@ -48,50 +50,17 @@ enum Policy {
     },
 }
 
-#[derive(Debug)]
-struct ConfigSource {
-    name: String,
-    bytes: Vec<u8>,
-    schema_version: String,
-}
-
-impl RuleSet {
-    /// No config: every connection is reported. (Sysmon itself logs no
-    /// NetworkConnect without a config that enables it; sockscope exists to
-    /// report connections, so without `-c` it reports them all.)
-    pub fn allow_all() -> RuleSet {
-        RuleSet { policy: Policy::ReportAll, source: None }
-    }
-
-    /// Reads a Sysmon config file. Also returns notices to log: parts of the
-    /// config that were ignored or look like mistakes.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        let path = path.as_ref();
-        let bytes = sysmon_config::read_bounded(path)?;
-        RuleSet::from_bytes(bytes, &path.display().to_string())
-    }
-
-    /// Reads a config held in memory; `name_for_errors` names it in errors and notices.
-    #[cfg(test)]
-    pub fn from_str(text: &str, name_for_errors: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        RuleSet::from_bytes(text.as_bytes().to_vec(), name_for_errors)
-    }
-
-    fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        let parsed = sysmon_config::parse_bytes(&bytes, name)?;
+impl Policy {
+    fn from_filters(filters: Vec<Filter>) -> Policy {
         let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
-            parsed.filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
+            filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
         includes_last_first.reverse();
-        let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
-        Ok((
-            RuleSet { policy: Policy::Filters { excludes, includes_last_first }, source: Some(source) },
-            parsed.notices,
-        ))
+        Policy::Filters { excludes, includes_last_first }
     }
 
     /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
-    pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
-        let (excludes, includes) = match &self.policy {
+    fn decide(&self, values: FieldValues<'_>) -> Verdict<'_> {
+        let (excludes, includes) = match self {
             Policy::ReportAll => return Verdict::Report { rule_name: None },
             Policy::Filters { excludes, includes_last_first } => (excludes, includes_last_first),
         };
@@ -104,7 +73,7 @@ impl RuleSet {
         if excludes.is_empty() && includes.is_empty() {
             return Verdict::Drop;
         }
-        let mut values = FieldValues::new(event);
+        let mut values = values;
         // Exclude filters come first, so they win over include filters.
         if excludes.iter().any(|filter| filter.evaluate(&mut values).is_some()) {
             return Verdict::Drop;
@@ -123,6 +92,61 @@ impl RuleSet {
         } else {
             Verdict::Drop
         }
+    }
+}
+
+#[derive(Debug)]
+struct ConfigSource {
+    name: String,
+    bytes: Vec<u8>,
+    schema_version: String,
+}
+
+impl RuleSet {
+    /// No config: every connection is reported. (Sysmon itself logs no
+    /// NetworkConnect without a config that enables it; sockscope exists to
+    /// report connections, so without `-c` it reports them all.)
+    pub fn allow_all() -> RuleSet {
+        RuleSet { policy: Policy::ReportAll, dns_policy: Policy::ReportAll, source: None }
+    }
+
+    /// Reads a Sysmon config file. Also returns notices to log: parts of the
+    /// config that were ignored or look like mistakes.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        let path = path.as_ref();
+        let bytes = sysmon_config::read_bounded(path)?;
+        RuleSet::from_bytes(bytes, &path.display().to_string())
+    }
+
+    /// Reads a config held in memory; `name_for_errors` names it in errors and notices.
+    #[cfg(test)]
+    pub fn from_str(text: &str, name_for_errors: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        RuleSet::from_bytes(text.as_bytes().to_vec(), name_for_errors)
+    }
+
+    fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        let parsed = sysmon_config::parse_bytes(&bytes, name)?;
+        let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
+        Ok((
+            RuleSet {
+                policy: Policy::from_filters(parsed.filters),
+                dns_policy: Policy::from_filters(parsed.dns_filters),
+                source: Some(source),
+            },
+            parsed.notices,
+        ))
+    }
+
+    /// Sysmon's decision for one DnsQuery, as [`RuleSet::evaluate`] for
+    /// NetworkConnect: with a config, no `<DnsQuery>` filter means none is
+    /// reported (Sysmon's default for an event type without rules).
+    pub fn evaluate_dns(&self, event: &DnsQuery) -> Verdict<'_> {
+        self.dns_policy.decide(FieldValues::dns(event))
+    }
+
+    /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
+    pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
+        self.policy.decide(FieldValues::new(event))
     }
 
     /// What the kernel can drop by itself with the same answer (see kernel.rs).

@@ -1,4 +1,4 @@
-//! NetworkConnect filters and how Sysmon evaluates them against one event.
+//! NetworkConnect and DnsQuery filters and how Sysmon evaluates them against one event.
 //!
 //! Follows SysmonCommon `rules.c` (`FilterEventRules`, `MatchFilterGroup`,
 //! `CombineGroupDone`).
@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use super::condition::Condition;
-use super::field::{field_value, Field};
-use crate::event::NetworkConnect;
+use super::field::{dns_field_value, field_value, Field};
+use crate::event::{DnsQuery, NetworkConnect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMatch {
@@ -21,7 +21,7 @@ pub enum Relation {
     Or,
 }
 
-/// One `<NetworkConnect onmatch=...>` element.
+/// One `<NetworkConnect onmatch=...>` (or `<DnsQuery ...>`) element.
 #[derive(Debug, Clone)]
 pub struct Filter {
     pub on_match: OnMatch,
@@ -42,20 +42,36 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
 }
 
+/// The event a rule reads.
+#[derive(Clone, Copy)]
+enum Source<'e> {
+    Network(&'e NetworkConnect),
+    Dns(&'e DnsQuery),
+}
+
 /// The event's field values, ASCII-lowercased once and only when a rule asks.
 pub struct FieldValues<'e> {
-    event: &'e NetworkConnect,
+    event: Source<'e>,
     folded: [Option<Cow<'e, str>>; Field::COUNT],
 }
 
 impl<'e> FieldValues<'e> {
     pub fn new(event: &'e NetworkConnect) -> Self {
-        FieldValues { event, folded: std::array::from_fn(|_| None) }
+        FieldValues { event: Source::Network(event), folded: std::array::from_fn(|_| None) }
+    }
+
+    pub fn dns(event: &'e DnsQuery) -> Self {
+        FieldValues { event: Source::Dns(event), folded: std::array::from_fn(|_| None) }
     }
 
     fn get(&mut self, field: Field) -> &str {
         let event = self.event;
-        self.folded[field as usize].get_or_insert_with(|| fold(field_value(event, field)))
+        self.folded[field as usize].get_or_insert_with(|| {
+            fold(match event {
+                Source::Network(e) => field_value(e, field),
+                Source::Dns(e) => dns_field_value(e, field),
+            })
+        })
     }
 }
 

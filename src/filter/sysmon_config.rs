@@ -48,6 +48,7 @@ const SYSMON_EVENT_TYPES: &[&str] = &[
 ];
 
 const NETWORK_CONNECT: &str = "NetworkConnect";
+const DNS_QUERY: &str = "DnsQuery";
 
 /// Schema versions up to 4.1 combine a filter's conditions with OR by default,
 /// later ones with AND (`xml.cpp`: `TO_DOUBLE( version ) > 4.1`; SysmonCommon
@@ -105,8 +106,8 @@ pub enum Problem {
     MissingAttribute { element: String, attribute: &'static str },
     #[error("unexpected element <{element}> in <{parent}>; expected {expected}{}", hint(.suggestion))]
     UnexpectedElement { element: String, parent: String, expected: &'static str, suggestion: Option<String> },
-    #[error("unknown field `{name}` in <NetworkConnect>{}", hint(.suggestion))]
-    UnknownField { name: String, suggestion: Option<String> },
+    #[error("unknown field `{name}` in <{event}>{}", hint(.suggestion))]
+    UnknownField { name: String, event: &'static str, suggestion: Option<String> },
     #[error("unknown condition `{0}`; the conditions are: {names}", names = condition_names())]
     UnknownCondition(String),
     #[error("bad value: {0}")]
@@ -175,6 +176,8 @@ pub(super) fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, ConfigErro
 pub(super) struct ParsedConfig {
     /// In document order.
     pub filters: Vec<Filter>,
+    /// `<DnsQuery>` filters, in document order.
+    pub dns_filters: Vec<Filter>,
     pub schema_version: String,
     /// Things ignored or suspicious, for the caller to log.
     pub notices: Vec<String>,
@@ -216,12 +219,18 @@ fn parse_str(text: &str, file: &str) -> Result<ParsedConfig, ConfigError> {
         source: text,
         default_relation: Relation::And,
         filters: Vec::new(),
+        dns_filters: Vec::new(),
         notices: Vec::new(),
         ignored: Vec::new(),
     };
     let schema_version = reader.read_root(&root)?;
     reader.finish_notices();
-    Ok(ParsedConfig { filters: reader.filters, schema_version, notices: reader.notices })
+    Ok(ParsedConfig {
+        filters: reader.filters,
+        dns_filters: reader.dns_filters,
+        schema_version,
+        notices: reader.notices,
+    })
 }
 
 fn invalid(file: &str, source: &str, offset: usize, problem: Problem) -> ConfigError {
@@ -252,6 +261,7 @@ struct ConfigReader<'a> {
     source: &'a str,
     default_relation: Relation,
     filters: Vec<Filter>,
+    dns_filters: Vec<Filter>,
     notices: Vec<String>,
     ignored: Vec<Ignored>,
 }
@@ -355,8 +365,13 @@ impl<'a> ConfigReader<'a> {
 
     fn read_event_type(&mut self, element: &Element, group: GroupContext<'_>) -> Result<(), ConfigError> {
         if element.name == NETWORK_CONNECT {
-            let filter = self.read_filter(element, group)?;
+            let filter = self.read_filter(element, group, NETWORK_CONNECT, Field::NETWORK_CONNECT)?;
             self.filters.push(filter);
+            return Ok(());
+        }
+        if element.name == DNS_QUERY {
+            let filter = self.read_filter(element, group, DNS_QUERY, Field::DNS_QUERY)?;
+            self.dns_filters.push(filter);
             return Ok(());
         }
         match self.ignored.iter_mut().find(|ignored| ignored.event_type == element.name) {
@@ -368,18 +383,24 @@ impl<'a> ConfigReader<'a> {
         Ok(())
     }
 
-    fn read_filter(&mut self, element: &Element, group: GroupContext<'_>) -> Result<Filter, ConfigError> {
+    fn read_filter(
+        &mut self,
+        element: &Element,
+        group: GroupContext<'_>,
+        event: &'static str,
+        fields: &'static [Field],
+    ) -> Result<Filter, ConfigError> {
         let on_match = self.on_match(element)?;
         let relation = group.relation.unwrap_or(self.default_relation);
         let mut items = Vec::new();
         for child in element.elements() {
             // `strcasecmp( currentRule.name(), "rule" )` in Sysmon.
             if child.name.eq_ignore_ascii_case("Rule") {
-                if let Some(rule) = self.read_rule(child, group.name)? {
+                if let Some(rule) = self.read_rule(child, group.name, event, fields)? {
                     items.push(Item::Rule(rule));
                 }
             } else {
-                items.push(Item::Condition(self.read_condition(child, group.name)?));
+                items.push(Item::Condition(self.read_condition(child, group.name, event, fields)?));
             }
         }
         Ok(Filter { on_match, relation, items })
@@ -448,7 +469,13 @@ impl<'a> ConfigReader<'a> {
         Ok(Some(attribute.value.as_str()).filter(|name| !name.is_empty()))
     }
 
-    fn read_rule(&mut self, element: &Element, group_name: Option<&str>) -> Result<Option<Rule>, ConfigError> {
+    fn read_rule(
+        &mut self,
+        element: &Element,
+        group_name: Option<&str>,
+        event: &'static str,
+        fields: &'static [Field],
+    ) -> Result<Option<Rule>, ConfigError> {
         // Sysmon's default for a <Rule> is RuleCombineDefault, which is OR.
         let relation = self.relation_attribute(element)?.unwrap_or(Relation::Or);
         let name = self.name_attribute(element)?.or(group_name);
@@ -457,7 +484,7 @@ impl<'a> ConfigReader<'a> {
             if child.name.eq_ignore_ascii_case("Rule") {
                 return Err(self.unexpected(child, element, "conditions (a <Rule> cannot hold another)", None));
             }
-            conditions.push(self.read_condition(child, name)?);
+            conditions.push(self.read_condition(child, name, event, fields)?);
         }
         if conditions.is_empty() {
             // Sysmon stores nothing for an empty <Rule>; it takes no part in matching.
@@ -467,13 +494,21 @@ impl<'a> ConfigReader<'a> {
         Ok(Some(Rule { relation, conditions }))
     }
 
-    fn read_condition(&mut self, element: &Element, inherited_name: Option<&str>) -> Result<Condition, ConfigError> {
-        let field = Field::from_name(&element.name).ok_or_else(|| {
+    fn read_condition(
+        &mut self,
+        element: &Element,
+        inherited_name: Option<&str>,
+        event: &'static str,
+        fields: &'static [Field],
+    ) -> Result<Condition, ConfigError> {
+        let field = Field::from_name_in(fields, &element.name).ok_or_else(|| {
             self.error(
                 element.offset,
                 Problem::UnknownField {
                     name: element.name.clone(),
-                    suggestion: Field::from_name_ignoring_case(&element.name).map(|field| field.name().to_string()),
+                    event,
+                    suggestion: Field::from_name_ignoring_case_in(fields, &element.name)
+                        .map(|field| field.name().to_string()),
                 },
             )
         })?;
@@ -509,7 +544,9 @@ impl<'a> ConfigReader<'a> {
             let filters = if count == 1 { "filter" } else { "filters" };
             self.notice(
                 first_offset,
-                format_args!("{count} <{event_type}> {filters} ignored: sockscope reports NetworkConnect events only"),
+                format_args!(
+                    "{count} <{event_type}> {filters} ignored: sockscope reports NetworkConnect and DnsQuery events only"
+                ),
             );
         }
         if self.filters.is_empty() {

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use crate::event::NetworkConnect;
+use crate::event::{DnsQuery, NetworkConnect, DNS_QUERY, DNS_QUERY_SYSMON_FIELDS};
 use record_id::RecordIds;
 use sensor_events::{ConfigChange, ServiceState, ServiceStateChange};
 use xml::XmlContext;
@@ -99,6 +99,20 @@ impl Formatter {
             Format::Xml => {
                 let id = self.next_record_id()?;
                 xml::write_network_connect(&self.xml, id, now_unix_ns, event, out)
+            }
+        }
+    }
+
+    /// A DnsQuery (event 22): typed JSON, Sysmon's strings, or the XML form
+    /// with Sysmon's fields only (as for NetworkConnect).
+    pub fn dns_query(&mut self, event: &DnsQuery, now_unix_ns: i128, out: &mut Vec<u8>) -> Result<()> {
+        let fields = event.fields();
+        match self.format {
+            Format::Json if self.json_types == JsonTypes::Sysmon => Self::write_strings(DNS_QUERY, &fields, out),
+            Format::Json => write_json_line(event, out),
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_own_event(&self.xml, DNS_QUERY, id, now_unix_ns, &fields[..DNS_QUERY_SYSMON_FIELDS], out)
             }
         }
     }
@@ -227,6 +241,7 @@ mod tests {
         (udp.protocol, udp.initiated, udp.source_is_ipv6, udp.destination_is_ipv6) = ("udp", false, true, true);
         udp.process_id_in_namespace = None;
         f.network_connect(&udp, NOW, &mut out).expect("event 3");
+        f.dns_query(&crate::event::dns_example(), NOW, &mut out).expect("event 22");
         f.service_state(ServiceState::Started, Some("4.90"), NOW, &mut out).expect("event 4");
         f.service_state(ServiceState::Stopped, None, NOW, &mut out).expect("event 4");
         f.config_change("/etc/a \"b\"\n\\c.xml", Some("ab12"), NOW, &mut out).expect("event 16");
@@ -261,7 +276,7 @@ mod tests {
     fn sysmon_json_types_are_strings_for_every_event_type() {
         let typed = every_event_type(JsonTypes::Typed);
         let strings = every_event_type(JsonTypes::Sysmon);
-        assert_eq!(typed.len(), 8);
+        assert_eq!(typed.len(), 9);
         assert_eq!(strings.len(), typed.len());
         let mut ids = Vec::new();
         for (t, s) in typed.iter().zip(&strings) {
@@ -284,7 +299,7 @@ mod tests {
             }
             ids.push(s_members[0].1.as_str().unwrap_or_default().to_owned());
         }
-        assert_eq!(ids, ["3", "3", "4", "4", "16", "16", "250", "251"]);
+        assert_eq!(ids, ["3", "3", "22", "4", "4", "16", "16", "250", "251"]);
         // What Sigma rules compare against, byte for byte.
         assert!(strings[0].contains("\"Initiated\":\"true\",\"SourceIsIpv6\":\"false\""), "{}", strings[0]);
         assert!(strings[0].contains("\"SourcePort\":\"60802\""), "{}", strings[0]);

@@ -58,6 +58,8 @@ impl Descriptor {
 const NETWORK_CONNECT: Descriptor = Descriptor { id: 3, version: 5 };
 const SERVICE_STATE_CHANGE: Descriptor = Descriptor { id: 4, version: 3 };
 const CONFIG_CHANGE: Descriptor = Descriptor { id: 16, version: 3 };
+/// Sysmon for Windows' manifest: DnsQuery (22) is at version 5, task 22.
+const DNS_QUERY: Descriptor = Descriptor { id: 22, version: 5 };
 
 /// Who writes the events: the sensor process, its writing thread, its host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,12 +136,13 @@ pub fn write_network_connect(
     write_line(&line, out)
 }
 
-/// The descriptor of one of the sensor's own events: Sysmon's for the events
-/// Sysmon has (4, 16), version 1 for sockscope's own (250 and up).
+/// The descriptor of an event written from name/value pairs: Sysmon's for the
+/// events Sysmon has (4, 16, 22), version 1 for sockscope's own (250 and up).
 fn own_descriptor(event_id: u32) -> Descriptor {
     match event_id {
         4 => SERVICE_STATE_CHANGE,
         16 => CONFIG_CHANGE,
+        22 => DNS_QUERY,
         id => Descriptor { id, version: 1 },
     }
 }
@@ -470,6 +473,34 @@ mod tests {
         );
         let data = parse_data(&xml);
         assert_eq!(data[1], ("Configuration".to_string(), "/etc/sockscope/<cfg>.xml".to_string()));
+    }
+
+    #[test]
+    fn dns_query_layout_is_sysmons_event_22() {
+        let mut ev = crate::event::dns_example();
+        ev.query_name = "a<b>&\"c\\.\u{1}".into();
+        let fields = ev.fields();
+        let xml = render_own_event(&ctx(), 22, 5, EXAMPLE_TIME_NS, &fields[..crate::event::DNS_QUERY_SYSMON_FIELDS])
+            .expect("render");
+        assert!(xml.contains("<EventID>22</EventID><Version>5</Version><Level>4</Level><Task>22</Task>"), "{xml}");
+        let data = parse_data(&xml);
+        let names: Vec<&str> = data.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "RuleName",
+                "UtcTime",
+                "ProcessGuid",
+                "ProcessId",
+                "QueryName",
+                "QueryStatus",
+                "QueryResults",
+                "Image",
+                "User"
+            ]
+        );
+        assert_eq!(data[6].1, "type:  5 cdn.example.test;::ffff:192.0.2.7;");
+        assert!(xml.contains("<Data Name=\"QueryName\">a&lt;b&gt;&amp;&quot;c\\.\\x01</Data>"), "{xml}");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct ProbeOptions {
     pub udp_sendmsg_hook: bool,
     /// Benchmark aid: every program returns at once (hook_floor.bpf.h).
     pub hook_floor: bool,
+    /// Copy DNS messages on port 53 (dns_capture.bpf.h, in the UDP
+    /// objects' cgroup_skb programs).
+    pub dns_capture: bool,
 }
 
 /// The UDP send mechanism that is running (held so its object stays loaded).
@@ -186,6 +189,7 @@ impl<'obj> Probes<'obj> {
         set_hook_floor!(open, opts.hook_floor, "udp_recv");
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.udp_shed_above = opts.udp_shed_above;
+            ro.dns_capture_on = opts.dns_capture;
         }
         let udp_recv = open.load().context(
             "the kernel refused eBPF object udp_recv (cgroup_skb/ingress, sock_recv_length); \
@@ -205,6 +209,7 @@ impl<'obj> Probes<'obj> {
             shed_above: opts.udp_shed_above,
             sendmsg_hook: opts.udp_sendmsg_hook,
             hook_floor: opts.hook_floor,
+            dns_capture: opts.dns_capture,
             maps,
         };
         let udp_send = match opts.udp {
@@ -229,9 +234,17 @@ impl<'obj> Probes<'obj> {
                 "UDP sends: process-context mechanism (sock_send_length + cgroup_skb/egress{}), every network namespace",
                 if opts.udp_sendmsg_hook { " + cgroup sendmsg4/6" } else { "; no sendmsg hook" }
             ),
-            UdpSend::Packet { .. } => tracing::info!(
-                "UDP sends: packet-socket mechanism (consume_skb + one raw AF_PACKET socket per network namespace)"
-            ),
+            UdpSend::Packet { .. } => {
+                tracing::info!(
+                    "UDP sends: packet-socket mechanism (consume_skb + one raw AF_PACKET socket per network namespace)"
+                );
+                if opts.dns_capture {
+                    tracing::warn!(
+                        "DNS queries are taken at the process mechanism's cgroup_skb/egress, not loaded with the \
+                         packet mechanism: no DNS query events, no host names"
+                    );
+                }
+            }
         }
 
         attach(&tcp_state.progs.tcp_state_change, &mut links)?;
@@ -267,6 +280,7 @@ struct SharedUdpMaps<'a> {
     shed_above: u64,
     sendmsg_hook: bool,
     hook_floor: bool,
+    dns_capture: bool,
     maps: Vec<(&'static str, BorrowedFd<'a>)>,
 }
 
@@ -312,6 +326,7 @@ fn load_udp_send<'obj>(
     set_hook_floor!(open, shared.hook_floor, "udp_send");
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.udp_shed_above = shared.shed_above;
+        ro.dns_capture_on = shared.dns_capture;
     }
     share_maps(open.open_object_mut(), &shared.maps)?;
     let skel = open
