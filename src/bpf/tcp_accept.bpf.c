@@ -49,3 +49,29 @@ int accept4_exit(struct trace_event_raw_sys_exit *ctx)
 	HOOK_FLOOR_RETURN(0);
 	return on_accept_exit(ctx);
 }
+
+#define PF_KTHREAD 0x00200000
+
+/* Where the kernel allows fexit (most distribution kernels; not under
+ * lockdown): inet_csk_accept's return, in the accepting task, for every
+ * accept (syscalls and io_uring alike) and without putting every syscall of
+ * the host on the slow path as the syscall tracepoints do. No fd is known
+ * (-1). Its arguments changed in 6.10 (struct proto_accept_arg): the
+ * returned sock follows them. Accepts by kernel threads (in-kernel servers)
+ * are no process's. */
+SEC("fexit/inet_csk_accept")
+int accept_fexit(unsigned long long *ctx)
+{
+	HOOK_FLOOR_RETURN(0);
+	struct sock *sk;
+	if (bpf_core_type_exists(struct proto_accept_arg))
+		sk = (struct sock *)ctx[2];
+	else
+		sk = (struct sock *)ctx[4];
+	if (!sk)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return 0;
+	return report_accept_btf(sk, sk, -1);
+}
