@@ -145,7 +145,7 @@ fi
 chroot_run() {
   mount -t proc proc "$ROOTFS/proc" && CHROOT_MOUNTS+=("$ROOTFS/proc")
   local rc=0
-  chroot "$ROOTFS" "$@" || rc=$?
+  chroot "$ROOTFS" /usr/bin/env PATH=/usr/sbin:/usr/bin "$@" || rc=$?
   umount "$ROOTFS/proc" && CHROOT_MOUNTS=()
   return $rc
 }
@@ -168,7 +168,8 @@ fetch_kernel() {
   [ -n "$pkg" ] || { log "no linux-image-*-amd64 in $rel"; return 1; }
   (cd "$dir/debs" && rm -f ./*.deb && apt-get "${apt_opts[@]}" download "$pkg")
   local ver=${pkg#linux-image-}
-  dpkg-deb -x "$dir"/debs/"$pkg"_*.deb "$ROOTFS"
+  # tar keeps the merged-/usr symlinks (/lib -> usr/lib); dpkg-deb -x would replace them
+  dpkg-deb --fsys-tarfile "$dir"/debs/"$pkg"_*.deb | tar -x --keep-directory-symlink -C "$ROOTFS"
   [ -e "$ROOTFS/boot/vmlinuz-$ver" ] || { log "$pkg has no /boot/vmlinuz-$ver"; return 1; }
   chroot_run depmod "$ver"
   chroot_run mkinitramfs -o "/boot/initrd.img-$ver" "$ver"

@@ -48,6 +48,11 @@ pub fn ensure_tracefs() -> Result<()> {
 pub fn route_libbpf_log() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
         let msg = msg.trim_end();
+        // Capability probes (kernel.rs) look up names a kernel may lack: not a problem.
+        if msg.ends_with("is not found in vmlinux BTF") {
+            tracing::debug!(target: "libbpf", "{msg}");
+            return;
+        }
         match level {
             libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
             libbpf_rs::PrintLevel::Info => tracing::debug!(target: "libbpf", "{msg}"),

@@ -29,6 +29,8 @@ pub struct Capabilities {
     pub rdonly_cast: bool,
     /// cgroup_skb programs may call bpf_get_current_pid_tgid.
     pub cgroup_skb_task: bool,
+    /// inet_csk_accept takes a struct proto_accept_arg (6.10+).
+    pub accept_arg: bool,
 }
 
 impl Capabilities {
@@ -53,6 +55,7 @@ impl Capabilities {
             io_uring_submit_req: btf && has_btf_tracepoint("io_uring_submit_req"),
             io_uring_complete: btf && has_btf_tracepoint("io_uring_complete"),
             rdonly_cast: btf && has_btf_func("bpf_rdonly_cast"),
+            accept_arg: btf && has_btf_struct("proto_accept_arg"),
             cgroup_skb_task: helper_allowed(
                 libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB,
                 libbpf_rs::libbpf_sys::BPF_FUNC_get_current_pid_tgid,
@@ -71,6 +74,13 @@ fn vmlinux_btf_id(name: &str, attach: libbpf_rs::libbpf_sys::bpf_attach_type) ->
 /// A `btf_trace_NAME` type: a tp_btf program can attach to NAME.
 fn has_btf_tracepoint(name: &str) -> bool {
     vmlinux_btf_id(name, libbpf_rs::libbpf_sys::BPF_TRACE_RAW_TP).is_some()
+}
+
+/// A struct in the kernel's BTF.
+fn has_btf_struct(name: &str) -> bool {
+    libbpf_rs::Btf::from_vmlinux()
+        .map(|btf| btf.type_by_name::<libbpf_rs::btf::types::Struct<'_>>(name).is_some())
+        .unwrap_or(false)
 }
 
 /// A function (or kfunc) in the kernel's BTF.
@@ -127,8 +137,9 @@ fn probe_fexit(func: &str) -> Result<(), String> {
 /// How TCP accepts are attributed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpIn {
-    /// fexit/inet_csk_accept: every accept (syscalls and io_uring) in the accepting task.
-    Fexit,
+    /// fexit/inet_csk_accept: every accept (syscalls and io_uring) in the
+    /// accepting task; `arg`: its 6.10+ arguments.
+    Fexit { arg: bool },
     /// accept/accept4 syscall-exit tracepoints (fd -> sock with bpf_rdonly_cast),
     /// io_uring accepts from io_uring's tracepoints where they have the needed form.
     SyscallExit { io_uring: bool },
@@ -188,7 +199,7 @@ impl Plan {
                  cheaper than syscall-exit tracepoints, which slow every syscall)"
                     .to_string(),
             );
-            TcpIn::Fexit
+            TcpIn::Fexit { arg: caps.accept_arg }
         } else {
             let io_uring = caps.io_uring_submit_req && caps.io_uring_complete && caps.rdonly_cast;
             lines.push(format!(
@@ -315,6 +326,7 @@ mod tests {
             io_uring_complete: true,
             rdonly_cast: true,
             cgroup_skb_task: true,
+            accept_arg: true,
         }
     }
 
@@ -332,7 +344,7 @@ mod tests {
         let caps =
             Capabilities { btf: true, fentry: true, kprobes: true, io_uring_complete: true, ..Default::default() };
         let plan = Plan::choose(&caps, UdpMechanism::Auto);
-        assert_eq!(plan.tcp_in, TcpIn::Fexit);
+        assert_eq!(plan.tcp_in, TcpIn::Fexit { arg: false });
         assert_eq!(plan.udp_out, UdpOut::SendFexit);
         assert_eq!(plan.udp_in, UdpIn::RecvFexit);
         assert!(!plan.uncork_reported);
@@ -347,10 +359,11 @@ mod tests {
             sock_send_length: true,
             sock_recv_length: true,
             rdonly_cast: true,
+            accept_arg: true,
             ..Default::default()
         };
         let plan = Plan::choose(&caps, UdpMechanism::Auto);
-        assert_eq!(plan.tcp_in, TcpIn::Fexit);
+        assert_eq!(plan.tcp_in, TcpIn::Fexit { arg: true });
         assert_eq!(plan.udp_out, UdpOut::SendTracepoint);
         assert_eq!(plan.udp_in, UdpIn::RecvTracepoint);
     }

@@ -147,8 +147,12 @@ impl<'obj> Probes<'obj> {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.pretend_unresolved = opts.pretend_unresolved_accepts;
         }
-        let fexit = opts.plan.tcp_in == TcpIn::Fexit;
-        open.progs.accept_fexit.set_autoload(fexit);
+        let (fexit, accept_arg) = match opts.plan.tcp_in {
+            TcpIn::Fexit { arg } => (true, arg),
+            TcpIn::SyscallExit { .. } => (false, false),
+        };
+        open.progs.accept_fexit.set_autoload(fexit && !accept_arg);
+        open.progs.accept_arg_fexit.set_autoload(fexit && accept_arg);
         open.progs.accept_exit.set_autoload(!fexit);
         open.progs.accept4_exit.set_autoload(!fexit);
         let tcp_accept = open.load().context(if fexit {
@@ -241,7 +245,9 @@ impl<'obj> Probes<'obj> {
         }
 
         attach(&tcp_state.progs.tcp_state_change, &mut links)?;
-        if fexit {
+        if fexit && accept_arg {
+            attach(&tcp_accept.progs.accept_arg_fexit, &mut links)?;
+        } else if fexit {
             attach(&tcp_accept.progs.accept_fexit, &mut links)?;
         } else {
             attach(&tcp_accept.progs.accept_exit, &mut links)?;
@@ -267,7 +273,7 @@ impl<'obj> Probes<'obj> {
                 );
                 None
             }
-            TcpIn::Fexit => None, // inet_csk_accept sees them
+            TcpIn::Fexit { .. } => None, // inet_csk_accept sees them
         };
         Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
     }
@@ -418,8 +424,8 @@ mod tests {
                 programs += 1;
             }
         }
-        // 21 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet
-        // mechanism; the fexit forms of the accept, send and receive probes (5) where the kernel allows them.
-        assert_eq!(programs, 21, "programs found in {}", dir.display());
+        // 22 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet
+        // mechanism; the fexit forms of the accept (2), send and receive probes (4) where the kernel allows them.
+        assert_eq!(programs, 22, "programs found in {}", dir.display());
     }
 }

@@ -511,3 +511,24 @@ pub fn s(v: &Value, k: &str) -> String {
 pub fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} is not a number in {v}"))
 }
+
+/// The sensor's own report of this kernel (`sockscope --check`): which
+/// mechanism serves what, and what it cannot see. Tests that meet a
+/// documented degradation (README, "Kernels") assert it from this.
+#[allow(dead_code)]
+pub fn kernel_report() -> String {
+    static REPORT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REPORT
+        .get_or_init(|| {
+            let out = Command::new(SENSOR).arg("--check").output().expect("sockscope --check runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .clone()
+}
+
+/// A corked UDP datagram that leaves in setsockopt(UDP_CORK, 0) is seen
+/// (cgroup_skb may ask for the task: 6.18 here; not 6.1, 6.12).
+#[allow(dead_code)]
+pub fn uncork_seen() -> bool {
+    !kernel_report().contains("setsockopt(UDP_CORK, 0): not seen")
+}
