@@ -39,6 +39,8 @@ uname -r >"$out/kernel"
 } >"$out/host-facts"
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin RUST_BACKTRACE=1 HOME=/root
+# The tests' bounds (waits on conditions) stretched for the emulator.
+export SOCKSCOPE_TEST_TIME_SCALE=${SOCKSCOPE_TEST_TIME_SCALE:-$(arg sockscope.time_scale)}
 cd /tmp
 while IFS='|' read -r name bin args; do
   [ -n "$name" ] || continue

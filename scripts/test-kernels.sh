@@ -217,7 +217,9 @@ for k in "${kernels[@]}"; do
   if [ "${SOCKSCOPE_KVM:-0}" = 1 ]; then accel=kvm; cpu=host; fi
   shares=(-virtfs "local,path=$SRC,mount_tag=sockscope_src,security_model=none,readonly=on"
     -virtfs "local,path=$out,mount_tag=sockscope_out,security_model=none")
-  cmdline="root=/dev/vda rw console=ttyS0 panic=-1 init=/sbin/sockscope-vm-init sockscope.src=$SRC"
+  # The tests' waits are bounded for a real machine; TCG is several times slower.
+  scale=${SOCKSCOPE_TEST_TIME_SCALE:-$([ "$accel" = kvm ] && echo 1 || echo 6)}
+  cmdline="root=/dev/vda rw console=ttyS0 panic=-1 init=/sbin/sockscope-vm-init sockscope.src=$SRC sockscope.time_scale=$scale"
   case "$TARGET_DIR/" in
     "$SRC"/*) ;;
     *)

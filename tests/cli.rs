@@ -142,7 +142,7 @@ fn stdout_is_the_default_sink() {
             }
         }
     });
-    ready_rx.recv_timeout(Duration::from_secs(30)).expect("sensor ready");
+    ready_rx.recv_timeout(common::bound(Duration::from_secs(30))).expect("sensor ready");
     // A connection over loopback while it runs.
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = l.local_addr().expect("addr").port();

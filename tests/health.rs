@@ -67,7 +67,7 @@ fn sensor_on_a_pipe(extra: &[&str]) -> (std::process::Child, std::thread::JoinHa
         }
         all
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("sensor ready");
+    rx.recv_timeout(common::bound(Duration::from_secs(30))).expect("sensor ready");
     (child, reader)
 }
 
