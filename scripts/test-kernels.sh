@@ -25,6 +25,9 @@
 # target/kernels/KERNEL/). Exit status non-zero when any test binary failed,
 # a VM did not finish within SOCKSCOPE_VM_TIMEOUT seconds (default 5400), or
 # a step failed; QEMU is killed on any exit.
+# The whole script is one block, read before it runs: editing the file
+# while a run is under way cannot change what that run does.
+{
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
@@ -268,3 +271,5 @@ if [ "${#failed[@]}" -gt 0 ]; then
   exit 1
 fi
 log "all passed on: ${kernels[*]}"
+exit 0
+}

@@ -31,6 +31,10 @@ pub struct Capabilities {
     pub cgroup_skb_task: bool,
     /// inet_csk_accept takes a struct proto_accept_arg (6.10+).
     pub accept_arg: bool,
+    /// What the UDP process-context programs need besides their hooks:
+    /// atomic fetch operations (5.12), bpf_ktime_get_coarse_ns in cgroup_skb
+    /// and socket storage in tracing programs (5.11). Not on 5.10.
+    pub udp_process_bpf: bool,
 }
 
 impl Capabilities {
@@ -56,6 +60,11 @@ impl Capabilities {
             io_uring_complete: btf && has_btf_tracepoint("io_uring_complete"),
             rdonly_cast: btf && has_btf_func("bpf_rdonly_cast"),
             accept_arg: btf && has_btf_struct("proto_accept_arg"),
+            udp_process_bpf: atomic_fetch_allowed()
+                && helper_allowed(
+                    libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB,
+                    libbpf_rs::libbpf_sys::BPF_FUNC_ktime_get_coarse_ns,
+                ),
             cgroup_skb_task: helper_allowed(
                 libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB,
                 libbpf_rs::libbpf_sys::BPF_FUNC_get_current_pid_tgid,
@@ -91,6 +100,42 @@ fn has_btf_func(name: &str) -> bool {
 fn helper_allowed(prog_type: libbpf_rs::libbpf_sys::bpf_prog_type, helper: libbpf_rs::libbpf_sys::bpf_func_id) -> bool {
     // SAFETY: libbpf loads a two-instruction program of that type and closes it.
     unsafe { libbpf_rs::libbpf_sys::libbpf_probe_bpf_helper(prog_type, helper, std::ptr::null()) == 1 }
+}
+
+/// Whether the verifier takes an atomic fetch-or (5.12+): a socket filter
+/// that does one on its stack, loaded and closed.
+fn atomic_fetch_allowed() -> bool {
+    use libbpf_rs::libbpf_sys as sys;
+    let insn = |code: u32, dst: u8, src: u8, off: i16, imm: i32| {
+        let mut i = sys::bpf_insn { code: code as u8, off, imm, ..Default::default() };
+        i.set_dst_reg(dst);
+        i.set_src_reg(src);
+        i
+    };
+    let insns = [
+        insn(sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K, 1, 0, 0, 0), // r1 = 0
+        insn(sys::BPF_STX | sys::BPF_MEM | sys::BPF_DW, 10, 1, -8, 0), // *(u64 *)(r10 - 8) = r1
+        insn(sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K, 1, 0, 0, 1), // r1 = 1
+        insn(sys::BPF_STX | sys::BPF_ATOMIC | sys::BPF_DW, 10, 1, -8, (sys::BPF_OR | sys::BPF_FETCH) as i32),
+        insn(sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K, 0, 0, 0, 0), // r0 = 0
+        insn(sys::BPF_JMP | sys::BPF_EXIT, 0, 0, 0, 0),
+    ];
+    // SAFETY: valid instructions and strings that outlive the call; no options.
+    let fd = unsafe {
+        sys::bpf_prog_load(
+            sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            c"sockscope_probe".as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
 }
 
 /// Loads a do-nothing fexit program on `func`, attaches it and closes both:
@@ -223,11 +268,11 @@ impl Plan {
                 lines.push("UDP out: packet (consume_skb + raw packet sockets; asked for)".into());
                 UdpOut::Packet
             }
-            UdpMechanism::Process | UdpMechanism::Auto if caps.sock_send_length => {
+            UdpMechanism::Process | UdpMechanism::Auto if caps.sock_send_length && caps.udp_process_bpf => {
                 lines.push("UDP out: process: tp_btf/sock_send_length + cgroup_skb/egress".into());
                 UdpOut::SendTracepoint
             }
-            UdpMechanism::Process | UdpMechanism::Auto if caps.fentry => {
+            UdpMechanism::Process | UdpMechanism::Auto if caps.fentry && caps.udp_process_bpf => {
                 lines.push(
                     "UDP out: process: fexit/udp_sendmsg + fexit/udpv6_sendmsg + cgroup_skb/egress \
                      (no sock_send_length: before 6.3)"
@@ -236,14 +281,26 @@ impl Plan {
                 UdpOut::SendFexit
             }
             _ => {
-                lines.push(format!(
-                    "UDP out: packet (consume_skb + raw packet sockets): no sock_send_length and fexit {fentry_why}"
-                ));
+                lines.push(if caps.udp_process_bpf {
+                    format!("UDP out: packet (consume_skb + raw packet sockets): no sock_send_length and fexit {fentry_why}")
+                } else {
+                    "UDP out: packet (consume_skb + raw packet sockets): the process-context programs need 5.12's BPF \
+                     (atomic fetch, coarse clock and socket storage in tracing programs)"
+                        .to_string()
+                });
                 gaps.push("UDP out: only the packet mechanism (softirq sends misattributed)".into());
                 UdpOut::Packet
             }
         };
-        let udp_in = if caps.sock_recv_length {
+        let udp_in = if !caps.udp_process_bpf {
+            lines.push(
+                "UDP in: not seen (the receive programs need 5.12's BPF: atomic fetch, coarse clock, socket storage \
+                 in tracing programs)"
+                    .into(),
+            );
+            gaps.push("UDP in: this kernel's BPF is too old (before 5.12): UDP receives are not reported".into());
+            UdpIn::None
+        } else if caps.sock_recv_length {
             lines.push("UDP in: cgroup_skb/ingress + tp_btf/sock_recv_length".into());
             UdpIn::RecvTracepoint
         } else if caps.fentry {
@@ -271,7 +328,7 @@ impl Plan {
         }
         lines.push(format!(
             "kernel: BTF {}, fentry/fexit {}, kprobes {}, sock_send_length {}, sock_recv_length {}, \
-             io_uring_submit_req {}, bpf_rdonly_cast {}, cgroup_skb task helpers {}",
+             io_uring_submit_req {}, bpf_rdonly_cast {}, cgroup_skb task helpers {}, 5.12 BPF {}",
             yes(caps.btf),
             if caps.fentry { "yes" } else { fentry_why },
             yes(caps.kprobes),
@@ -280,6 +337,7 @@ impl Plan {
             yes(caps.io_uring_submit_req),
             yes(caps.rdonly_cast),
             yes(caps.cgroup_skb_task),
+            yes(caps.udp_process_bpf),
         ));
         Self { tcp_in, udp_out, udp_in, uncork_reported, lines, gaps }
     }
@@ -327,6 +385,7 @@ mod tests {
             rdonly_cast: true,
             cgroup_skb_task: true,
             accept_arg: true,
+            udp_process_bpf: true,
         }
     }
 
@@ -341,8 +400,14 @@ mod tests {
 
     #[test]
     fn debian_6_1_uses_fexit() {
-        let caps =
-            Capabilities { btf: true, fentry: true, kprobes: true, io_uring_complete: true, ..Default::default() };
+        let caps = Capabilities {
+            btf: true,
+            fentry: true,
+            kprobes: true,
+            io_uring_complete: true,
+            udp_process_bpf: true,
+            ..Default::default()
+        };
         let plan = Plan::choose(&caps, UdpMechanism::Auto);
         assert_eq!(plan.tcp_in, TcpIn::Fexit { arg: false });
         assert_eq!(plan.udp_out, UdpOut::SendFexit);
@@ -360,6 +425,7 @@ mod tests {
             sock_recv_length: true,
             rdonly_cast: true,
             accept_arg: true,
+            udp_process_bpf: true,
             ..Default::default()
         };
         let plan = Plan::choose(&caps, UdpMechanism::Auto);
@@ -369,8 +435,18 @@ mod tests {
     }
 
     #[test]
+    fn debian_5_10_sends_by_packet_and_sees_no_receives() {
+        let caps = Capabilities { btf: true, fentry: true, kprobes: true, ..Default::default() };
+        let plan = Plan::choose(&caps, UdpMechanism::Auto);
+        assert_eq!(plan.tcp_in, TcpIn::Fexit { arg: false });
+        assert_eq!(plan.udp_out, UdpOut::Packet);
+        assert_eq!(plan.udp_in, UdpIn::None);
+        assert!(!plan.full_coverage());
+    }
+
+    #[test]
     fn nothing_but_tracepoints_before_6_3_degrades_udp() {
-        let caps = Capabilities { btf: true, ..Default::default() };
+        let caps = Capabilities { btf: true, udp_process_bpf: true, ..Default::default() };
         let plan = Plan::choose(&caps, UdpMechanism::Auto);
         assert_eq!(plan.udp_out, UdpOut::Packet);
         assert_eq!(plan.udp_in, UdpIn::None);
