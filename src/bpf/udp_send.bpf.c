@@ -246,8 +246,8 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 
 /* Kernels without sock_send_length (before 6.3) that allow fexit: the UDP
  * send functions' returns, in the sending task, for every way to send.
- * udpv6_sendmsg hands IPv4-mapped destinations to udp_sendmsg: the second
- * return finds the datagram already taken (a known flow, suppressed). */
+ * udpv6_sendmsg hands IPv4-mapped destinations to udp_sendmsg: only the
+ * outer return (udpv6_sendmsg's) reports those. */
 static __always_inline int sendmsg_done(struct sock *sk, int ret)
 {
 	return send_done(sk, ret, BPF_CORE_READ((struct udp_sock *)sk, pending) != 0);
@@ -257,6 +257,10 @@ SEC("fexit/udp_sendmsg")
 int BPF_PROG(udp_sendmsg_exit, struct sock *sk, struct msghdr *msg, size_t len, int ret)
 {
 	HOOK_FLOOR_RETURN(0);
+	/* An IPv6 socket's send to an IPv4-mapped address, inside
+	 * udpv6_sendmsg: its return reports it, once. */
+	if (sk->__sk_common.skc_family == AF_INET6)
+		return 0;
 	return sendmsg_done(sk, ret);
 }
 
