@@ -77,8 +77,9 @@ static __always_inline void datagram_key(const struct datagram *d, struct udp_fl
 	key->remote_port = d->remote_port;
 }
 
-/* Whether cgroup_skb programs may call bpf_get_current_pid_tgid (set by
- * userspace from a probe of the kernel; refused on 6.1 and 6.12). */
+/* Whether cgroup_skb programs may call bpf_get_current_pid_tgid and
+ * bpf_get_current_uid_gid (set by userspace from a probe of the kernel; 6.1
+ * refuses both, 6.12 the second). */
 const volatile bool egress_knows_task = true;
 
 SEC("cgroup_skb/egress")

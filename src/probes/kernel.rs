@@ -27,7 +27,7 @@ pub struct Capabilities {
     /// The kfunc bpf_rdonly_cast (6.2+): the syscall accept probes walk
     /// task -> file -> sock with it.
     pub rdonly_cast: bool,
-    /// cgroup_skb programs may call bpf_get_current_pid_tgid.
+    /// cgroup_skb programs may call bpf_get_current_pid_tgid and _uid_gid.
     pub cgroup_skb_task: bool,
     /// inet_csk_accept takes a struct proto_accept_arg (6.10+).
     pub accept_arg: bool,
@@ -65,10 +65,13 @@ impl Capabilities {
                     libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB,
                     libbpf_rs::libbpf_sys::BPF_FUNC_ktime_get_coarse_ns,
                 ),
-            cgroup_skb_task: helper_allowed(
-                libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB,
+            // 6.12 allows the first in cgroup_skb and refuses the second.
+            cgroup_skb_task: [
                 libbpf_rs::libbpf_sys::BPF_FUNC_get_current_pid_tgid,
-            ),
+                libbpf_rs::libbpf_sys::BPF_FUNC_get_current_uid_gid,
+            ]
+            .iter()
+            .all(|h| helper_allowed(libbpf_rs::libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB, *h)),
         }
     }
 }
