@@ -8,7 +8,8 @@
 # deb.debian.org. --tests: a comma-separated list of test binaries (tests/*.rs
 # names; default: every root-only real-kernel one); arguments after `--` go to
 # each test binary (e.g. a test name filter). --bench: `make bench`'s benchmark
-# in the VM instead of the tests (release build).
+# in the VM instead of the tests (release build; arguments after `--` go to
+# sockscope-bench, e.g. `--bench 6.1 -- --pairs 1`).
 #
 # What it does: builds the test binaries and the sensor on this host (cargo);
 # builds once, cached in $SOCKSCOPE_KERNELS_CACHE (default
@@ -195,7 +196,7 @@ write_plan() {
   local plan=$1
   : >"$plan"
   if [ "$bench" = 1 ]; then
-    echo "bench|$TARGET_DIR/release/sockscope-bench|" >>"$plan"
+    echo "bench|$TARGET_DIR/release/sockscope-bench|${test_args[*]:-}" >>"$plan"
     return
   fi
   local name path
