@@ -119,6 +119,7 @@ pub fn prepare_host(settings: &HostSettings) -> Result<()> {
         host::check_privileges()?;
     }
     host::ensure_tracefs()?;
+    host::lift_memlock_limit();
     host::route_libbpf_log();
     Ok(())
 }
