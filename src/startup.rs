@@ -167,7 +167,7 @@ fn load_probes<'obj>(
         argv_limit: settings.argv_limit,
         pretend_unresolved_accepts: settings.pretend_unresolved_accepts,
         plan,
-        udp_forced: settings.udp_mechanism != UdpMechanism::Auto,
+        udp_asked: settings.udp_mechanism,
         udp_flow_capacity: settings.udp_flow_capacity,
         udp_shed_above: crate::backpressure::udp_shed_at(settings.ring_bytes()),
         udp_sendmsg_hook: sendmsg_hook,

@@ -27,8 +27,8 @@ pub struct ProbeOptions {
     pub pretend_unresolved_accepts: bool,
     /// The mechanism per kind of event (kernel.rs), chosen from what the kernel allows.
     pub plan: Plan,
-    /// The user asked for a UDP mechanism (no fallback to the packet one).
-    pub udp_forced: bool,
+    /// The user's UDP mechanism setting (`process`: no fallback to the packet one).
+    pub udp_asked: super::UdpMechanism,
     pub udp_flow_capacity: u32,
     /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
     pub udp_shed_above: u64,
@@ -218,7 +218,14 @@ impl<'obj> Probes<'obj> {
             hook_floor: opts.hook_floor,
             maps,
         };
-        let udp_send = match (opts.plan.udp_out, opts.udp_forced) {
+        let forced = opts.udp_asked != super::UdpMechanism::Auto;
+        if opts.udp_asked == super::UdpMechanism::Process && opts.plan.udp_out == UdpOut::Packet {
+            anyhow::bail!(
+                "--udp-mechanism process is not available on this kernel (no sock_send_length and no fexit, \
+                 or BPF before 5.12; see the probe report above)"
+            );
+        }
+        let udp_send = match (opts.plan.udp_out, forced) {
             (UdpOut::Packet, _) => {
                 UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
             }

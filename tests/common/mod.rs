@@ -540,3 +540,15 @@ pub fn bound(d: Duration) -> Duration {
     let scale = std::env::var("SOCKSCOPE_TEST_TIME_SCALE").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1);
     d * scale.clamp(1, 20)
 }
+
+/// UDP receives are reported (not on 5.10: README, "Kernels").
+#[allow(dead_code)]
+pub fn udp_receives_seen() -> bool {
+    !kernel_report().contains("UDP in: not seen")
+}
+
+/// UDP sends have a process-context mechanism (not on 5.10: only the packet one).
+#[allow(dead_code)]
+pub fn udp_process_sends() -> bool {
+    kernel_report().contains("UDP out: process")
+}
