@@ -193,6 +193,13 @@ pub struct Cli {
     #[arg(long)]
     pub no_seccomp: bool,
 
+    /// Check what this kernel allows: print which mechanism serves TCP out,
+    /// TCP in, UDP out, UDP in and process identity, and why; load and attach
+    /// them and remove them again. Exit 0 when every kind of event is
+    /// covered, 1 with the reason otherwise.
+    #[arg(long)]
+    pub check: bool,
+
     /// Testing aid: try to load even without the capabilities (to see what the kernel says).
     #[arg(long, hide = true)]
     pub skip_privilege_check: bool,

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         )
         .init();
     let settings = Settings::from(&cli);
+    if cli.check {
+        return check(&settings);
+    }
 
     // Everything the user gave us is checked before anything is attached.
     let inputs = match Inputs::read(&settings) {
@@ -49,6 +52,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check`: 0 with full coverage, 1 with the reason otherwise.
+fn check(settings: &Settings) -> ExitCode {
+    let result = startup::prepare_host(&settings.host).and_then(|()| {
+        let mut storage = ObjectStorage::new();
+        startup::check(&mut storage, settings)
+    });
+    match result {
+        Ok(None) => {
+            println!("sockscope --check: full coverage");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(gaps)) => {
+            println!("sockscope --check: partial coverage: {gaps}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("sockscope --check: cannot load: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,7 @@ use crate::format::{Format, Formatter};
 use crate::health::Health;
 use crate::pipeline::{Pipeline, Trackers};
 use crate::privilege;
+use crate::probes::kernel::{Capabilities, Plan};
 use crate::probes::xfrm::Policies;
 use crate::probes::{host, ObjectStorage, ProbeOptions, Probes, SendmsgHook, UdpMechanism};
 use crate::settings::{HostSettings, OutputSettings, ProbeSettings, RuleSettings, Settings};
@@ -164,6 +165,7 @@ pub fn prepare_host(settings: &HostSettings) -> Result<()> {
         host::check_privileges()?;
     }
     host::ensure_tracefs()?;
+    host::lift_memlock_limit();
     host::route_libbpf_log();
     Ok(())
 }
@@ -233,11 +235,14 @@ fn load_probes<'obj>(
     settings: &ProbeSettings,
     sendmsg_hook: bool,
 ) -> Result<Probes<'obj>> {
+    let plan = kernel_plan(settings.udp_mechanism);
+    tracing::info!("probes for this kernel ({}):\n{plan}", kernel_release());
     let opts = ProbeOptions {
         ringbuf_bytes: settings.ringbuf_bytes,
         argv_limit: settings.argv_limit,
         pretend_unresolved_accepts: settings.pretend_unresolved_accepts,
-        udp: settings.udp_mechanism,
+        plan,
+        udp_asked: settings.udp_mechanism,
         udp_flow_capacity: settings.udp_flow_capacity,
         udp_shed_above: crate::backpressure::udp_shed_at(settings.ring_bytes()),
         udp_sendmsg_hook: sendmsg_hook,
@@ -248,6 +253,27 @@ fn load_probes<'obj>(
         tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");
     }
     Probes::load(storage, &opts)
+}
+
+/// What the kernel allows, and the mechanism chosen for each kind of event.
+pub fn kernel_plan(udp: UdpMechanism) -> Plan {
+    Plan::choose(&Capabilities::detect(), udp)
+}
+
+/// The running kernel's release (uname -r).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_else(|_| "?".into())
+}
+
+/// `--check`: prints the report, loads and attaches every chosen probe and
+/// removes them again. Ok(None): full coverage; Ok(Some(reason)): partial.
+pub fn check(storage: &mut ObjectStorage, settings: &Settings) -> Result<Option<String>> {
+    let plan = kernel_plan(settings.probes.udp_mechanism);
+    println!("sockscope --check on {}:\n{plan}", kernel_release());
+    let probes = load_probes(storage, &settings.probes, false)?;
+    println!("  loaded and attached {} probes; removed", probes.attached());
+    drop(probes);
+    Ok((!plan.full_coverage()).then(|| plan.gaps.join("; ")))
 }
 
 /// Gives the kernel the part of the rules it can apply with the same answer

@@ -72,7 +72,13 @@ fn a_probe_the_kernel_refuses_is_named_with_the_reason() {
         .expect("setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("udp_ingress") && err.contains("cgroup_skb/ingress"), "names the probe: {err}");
+    if err.contains("try raising 'ulimit -l'") {
+        // Kernels before 5.11 (Debian 11) charge maps to RLIMIT_MEMLOCK, which
+        // the sensor cannot lift without CAP_SYS_RESOURCE: the first map is refused.
+        assert!(err.contains("tcp_state"), "names the object: {err}");
+    } else {
+        assert!(err.contains("udp_ingress") && err.contains("cgroup_skb/ingress"), "names the probe: {err}");
+    }
     assert!(err.contains("Operation not permitted") || err.contains("EPERM"), "the kernel's reason: {err}");
 }
 
@@ -142,7 +148,7 @@ fn stdout_is_the_default_sink() {
             }
         }
     });
-    ready_rx.recv_timeout(Duration::from_secs(30)).expect("sensor ready");
+    ready_rx.recv_timeout(common::bound(Duration::from_secs(30))).expect("sensor ready");
     // A connection over loopback while it runs.
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = l.local_addr().expect("addr").port();

@@ -67,7 +67,7 @@ fn sensor_on_a_pipe(extra: &[&str]) -> (std::process::Child, std::thread::JoinHa
         }
         all
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("sensor ready");
+    rx.recv_timeout(common::bound(Duration::from_secs(30))).expect("sensor ready");
     (child, reader)
 }
 
@@ -136,7 +136,11 @@ fn lost_in(e: &Value) -> u64 {
 #[test]
 fn stalled_output_keeps_facts_in_the_ring_buffer() {
     require_root();
-    let (reported, losses, stderr) = flows_through_a_stalled_output(3000, &[]);
+    // The stall lasts as long as the 3,000 sends take; a fact that waits
+    // longer than --max-defer-ms is read regardless (and the full queue sheds
+    // it): give the bound room for a slow machine (the emulated kernels of
+    // scripts/test-kernels.sh took over a second).
+    let (reported, losses, stderr) = flows_through_a_stalled_output(3000, &["--max-defer-ms", "60000"]);
     assert!(losses.is_empty(), "nothing lost: {losses:?}\n{stderr}");
     assert_eq!(reported, 3000, "every flow reported once the output moved again; stderr:\n{stderr}");
     assert_eq!(final_stat(&stderr, "queue_dropped") + final_stat(&stderr, "queue_udp_shed"), 0, "{stderr}");
@@ -416,12 +420,14 @@ fn the_hook_floor_attaches_every_probe_and_reports_nothing() {
     let net = TestNet::new();
     let normal = Sensor::start(&[]);
     one_connection_and_one_flow(&net);
-    let reported = normal.wait_for(4, Duration::from_secs(10), |e| {
+    // The connection and the flow, each at both ends (the flow's receiving
+    // end not where UDP receives are not seen: 5.10).
+    let expected = if common::udp_receives_seen() { 4 } else { 3 };
+    let reported = normal.wait_for(expected, Duration::from_secs(10), |e| {
         e["EventID"] == 3 && (e["Protocol"] == "tcp" || e["Protocol"] == "udp") && s(e, "DestinationIp") == net.ip4(2)
     });
     let (_, normal_err) = normal.stop();
-    // The connection and the flow, each at both ends.
-    assert_eq!(reported.len(), 4, "the normal run reports the connection and the flow: {reported:?}");
+    assert_eq!(reported.len(), expected, "the normal run reports the connection and the flow: {reported:?}");
     assert!(final_stat(&normal_err, "facts") > 0);
 
     let floor = Sensor::start(&["--hook-floor"]);

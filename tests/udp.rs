@@ -21,6 +21,23 @@ fn start(mechanism: &str, extra: &[&str]) -> Sensor {
     sensor
 }
 
+/// Whether this kernel has the process-context mechanism; where it has not
+/// (5.10: README, "Kernels"), asserts the sensor refuses to be asked for it.
+fn process_mechanism_here() -> bool {
+    if common::udp_process_sends() {
+        return true;
+    }
+    let out = std::process::Command::new(common::SENSOR)
+        .args(["--udp-mechanism", "process"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sensor runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--udp-mechanism process is not available on this kernel"), "{err}");
+    false
+}
+
 fn mechanism_word(mechanism: &str) -> &'static str {
     if mechanism == "packet" {
         "packet-socket"
@@ -93,6 +110,16 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         r.wait_ok();
         let sender_pid = u64::from(sender.pid());
         let (ns_a, ns_b) = (TestNet::inode(&net.a), TestNet::inode(&net.b));
+        if via == "cork" && mechanism != "packet" && !common::uncork_seen() {
+            // Documented degradation (README, "Kernels"): where cgroup_skb may
+            // not ask for the task (6.1, 6.12), the datagram setsockopt(UDP_CORK, 0)
+            // sends is not reported, and nothing else is in its place.
+            let out = udp_events(sensor, 0, |e| {
+                e["Initiated"] == true && u(e, "NetNs") == ns_a && u(e, "SourcePort") == u64::from(local.port())
+            });
+            assert!(out.is_empty(), "{via} {family}: no outbound event on this kernel: {out:?}");
+            return;
+        }
         let out =
             // Ports repeat across cases (ephemeral): the sender's own port tells them apart.
             udp_events(sensor, 1, |e| {
@@ -113,12 +140,18 @@ fn send_case(sensor: &Sensor, net: &TestNet, mechanism: &str, via: &str, family:
         let expected = if mechanism == "packet" { "packet" } else { "send" };
         assert_eq!(s(e, "Attribution"), expected);
 
-        let inn = udp_events(sensor, 1, |e| {
+        let receives = common::udp_receives_seen();
+        let inn = udp_events(sensor, usize::from(receives), |e| {
             e["Initiated"] == false
                 && u(e, "NetNs") == ns_b
                 && to_port(e) == u64::from(port)
                 && u(e, "SourcePort") == u64::from(local.port())
         });
+        if !receives {
+            // 5.10: UDP receives are not reported (README, "Kernels").
+            assert!(inn.is_empty(), "{via} {family}: no inbound event on this kernel: {inn:?}");
+            return;
+        }
         assert_eq!(inn.len(), 1, "{via} {family}: one inbound event: {inn:?}");
         assert_eq!(u(&inn[0], "ProcessId"), u64::from(r.pid()));
         assert_eq!(s(&inn[0], "SourceIp"), sender_ip);
@@ -143,6 +176,9 @@ fn extension_headers(mechanism: &str) {
 
 #[test]
 fn ipv6_extension_headers_process_context() {
+    if !process_mechanism_here() {
+        return;
+    }
     extension_headers("process");
 }
 
@@ -153,6 +189,9 @@ fn ipv6_extension_headers_packet_socket() {
 
 #[test]
 fn send_variants_process_context() {
+    if !process_mechanism_here() {
+        return;
+    }
     send_variants("process");
 }
 
@@ -166,6 +205,9 @@ fn send_variants_packet_socket() {
 /// IPsec-transformed packets, which this test kernel cannot make).
 #[test]
 fn unconnected_sends_with_and_without_the_sendmsg_hook() {
+    if !process_mechanism_here() {
+        return;
+    }
     for (setting, log) in [("off", "no sendmsg hook"), ("on", "+ cgroup sendmsg4/6")] {
         let sensor = start("process", &["--udp-sendmsg-hook", setting]);
         assert!(sensor.wait_log(&["UDP sends:", log], WAIT), "{setting}: {}", sensor.stderr_text());
@@ -184,7 +226,9 @@ fn unconnected_sends_with_and_without_the_sendmsg_hook() {
 /// or not the receiver asked for it.
 #[test]
 fn receive_variants_report_the_real_sender() {
-    let sensor = start("auto", &[]);
+    // 5.10: receives are not reported (README, "Kernels"); auto sends by packet there.
+    let receives = common::udp_receives_seen();
+    let sensor = start(if receives { "auto" } else { "packet" }, &[]);
     let net = TestNet::new();
     let vias = ["recvfrom", "recvfrom-null", "recvmsg", "recvmsg-null", "recvmmsg", "recv", "read", "io-uring"];
     let cases: Vec<(&str, &str)> =
@@ -209,12 +253,16 @@ fn receive_variants_report_the_real_sender() {
         sender.wait_ok();
         r.wait_ok();
         let ns_b = TestNet::inode(&net.b);
-        let inn = udp_events(&sensor, 1, |e| {
+        let inn = udp_events(&sensor, usize::from(receives), |e| {
             e["Initiated"] == false
                 && u(e, "NetNs") == ns_b
                 && to_port(e) == u64::from(port)
                 && u(e, "SourcePort") == u64::from(sport)
         });
+        if !receives {
+            assert!(inn.is_empty(), "{via} {family}: no inbound event on this kernel: {inn:?}");
+            continue;
+        }
         assert_eq!(inn.len(), 1, "{via} {family}: {inn:?}\n{}", sensor.stderr_text());
         let e = &inn[0];
         assert_eq!(u(e, "ProcessId"), u64::from(r.pid()), "{via}: {e}");
@@ -251,6 +299,9 @@ fn many_datagrams_one_event(mechanism: &str) {
 
 #[test]
 fn five_hundred_datagrams_one_event_process_context() {
+    if !process_mechanism_here() {
+        return;
+    }
     many_datagrams_one_event("process");
 }
 
@@ -296,6 +347,9 @@ fn destinations_and_sockets(mechanism: &str) {
 
 #[test]
 fn destinations_and_sockets_process_context() {
+    if !process_mechanism_here() {
+        return;
+    }
     destinations_and_sockets("process");
 }
 
@@ -329,6 +383,9 @@ fn window_expiry(mechanism: &str) {
 
 #[test]
 fn window_expiry_process_context() {
+    if !process_mechanism_here() {
+        return;
+    }
     window_expiry("process");
 }
 
@@ -357,6 +414,9 @@ fn tiny_table(mechanism: &str) {
 
 #[test]
 fn tiny_table_process_context() {
+    if !process_mechanism_here() {
+        return;
+    }
     tiny_table("process");
 }
 
@@ -421,6 +481,9 @@ fn a_namespace_the_packet_mechanism_cannot_watch_is_announced() {
 /// has an IPsec policy, and come on within seconds of one appearing.
 #[test]
 fn the_sendmsg_hook_comes_when_an_ipsec_policy_does() {
+    if !process_mechanism_here() {
+        return;
+    }
     let sensor = start("process", &["--udp-sendmsg-hook", "when-ipsec"]);
     assert!(sensor.wait_log(&["UDP sendmsg hook off until an IPsec policy appears"], WAIT), "{}", sensor.stderr_text());
     let net = TestNet::new();

@@ -33,10 +33,10 @@ static __always_inline struct sock *sock_of_fd(int fd)
  * connections are not reported). */
 PERCPU_COUNTER(accepts_unresolved);
 
-/* Reports that the current task accepted `sk` as `fd` (-1: no fd). */
-static __always_inline int report_accept(struct sock *sk, long fd)
+/* Reports that the current task accepted `sk` as `fd` (-1: no fd); `s` is
+ * `sk` as a BTF pointer (a tracing program's argument, or bpf_core_cast()). */
+static __always_inline int report_accept_btf(struct sock *s, struct sock *sk, long fd)
 {
-	struct sock *s = bpf_core_cast(sk, struct sock);
 	__u16 family = s->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || s->sk_protocol != IPPROTO_TCP)
 		return 0;
@@ -53,6 +53,12 @@ static __always_inline int report_accept(struct sock *sk, long fd)
 	f->fd = (__s32)fd;
 	bpf_ringbuf_submit(f, 0);
 	return 0;
+}
+
+/* The same for a plain pointer (bpf_core_cast: the kfunc bpf_rdonly_cast, 6.2+). */
+static __always_inline int report_accept(struct sock *sk, long fd)
+{
+	return report_accept_btf(bpf_core_cast(sk, struct sock), sk, fd);
 }
 
 #endif

@@ -49,3 +49,42 @@ int accept4_exit(struct trace_event_raw_sys_exit *ctx)
 	HOOK_FLOOR_RETURN(0);
 	return on_accept_exit(ctx);
 }
+
+#define PF_KTHREAD 0x00200000
+
+/* Where the kernel allows fexit (most distribution kernels; not under
+ * lockdown): inet_csk_accept's return, in the accepting task, for every
+ * accept (syscalls and io_uring alike) and without putting every syscall of
+ * the host on the slow path as the syscall tracepoints do. No fd is known
+ * (-1). Accepts by kernel threads (in-kernel servers) are no process's. */
+static __always_inline int accepted(struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	if (pretend_unresolved) {
+		/* The testing aid: the lost-accept path, as the syscall probes have it. */
+		count_one(&accepts_unresolved);
+		return 0;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return 0;
+	return report_accept_btf(sk, sk, -1);
+}
+
+/* Its arguments changed in 6.10 (struct proto_accept_arg); userspace loads
+ * the form the kernel has (one program each: the verifier refuses a context
+ * offset chosen at run time). */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(accept_fexit, struct sock *listener, int flags, int *err, bool kern, struct sock *sk)
+{
+	HOOK_FLOOR_RETURN(0);
+	return accepted(sk);
+}
+
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(accept_arg_fexit, struct sock *listener, struct proto_accept_arg *arg, struct sock *sk)
+{
+	HOOK_FLOOR_RETURN(0);
+	return accepted(sk);
+}

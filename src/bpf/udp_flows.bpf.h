@@ -10,7 +10,6 @@
 #include "sock_endpoints.bpf.h"
 #include "ipv6_ext.bpf.h"
 #define NS_PER_SEC 1000000000ULL
-#define EEXIST 17
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -47,10 +46,13 @@ static __always_inline int report_udp_flow(struct udp_flow_key *key, __u32 seen_
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	long err = bpf_map_update_elem(&udp_flows, key, &now, BPF_NOEXIST);
-	if (err == -EEXIST) {
-		__u64 *last = bpf_map_lookup_elem(&udp_flows, key);
+	/* -EEXIST: known. Any other failure is looked up too: the update gives
+	 * -EBUSY when this program interrupted another's update of the same
+	 * bucket on this CPU (softirq inside a send), though the flow is there. */
+	__u64 *last = err ? bpf_map_lookup_elem(&udp_flows, key) : 0;
+	if (last) {
 		/* Keeps the flow alive for the window without a write per packet. */
-		if (last && now - *last > NS_PER_SEC)
+		if (now - *last > NS_PER_SEC)
 			*last = now;
 		udp_count(UDP_SUPPRESSED);
 		return 1;

@@ -105,12 +105,9 @@ int udp_ingress(struct __sk_buff *skb)
 	return 1; /* observe only: always allow */
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(udp_recv_done, struct sock *sk, int ret, int flags)
+/* After a receive call on `sk` (a BTF pointer of a UDP socket). */
+static __always_inline int recv_done(struct sock *sk)
 {
-	HOOK_FLOOR_RETURN(0);
-	if (ret < 0 || sk->sk_protocol != IPPROTO_UDP)
-		return 0;
 	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, 0);
 	if (rp && !rp->fresh)
 		return 0; /* the common case: no new sender since the last receive */
@@ -141,4 +138,33 @@ int BPF_PROG(udp_recv_done, struct sock *sk, int ret, int flags)
 		report_udp_flow(&key, UDP_SEEN_RECV);
 	}
 	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(udp_recv_done, struct sock *sk, int ret, int flags)
+{
+	HOOK_FLOOR_RETURN(0);
+	if (ret < 0 || sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	return recv_done(sk);
+}
+
+/* Kernels without sock_recv_length (before 6.3) that allow fexit: the UDP
+ * receive functions' returns, in the reading task. Their arguments after
+ * the socket changed (5.19 dropped `noblock`), so the return value is not
+ * read: a failed receive finds no new sender, or reports one whose datagram
+ * is queued. udpv6_recvmsg hands IPv4-mapped sockets' datagrams to
+ * udp_recvmsg only where the socket is IPv4: no double report. */
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(udp_recvmsg_exit, struct sock *sk)
+{
+	HOOK_FLOOR_RETURN(0);
+	return recv_done(sk);
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(udpv6_recvmsg_exit, struct sock *sk)
+{
+	HOOK_FLOOR_RETURN(0);
+	return recv_done(sk);
 }

@@ -78,6 +78,11 @@ static __always_inline void datagram_key(const struct datagram *d, struct udp_fl
 	key->remote_port = d->remote_port;
 }
 
+/* Whether cgroup_skb programs may call bpf_get_current_pid_tgid and
+ * bpf_get_current_uid_gid (set by userspace from a probe of the kernel; 6.1
+ * refuses both, 6.12 the second). */
+const volatile bool egress_knows_task = true;
+
 SEC("cgroup_skb/egress")
 int udp_egress(struct __sk_buff *skb)
 {
@@ -111,7 +116,13 @@ int udp_egress(struct __sk_buff *skb)
 	w.pending = 1;
 	*d = w;
 	st->wire_ns = bpf_ktime_get_coarse_ns();
-	if (st->corked) {
+	if (st->corked && !egress_knows_task) {
+		/* Kernels whose cgroup_skb programs may not ask for the task
+		 * (6.1, 6.12): the datagram stays in `wire` for the send call
+		 * it leaves in (a final send without MSG_MORE); one uncorked by
+		 * setsockopt(UDP_CORK, 0) is not seen (README, kernels). */
+		st->corked = 0;
+	} else if (st->corked) {
 		/* The corked datagram leaves, in the task that uncorked it. A
 		 * send_length that follows (a final send) finds it reported. */
 		st->corked = 0;
@@ -161,12 +172,10 @@ int udp_sendmsg6(struct bpf_sock_addr *ctx)
 	return remember_dest(ctx, 1);
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
+/* After a send call on `sk` (a BTF pointer) returned `ret`; `left_corked`:
+ * its data waits in the cork (udp_sock.pending). */
+static __always_inline int send_done(struct sock *sk, int ret, int left_corked)
 {
-	HOOK_FLOOR_RETURN(0);
-	if (sk->sk_protocol != IPPROTO_UDP)
-		return 0;
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, 0);
 	if (ret < 0) {
 		if (st) {
@@ -175,7 +184,7 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 		}
 		return 0;
 	}
-	if (bpf_core_cast(sk, struct udp_sock)->pending) {
+	if (left_corked) {
 		/* Data left corked: nothing was sent yet (see send_state.corked). */
 		struct send_state *cs = st ? st : bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!cs) {
@@ -231,4 +240,40 @@ int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
 		st->last_ns = seen_ns;
 	}
 	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(udp_send_done, struct sock *sk, int ret, int flags)
+{
+	HOOK_FLOOR_RETURN(0);
+	if (sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	return send_done(sk, ret, bpf_core_cast(sk, struct udp_sock)->pending != 0);
+}
+
+/* Kernels without sock_send_length (before 6.3) that allow fexit: the UDP
+ * send functions' returns, in the sending task, for every way to send.
+ * udpv6_sendmsg hands IPv4-mapped destinations to udp_sendmsg: only the
+ * outer return (udpv6_sendmsg's) reports those. */
+static __always_inline int sendmsg_done(struct sock *sk, int ret)
+{
+	return send_done(sk, ret, BPF_CORE_READ((struct udp_sock *)sk, pending) != 0);
+}
+
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(udp_sendmsg_exit, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	HOOK_FLOOR_RETURN(0);
+	/* An IPv6 socket's send to an IPv4-mapped address, inside
+	 * udpv6_sendmsg: its return reports it, once. */
+	if (sk->__sk_common.skc_family == AF_INET6)
+		return 0;
+	return sendmsg_done(sk, ret);
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(udpv6_sendmsg_exit, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	HOOK_FLOOR_RETURN(0);
+	return sendmsg_done(sk, ret);
 }

@@ -44,10 +44,26 @@ pub fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
+/// Lifts the locked-memory limit: kernels before 5.11 (Debian 11's 5.10)
+/// charge BPF maps to RLIMIT_MEMLOCK (64 KiB by default), not to the cgroup,
+/// and refuse the ring buffer with EPERM. Later kernels ignore it.
+pub fn lift_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a valid rlimit for this process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("cannot lift RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Routes libbpf's own log (verifier messages, refusals) to our stderr log.
 pub fn route_libbpf_log() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
         let msg = msg.trim_end();
+        // Capability probes (kernel.rs) look up names a kernel may lack: not a problem.
+        if msg.ends_with("is not found in vmlinux BTF") {
+            tracing::debug!(target: "libbpf", "{msg}");
+            return;
+        }
         match level {
             libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
             libbpf_rs::PrintLevel::Info => tracing::debug!(target: "libbpf", "{msg}"),

@@ -10,6 +10,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, ProgramMut};
 
 use super::host::cgroup2_root;
+use super::kernel::{Plan, TcpIn, UdpIn, UdpOut};
 use super::skel::process::{ProcessSkel, ProcessSkelBuilder};
 use super::skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
 use super::skel::tcp_accept_uring::{TcpAcceptUringSkel, TcpAcceptUringSkelBuilder};
@@ -17,14 +18,16 @@ use super::skel::tcp_state::{TcpStateSkel, TcpStateSkelBuilder};
 use super::skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
 use super::skel::udp_recv::{UdpRecvSkel, UdpRecvSkelBuilder};
 use super::skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
-use super::UdpMechanism;
 
 pub struct ProbeOptions {
     pub ringbuf_bytes: u32,
     pub argv_limit: u32,
     /// Testing aid: the accept probes act as if no accepted fd resolved.
     pub pretend_unresolved_accepts: bool,
-    pub udp: UdpMechanism,
+    /// The mechanism per kind of event (kernel.rs), chosen from what the kernel allows.
+    pub plan: Plan,
+    /// The user's UDP mechanism setting (`process`: no fallback to the packet one).
+    pub udp_asked: super::UdpMechanism,
     pub udp_flow_capacity: u32,
     /// Unread ring-buffer bytes above which new UDP flows are shed (0: never).
     pub udp_shed_above: u64,
@@ -166,9 +169,19 @@ impl<'obj> Probes<'obj> {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.pretend_unresolved = opts.pretend_unresolved_accepts;
         }
-        let tcp_accept = open.load().context(
-            "the kernel refused eBPF object tcp_accept (syscalls/sys_exit_accept{,4}); see the libbpf log above",
-        )?;
+        let (fexit, accept_arg) = match opts.plan.tcp_in {
+            TcpIn::Fexit { arg } => (true, arg),
+            TcpIn::SyscallExit { .. } => (false, false),
+        };
+        open.progs.accept_fexit.set_autoload(fexit && !accept_arg);
+        open.progs.accept_arg_fexit.set_autoload(fexit && accept_arg);
+        open.progs.accept_exit.set_autoload(!fexit);
+        open.progs.accept4_exit.set_autoload(!fexit);
+        let tcp_accept = open.load().context(if fexit {
+            "the kernel refused eBPF object tcp_accept (fexit/inet_csk_accept); see the libbpf log above"
+        } else {
+            "the kernel refused eBPF object tcp_accept (syscalls/sys_exit_accept{,4}); see the libbpf log above"
+        })?;
 
         let mut open =
             ProcessSkelBuilder::default().open(&mut storage.process).context("opening eBPF object process")?;
@@ -191,35 +204,57 @@ impl<'obj> Probes<'obj> {
             ro.udp_shed_above = opts.udp_shed_above;
             ro.dns_capture_on = opts.dns_capture;
         }
+        let udp_in = opts.plan.udp_in;
+        open.progs.udp_ingress.set_autoload(udp_in != UdpIn::None);
+        open.progs.udp_recv_done.set_autoload(udp_in == UdpIn::RecvTracepoint);
+        open.progs.udp_recvmsg_exit.set_autoload(udp_in == UdpIn::RecvFexit);
+        open.progs.udpv6_recvmsg_exit.set_autoload(udp_in == UdpIn::RecvFexit);
         let udp_recv = open.load().context(
-            "the kernel refused eBPF object udp_recv (cgroup_skb/ingress, sock_recv_length); \
+            "the kernel refused eBPF object udp_recv (cgroup_skb/ingress, sock_recv_length or fexit/udp{,v6}_recvmsg); \
              see the libbpf log above",
         )?;
 
         let cgroup = open_cgroup2_root()?;
 
         let mut links = Vec::new();
-        attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
-        attach(&udp_recv.progs.udp_recv_done, &mut links)?;
+        match udp_in {
+            UdpIn::RecvTracepoint => {
+                attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
+                attach(&udp_recv.progs.udp_recv_done, &mut links)?;
+            }
+            UdpIn::RecvFexit => {
+                attach_cgroup(&udp_recv.progs.udp_ingress, &cgroup, &mut links)?;
+                attach(&udp_recv.progs.udp_recvmsg_exit, &mut links)?;
+                attach(&udp_recv.progs.udpv6_recvmsg_exit, &mut links)?;
+            }
+            UdpIn::None => {}
+        }
 
         let mut maps = common.to_vec();
         maps.push(("udp_flows", udp_recv.maps.udp_flows.as_fd()));
         maps.push(("udp_counters", udp_recv.maps.udp_counters.as_fd()));
         let shared = SharedUdpMaps {
+            fexit: opts.plan.udp_out == UdpOut::SendFexit,
+            uncork_reported: opts.plan.uncork_reported,
             shed_above: opts.udp_shed_above,
             sendmsg_hook: opts.udp_sendmsg_hook,
             hook_floor: opts.hook_floor,
             dns_capture: opts.dns_capture,
             maps,
         };
-        let udp_send = match opts.udp {
-            UdpMechanism::Packet => {
+        let forced = opts.udp_asked != super::UdpMechanism::Auto;
+        if opts.udp_asked == super::UdpMechanism::Process && opts.plan.udp_out == UdpOut::Packet {
+            anyhow::bail!(
+                "--udp-mechanism process is not available on this kernel (no sock_send_length and no fexit, \
+                 or BPF before 5.12; see the probe report above)"
+            );
+        }
+        let udp_send = match (opts.plan.udp_out, forced) {
+            (UdpOut::Packet, _) => {
                 UdpSend::Packet { _skel: load_udp_packet(&mut storage.udp_packet, &shared, &mut links)? }
             }
-            UdpMechanism::Process => {
-                UdpSend::Process { skel: load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links)? }
-            }
-            UdpMechanism::Auto => match load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links) {
+            (_, true) => UdpSend::Process { skel: load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links)? },
+            (_, false) => match load_udp_send(&mut storage.udp_send, &shared, &cgroup, &mut links) {
                 Ok(skel) => UdpSend::Process { skel },
                 Err(e) => {
                     tracing::warn!(
@@ -231,7 +266,8 @@ impl<'obj> Probes<'obj> {
         };
         match &udp_send {
             UdpSend::Process { .. } => tracing::info!(
-                "UDP sends: process-context mechanism (sock_send_length + cgroup_skb/egress{}), every network namespace",
+                "UDP sends: process-context mechanism ({} + cgroup_skb/egress{}), every network namespace",
+                if shared.fexit { "fexit/udp{,v6}_sendmsg" } else { "sock_send_length" },
                 if opts.udp_sendmsg_hook { " + cgroup sendmsg4/6" } else { "; no sendmsg hook" }
             ),
             UdpSend::Packet { .. } => {
@@ -248,18 +284,35 @@ impl<'obj> Probes<'obj> {
         }
 
         attach(&tcp_state.progs.tcp_state_change, &mut links)?;
-        attach(&tcp_accept.progs.accept_exit, &mut links)?;
-        attach(&tcp_accept.progs.accept4_exit, &mut links)?;
+        if fexit && accept_arg {
+            attach(&tcp_accept.progs.accept_arg_fexit, &mut links)?;
+        } else if fexit {
+            attach(&tcp_accept.progs.accept_fexit, &mut links)?;
+        } else {
+            attach(&tcp_accept.progs.accept_exit, &mut links)?;
+            attach(&tcp_accept.progs.accept4_exit, &mut links)?;
+        }
         attach(&process.progs.process_exec, &mut links)?;
         attach(&process.progs.process_fork, &mut links)?;
         attach(&process.progs.process_exit, &mut links)?;
         attach(&process.progs.process_cgroup, &mut links)?;
-        let uring = match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, opts.hook_floor, &mut links) {
-            Ok(skel) => Some(skel),
-            Err(e) => {
-                tracing::warn!("io_uring accepts not seen ({e:#}): they count as never accepted");
+        let uring = match opts.plan.tcp_in {
+            TcpIn::SyscallExit { io_uring: true } => {
+                match load_tcp_accept_uring(&mut storage.tcp_accept_uring, &common, opts.hook_floor, &mut links) {
+                    Ok(skel) => Some(skel),
+                    Err(e) => {
+                        tracing::warn!("io_uring accepts not seen ({e:#}): they count as never accepted");
+                        None
+                    }
+                }
+            }
+            TcpIn::SyscallExit { io_uring: false } => {
+                tracing::warn!(
+                    "io_uring accepts not seen (this kernel's io_uring tracepoints): they count as never accepted"
+                );
                 None
             }
+            TcpIn::Fexit { .. } => None, // inet_csk_accept sees them
         };
         Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
     }
@@ -277,6 +330,9 @@ impl<'obj> Probes<'obj> {
 }
 
 struct SharedUdpMaps<'a> {
+    /// fexit/udp{,v6}_sendmsg instead of sock_send_length.
+    fexit: bool,
+    uncork_reported: bool,
     shed_above: u64,
     sendmsg_hook: bool,
     hook_floor: bool,
@@ -327,13 +383,22 @@ fn load_udp_send<'obj>(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.udp_shed_above = shared.shed_above;
         ro.dns_capture_on = shared.dns_capture;
+        ro.egress_knows_task = shared.uncork_reported;
     }
+    open.progs.udp_send_done.set_autoload(!shared.fexit);
+    open.progs.udp_sendmsg_exit.set_autoload(shared.fexit);
+    open.progs.udpv6_sendmsg_exit.set_autoload(shared.fexit);
     share_maps(open.open_object_mut(), &shared.maps)?;
     let skel = open
         .load()
         .context("the kernel refused eBPF object udp_send (sock_send_length, cgroup_skb/egress, cgroup sendmsg4/6)")?;
     let mut mine = Vec::new();
-    attach(&skel.progs.udp_send_done, &mut mine)?;
+    if shared.fexit {
+        attach(&skel.progs.udp_sendmsg_exit, &mut mine)?;
+        attach(&skel.progs.udpv6_sendmsg_exit, &mut mine)?;
+    } else {
+        attach(&skel.progs.udp_send_done, &mut mine)?;
+    }
     attach_cgroup(&skel.progs.udp_egress, cgroup, &mut mine)?;
     if shared.sendmsg_hook {
         attach_sendmsg(&skel, cgroup, &mut mine)?;
@@ -400,8 +465,9 @@ mod tests {
                 programs += 1;
             }
         }
-        // The 16 of today at least (13 attached by default, sendmsg4/6 with
-        // IPsec, consume_skb in the packet mechanism): the scan found them.
-        assert!(programs >= 16, "programs found in {}: {programs}", dir.display());
+        // The 22 of today at least: 13 attached by default, sendmsg4/6 with
+        // IPsec, consume_skb in the packet mechanism; the fexit forms of the
+        // accept (2), send and receive probes (4) where the kernel allows them.
+        assert!(programs >= 22, "programs found in {}: {programs}", dir.display());
     }
 }

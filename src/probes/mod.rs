@@ -1,6 +1,8 @@
 //! Probes: the eBPF side as the rest of the sensor sees it. Split by concern:
 //! - `host`: what the host must give (privileges, tracefs, the cgroup2 root,
 //!   libbpf's log) and `kconfig` (its build config);
+//! - `kernel`: what the running kernel allows, and the mechanism chosen per
+//!   kind of event (the start report, `--check`);
 //! - `load`: loading the objects, sharing their maps, attaching every program
 //!   (naming any the kernel refuses, with its reason);
 //! - `maps`: reading and writing the maps while running (counters, the UDP
@@ -14,6 +16,7 @@
 
 pub mod host;
 pub mod kconfig;
+pub mod kernel;
 mod load;
 mod maps;
 pub mod netns;
