@@ -20,6 +20,7 @@ use crate::sink::queue::SinkQueue;
 use crate::sink::syslog::{LocalSyslog, Proto, RemoteConfig, RemoteSyslog};
 use crate::sink::Sink;
 use crate::track::process::{read_proc, ProcessTable};
+use crate::track::lifecycle::LifecycleTracker;
 use crate::track::tcp::TcpTracker;
 use crate::track::udp::UdpTracker;
 
@@ -149,7 +150,9 @@ pub fn start<'obj>(storage: &'obj mut ObjectStorage, settings: &Settings, inputs
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
     let queue = SinkQueue::start(sinks, settings.output.queue_capacity)?;
     let health = Health::new(settings.stats_interval_ns, boot_now_ns());
-    let pipeline = Pipeline::new(Trackers { procs, tcp, udp }, enrich, rules, formatter, queue, health);
+    let lifecycle = LifecycleTracker::new(track.open_capacity, track.failed_fold_capacity, track.failed_window_ns);
+    let trackers = Trackers { procs, tcp, udp, lifecycle, mode: track.lifecycle };
+    let pipeline = Pipeline::new(trackers, enrich, rules, formatter, queue, health);
     Ok(Started { probes, pipeline, await_ipsec, processes_seeded })
 }
 
@@ -167,6 +170,7 @@ fn load_probes<'obj>(
         udp_shed_above: crate::backpressure::udp_shed_at(settings.ring_bytes()),
         udp_sendmsg_hook: sendmsg_hook,
         hook_floor: settings.hook_floor,
+        lifecycle_closed: settings.lifecycle_closed,
     };
     if settings.hook_floor {
         tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");

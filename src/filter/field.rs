@@ -1,4 +1,5 @@
-//! The NetworkConnect fields a rule can test, by their names in the event.
+//! The fields a rule can test, by their names in the event: NetworkConnect's,
+//! and the own fields of sockscope's lifecycle events (252, 253).
 //!
 //! Field names are case-sensitive, as in Sysmon: it finds a field with a plain
 //! `strcmp` (SysmonCommon `xml.cpp`, `GetFieldIndex`), so `<image>` is not `<Image>`.
@@ -74,9 +75,73 @@ fields! {
     NetNs: Number,
     CommunityId: Text,
     Attribution: Text,
+    // ConnectionFailed (252)
+    Failure: Text,
+    Attempts: Number,
+    Count: Number,
+    // ConnectionClosed (253)
+    Duration: Number,
+    BytesSent: Number,
+    BytesReceived: Number,
+    SegmentsRetransmitted: Number,
+    SmoothedRttUs: Number,
+    DatagramsSent: Number,
+    DatagramsReceived: Number,
+    CloseReason: Text,
+}
+
+/// The event types a config filters, by their element names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    NetworkConnect,
+    /// sockscope's event 252.
+    ConnectionFailed,
+    /// sockscope's event 253.
+    ConnectionClosed,
+}
+
+impl EventType {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::NetworkConnect => "NetworkConnect",
+            EventType::ConnectionFailed => "ConnectionFailed",
+            EventType::ConnectionClosed => "ConnectionClosed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventType> {
+        [EventType::NetworkConnect, EventType::ConnectionFailed, EventType::ConnectionClosed]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
+    /// Whether events of this type have `field`: every type has
+    /// NetworkConnect's fields, and each lifecycle event its own.
+    pub fn has(self, field: Field) -> bool {
+        match field.lifecycle_event() {
+            None => true,
+            Some(owner) => owner == self,
+        }
+    }
 }
 
 impl Field {
+    /// The lifecycle event a field belongs to; None for NetworkConnect's.
+    pub fn lifecycle_event(self) -> Option<EventType> {
+        match self {
+            Field::Failure | Field::Attempts | Field::Count => Some(EventType::ConnectionFailed),
+            Field::Duration
+            | Field::BytesSent
+            | Field::BytesReceived
+            | Field::SegmentsRetransmitted
+            | Field::SmoothedRttUs
+            | Field::DatagramsSent
+            | Field::DatagramsReceived
+            | Field::CloseReason => Some(EventType::ConnectionClosed),
+            _ => None,
+        }
+    }
+
     /// Number of fields; a `Field as usize` indexes arrays of this length.
     pub const COUNT: usize = Field::ALL.len();
 
@@ -139,6 +204,9 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         Field::NetNs => number(event.net_ns),
         Field::CommunityId => text(&event.community_id),
         Field::Attribution => text(event.attribution),
+        // A lifecycle event's own fields come with it (rules.rs); a
+        // NetworkConnect has none.
+        _ => text("-"),
     }
 }
 
@@ -194,7 +262,7 @@ pub(crate) mod tests {
         let event = sample_event();
         let json = serde_json::to_value(&event).expect("serialize");
         let object = json.as_object().expect("object");
-        for &field in Field::ALL {
+        for &field in Field::ALL.iter().filter(|f| f.lifecycle_event().is_none()) {
             let written = object.get(field.name()).unwrap_or_else(|| panic!("{} is not in the event", field.name()));
             assert_eq!(field_value(&event, field), json_text(written), "{}", field.name());
         }
@@ -222,7 +290,7 @@ pub(crate) mod tests {
     #[test]
     fn kinds_follow_the_value_types() {
         let event = sample_event();
-        for &field in Field::ALL {
+        for &field in Field::ALL.iter().filter(|f| f.lifecycle_event().is_none()) {
             let value = field_value(&event, field);
             match field.kind() {
                 ValueKind::Number => assert!(value.parse::<u64>().is_ok(), "{}: {value}", field.name()),

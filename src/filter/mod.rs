@@ -1,5 +1,6 @@
 //! Sysmon config rules for NetworkConnect: which connections are reported, and
-//! the RuleName they carry.
+//! the RuleName they carry; and for sockscope's lifecycle events, under their
+//! own element names `<ConnectionFailed>` (252) and `<ConnectionClosed>` (253).
 //!
 //! The semantics are Sysmon's (SysmonCommon `rules.c` and `xml.cpp`, as used by
 //! microsoft/SysmonForLinux); where sockscope differs on purpose, the code says so.
@@ -15,7 +16,7 @@ use std::path::Path;
 
 pub use sysmon_config::ConfigError;
 
-use crate::event::NetworkConnect;
+use crate::event::{LifecycleEvent, NetworkConnect, CONNECTION_FAILED};
 use rules::{FieldValues, Filter, OnMatch};
 
 /// What to do with one event.
@@ -32,6 +33,11 @@ pub enum Verdict<'r> {
 #[derive(Debug)]
 pub struct RuleSet {
     policy: Policy,
+    /// `<ConnectionFailed>` filters; None: failures follow the NetworkConnect rules.
+    failed: Option<Policy>,
+    /// `<ConnectionClosed>` filters; None: a close is reported whenever its
+    /// connection's event 3 was.
+    closed: Option<Policy>,
     source: Option<ConfigSource>,
 }
 
@@ -60,7 +66,7 @@ impl RuleSet {
     /// NetworkConnect without a config that enables it; sockscope exists to
     /// report connections, so without `-c` it reports them all.)
     pub fn allow_all() -> RuleSet {
-        RuleSet { policy: Policy::ReportAll, source: None }
+        RuleSet { policy: Policy::ReportAll, failed: None, closed: None, source: None }
     }
 
     /// Reads a Sysmon config file. Also returns notices to log: parts of the
@@ -79,19 +85,50 @@ impl RuleSet {
 
     fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
         let parsed = sysmon_config::parse_bytes(&bytes, name)?;
-        let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
-            parsed.filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
-        includes_last_first.reverse();
+        let own = |filters: Vec<Filter>| (!filters.is_empty()).then(|| Policy::filters(filters));
+        let failed = own(parsed.failed_filters);
+        let closed = own(parsed.closed_filters);
         let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
-        Ok((
-            RuleSet { policy: Policy::Filters { excludes, includes_last_first }, source: Some(source) },
-            parsed.notices,
-        ))
+        Ok((RuleSet { policy: Policy::filters(parsed.filters), failed, closed, source: Some(source) }, parsed.notices))
     }
 
     /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
     pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
-        let (excludes, includes) = match &self.policy {
+        self.policy.decide(FieldValues::new(event))
+    }
+
+    /// The decision for a lifecycle event: by its own filters, else a failure
+    /// as NetworkConnect's rules would decide the connection, and a close
+    /// as its event 3 was (the caller reports closes of reported
+    /// connections only: Report, and the caller keeps event 3's RuleName).
+    pub fn evaluate_lifecycle(&self, event: &LifecycleEvent) -> Verdict<'_> {
+        let values = FieldValues::with_extras(&event.connect, &event.extras);
+        if event.connect.event_id == CONNECTION_FAILED {
+            self.failed.as_ref().unwrap_or(&self.policy).decide(values)
+        } else {
+            match &self.closed {
+                Some(policy) => policy.decide(values),
+                None => Verdict::Report { rule_name: None },
+            }
+        }
+    }
+
+    /// Whether the config has `<ConnectionClosed>` filters of its own.
+    pub fn has_closed_rules(&self) -> bool {
+        self.closed.is_some()
+    }
+}
+
+impl Policy {
+    fn filters(filters: Vec<Filter>) -> Policy {
+        let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
+            filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
+        includes_last_first.reverse();
+        Policy::Filters { excludes, includes_last_first }
+    }
+
+    fn decide(&self, mut values: FieldValues<'_>) -> Verdict<'_> {
+        let (excludes, includes) = match self {
             Policy::ReportAll => return Verdict::Report { rule_name: None },
             Policy::Filters { excludes, includes_last_first } => (excludes, includes_last_first),
         };
@@ -104,7 +141,6 @@ impl RuleSet {
         if excludes.is_empty() && includes.is_empty() {
             return Verdict::Drop;
         }
-        let mut values = FieldValues::new(event);
         // Exclude filters come first, so they win over include filters.
         if excludes.iter().any(|filter| filter.evaluate(&mut values).is_some()) {
             return Verdict::Drop;
@@ -124,9 +160,16 @@ impl RuleSet {
             Verdict::Drop
         }
     }
+}
 
+impl RuleSet {
     /// What the kernel can drop by itself with the same answer (see kernel.rs).
+    /// None when `<ConnectionFailed>` has filters of its own: a connect the
+    /// kernel drops could not be reported as a failure either.
     pub fn kernel_exclusions(&self) -> kernel::KernelExclusions {
+        if self.failed.is_some() {
+            return Default::default();
+        }
         match &self.policy {
             Policy::ReportAll => Default::default(),
             Policy::Filters { excludes, .. } => kernel::kernel_exclusions(excludes),

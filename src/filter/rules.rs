@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use super::condition::Condition;
 use super::field::{field_value, Field};
-use crate::event::NetworkConnect;
+use crate::event::{Extra, NetworkConnect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMatch {
@@ -45,17 +45,26 @@ pub struct Rule {
 /// The event's field values, ASCII-lowercased once and only when a rule asks.
 pub struct FieldValues<'e> {
     event: &'e NetworkConnect,
+    /// A lifecycle event's own fields (none for a NetworkConnect).
+    extras: &'e [(&'static str, Extra)],
     folded: [Option<Cow<'e, str>>; Field::COUNT],
 }
 
 impl<'e> FieldValues<'e> {
     pub fn new(event: &'e NetworkConnect) -> Self {
-        FieldValues { event, folded: std::array::from_fn(|_| None) }
+        Self::with_extras(event, &[])
+    }
+
+    pub fn with_extras(event: &'e NetworkConnect, extras: &'e [(&'static str, Extra)]) -> Self {
+        FieldValues { event, extras, folded: std::array::from_fn(|_| None) }
     }
 
     fn get(&mut self, field: Field) -> &str {
-        let event = self.event;
-        self.folded[field as usize].get_or_insert_with(|| fold(field_value(event, field)))
+        let (event, extras) = (self.event, self.extras);
+        self.folded[field as usize].get_or_insert_with(|| {
+            let own = field.lifecycle_event().and_then(|_| extras.iter().find(|(name, _)| *name == field.name()));
+            fold(own.map_or_else(|| field_value(event, field), |(_, value)| value.text()))
+        })
     }
 }
 

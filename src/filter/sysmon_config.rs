@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use super::condition::{Condition, Operator, MAX_RULE_NAME_CHARS};
 use super::dom::{self, Element};
-use super::field::Field;
+use super::field::{EventType, Field};
 use super::rules::{Filter, Item, OnMatch, Relation, Rule};
 
 /// Event types Sysmon filters on (the `rulename`s of SysmonCommon
@@ -47,7 +47,13 @@ const SYSMON_EVENT_TYPES: &[&str] = &[
     "eBPFEvent",
 ];
 
-const NETWORK_CONNECT: &str = "NetworkConnect";
+/// sockscope's own event types a config may filter (events 252 and 253),
+/// with the same rules and NetworkConnect's fields plus their own.
+const SOCKSCOPE_EVENT_TYPES: &[&str] = &["ConnectionFailed", "ConnectionClosed"];
+
+fn known_event_type(name: &str) -> bool {
+    SYSMON_EVENT_TYPES.contains(&name) || SOCKSCOPE_EVENT_TYPES.contains(&name)
+}
 
 /// Schema versions up to 4.1 combine a filter's conditions with OR by default,
 /// later ones with AND (`xml.cpp`: `TO_DOUBLE( version ) > 4.1`; SysmonCommon
@@ -103,8 +109,8 @@ pub enum Problem {
     MissingAttribute { element: String, attribute: &'static str },
     #[error("unexpected element <{element}> in <{parent}>; expected {expected}{}", hint(.suggestion))]
     UnexpectedElement { element: String, parent: String, expected: &'static str, suggestion: Option<String> },
-    #[error("unknown field `{name}` in <NetworkConnect>{}", hint(.suggestion))]
-    UnknownField { name: String, suggestion: Option<String> },
+    #[error("unknown field `{name}` in <{event}>{}", hint(.suggestion))]
+    UnknownField { name: String, event: &'static str, suggestion: Option<String> },
     #[error("unknown condition `{0}`; the conditions are: {names}", names = condition_names())]
     UnknownCondition(String),
     #[error("bad value: {0}")]
@@ -125,8 +131,12 @@ fn condition_names() -> String {
 /// What a config says about NetworkConnect.
 #[derive(Debug)]
 pub(super) struct ParsedConfig {
-    /// In document order.
+    /// NetworkConnect's, in document order.
     pub filters: Vec<Filter>,
+    /// `<ConnectionFailed>`'s (event 252), in document order.
+    pub failed_filters: Vec<Filter>,
+    /// `<ConnectionClosed>`'s (event 253), in document order.
+    pub closed_filters: Vec<Filter>,
     pub schema_version: String,
     /// Things ignored or suspicious, for the caller to log.
     pub notices: Vec<String>,
@@ -168,12 +178,21 @@ fn parse_str(text: &str, file: &str) -> Result<ParsedConfig, ConfigError> {
         source: text,
         default_relation: Relation::And,
         filters: Vec::new(),
+        failed_filters: Vec::new(),
+        closed_filters: Vec::new(),
+        current: EventType::NetworkConnect,
         notices: Vec::new(),
         ignored: Vec::new(),
     };
     let schema_version = reader.read_root(&root)?;
     reader.finish_notices();
-    Ok(ParsedConfig { filters: reader.filters, schema_version, notices: reader.notices })
+    Ok(ParsedConfig {
+        filters: reader.filters,
+        failed_filters: reader.failed_filters,
+        closed_filters: reader.closed_filters,
+        schema_version,
+        notices: reader.notices,
+    })
 }
 
 fn invalid(file: &str, source: &str, offset: usize, problem: Problem) -> ConfigError {
@@ -204,6 +223,10 @@ struct ConfigReader<'a> {
     source: &'a str,
     default_relation: Relation,
     filters: Vec<Filter>,
+    failed_filters: Vec<Filter>,
+    closed_filters: Vec<Filter>,
+    /// The event type of the filter being read.
+    current: EventType,
     notices: Vec<String>,
     ignored: Vec<Ignored>,
 }
@@ -278,7 +301,7 @@ impl<'a> ConfigReader<'a> {
             // Sysmon recognises the group by a case-insensitive name (`strcasecmp`).
             if child.name.eq_ignore_ascii_case("RuleGroup") {
                 self.read_rule_group(child)?;
-            } else if SYSMON_EVENT_TYPES.contains(&child.name.as_str()) {
+            } else if known_event_type(&child.name) {
                 self.read_event_type(child, GroupContext { relation: None, name: None })?;
             } else {
                 let suggestion = event_type_ignoring_case(&child.name).map(|name| format!("<{name}>"));
@@ -292,7 +315,7 @@ impl<'a> ConfigReader<'a> {
     fn read_rule_group(&mut self, group: &Element) -> Result<(), ConfigError> {
         let context = GroupContext { relation: self.relation_attribute(group)?, name: self.name_attribute(group)? };
         for child in group.elements() {
-            if SYSMON_EVENT_TYPES.contains(&child.name.as_str()) {
+            if known_event_type(&child.name) {
                 self.read_event_type(child, context)?;
             } else {
                 let suggestion = event_type_ignoring_case(&child.name).map(|name| format!("<{name}>"));
@@ -303,9 +326,14 @@ impl<'a> ConfigReader<'a> {
     }
 
     fn read_event_type(&mut self, element: &Element, group: GroupContext<'_>) -> Result<(), ConfigError> {
-        if element.name == NETWORK_CONNECT {
+        if let Some(event) = EventType::from_name(&element.name) {
+            self.current = event;
             let filter = self.read_filter(element, group)?;
-            self.filters.push(filter);
+            match event {
+                EventType::NetworkConnect => self.filters.push(filter),
+                EventType::ConnectionFailed => self.failed_filters.push(filter),
+                EventType::ConnectionClosed => self.closed_filters.push(filter),
+            }
             return Ok(());
         }
         match self.ignored.iter_mut().find(|ignored| ignored.event_type == element.name) {
@@ -417,12 +445,16 @@ impl<'a> ConfigReader<'a> {
     }
 
     fn read_condition(&mut self, element: &Element, inherited_name: Option<&str>) -> Result<Condition, ConfigError> {
-        let field = Field::from_name(&element.name).ok_or_else(|| {
+        let event = self.current;
+        let field = Field::from_name(&element.name).filter(|field| event.has(*field)).ok_or_else(|| {
             self.error(
                 element.offset,
                 Problem::UnknownField {
                     name: element.name.clone(),
-                    suggestion: Field::from_name_ignoring_case(&element.name).map(|field| field.name().to_string()),
+                    event: event.name(),
+                    suggestion: Field::from_name_ignoring_case(&element.name)
+                        .filter(|field| event.has(*field))
+                        .map(|field| field.name().to_string()),
                 },
             )
         })?;
@@ -472,7 +504,11 @@ impl<'a> ConfigReader<'a> {
 }
 
 fn event_type_ignoring_case(name: &str) -> Option<&'static str> {
-    SYSMON_EVENT_TYPES.iter().copied().find(|event_type| event_type.eq_ignore_ascii_case(name))
+    SYSMON_EVENT_TYPES
+        .iter()
+        .chain(SOCKSCOPE_EVENT_TYPES)
+        .copied()
+        .find(|event_type| event_type.eq_ignore_ascii_case(name))
 }
 
 /// The schema version in hundredths (`4.9` and `4.90` are both 490), as Sysmon

@@ -14,6 +14,7 @@ use super::skel::process::ProcessSkelBuilder;
 use super::skel::tcp_accept::TcpAcceptSkelBuilder;
 use super::skel::tcp_accept_uring::{TcpAcceptUringSkel, TcpAcceptUringSkelBuilder};
 use super::skel::tcp_state::TcpStateSkelBuilder;
+use super::skel::tcp_stop::{TcpStopSkel, TcpStopSkelBuilder};
 use super::skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
 use super::skel::udp_recv::UdpRecvSkelBuilder;
 use super::skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
@@ -33,6 +34,8 @@ pub struct ProbeOptions {
     pub udp_sendmsg_hook: bool,
     /// Benchmark aid: every program returns at once (hook_floor.bpf.h).
     pub hook_floor: bool,
+    /// Mark reported TCP connections and write their close (event 253).
+    pub lifecycle_closed: bool,
 }
 
 /// Sets `hook_floor` (hook_floor.bpf.h) in an open skeleton's read-only data.
@@ -51,6 +54,7 @@ macro_rules! set_hook_floor {
 /// Backing storage the skeletons borrow from; must outlive `Probes`.
 pub struct ObjectStorage {
     tcp_state: MaybeUninit<OpenObject>,
+    tcp_stop: MaybeUninit<OpenObject>,
     tcp_accept: MaybeUninit<OpenObject>,
     tcp_accept_uring: MaybeUninit<OpenObject>,
     process: MaybeUninit<OpenObject>,
@@ -69,6 +73,7 @@ impl ObjectStorage {
     pub fn new() -> Self {
         Self {
             tcp_state: MaybeUninit::uninit(),
+            tcp_stop: MaybeUninit::uninit(),
             tcp_accept: MaybeUninit::uninit(),
             tcp_accept_uring: MaybeUninit::uninit(),
             process: MaybeUninit::uninit(),
@@ -122,6 +127,9 @@ impl<'obj> Probes<'obj> {
             TcpStateSkelBuilder::default().open(&mut storage.tcp_state).context("opening eBPF object tcp_state")?;
         open.maps.events.set_max_entries(opts.ringbuf_bytes).context("sizing the ring buffer")?;
         set_hook_floor!(open, opts.hook_floor, "tcp_state");
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.lifecycle_closed = opts.lifecycle_closed;
+        }
         let tcp_state = open.load().context(
             "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
         )?;
@@ -228,7 +236,22 @@ impl<'obj> Probes<'obj> {
                 None
             }
         };
-        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
+        let tcp_stop = if opts.lifecycle_closed {
+            let mut maps = common.to_vec();
+            maps.push(("tcp_reported", tcp_state.maps.tcp_reported.as_fd()));
+            match load_tcp_stop(&mut storage.tcp_stop, &maps, opts.hook_floor) {
+                Ok(loaded) => Some(loaded),
+                Err(e) => {
+                    tracing::warn!(
+                        "connections open at stop cannot be read ({e:#}): they are reported without figures"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, tcp_stop, links })
     }
 
     /// Attaches the cgroup sendmsg hooks now (process mechanism; none for
@@ -259,6 +282,21 @@ fn share_maps(open: &mut OpenObject, shared: &[(&str, BorrowedFd<'_>)]) -> Resul
         }
     }
     Ok(())
+}
+
+/// The iterator over TCP sockets run at stop (tcp_stop.bpf.c): optional, as
+/// a kernel may refuse iterators.
+fn load_tcp_stop<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    shared: &[(&'static str, BorrowedFd<'_>)],
+    hook_floor: bool,
+) -> Result<(TcpStopSkel<'obj>, Link)> {
+    let mut open = TcpStopSkelBuilder::default().open(storage).context("opening eBPF object tcp_stop")?;
+    share_maps(open.open_object_mut(), shared)?;
+    set_hook_floor!(open, hook_floor, "tcp_stop");
+    let skel = open.load().context("the kernel refused eBPF object tcp_stop (iter/tcp)")?;
+    let link = skel.progs.tcp_open_at_stop.attach().context("attaching iter/tcp")?;
+    Ok((skel, link))
 }
 
 /// The io_uring accept probes: optional, as io_uring may be built out.

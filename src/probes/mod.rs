@@ -6,7 +6,8 @@
 //! - `maps`: reading and writing the maps while running (counters, the UDP
 //!   flow table, the config's kernel exclusions);
 //! - `netns` (the packet mechanism's per-namespace sockets), `xfrm` (IPsec
-//!   policies), `skel` (the generated skeletons).
+//!   policies), `skel` (the generated skeletons), `tcp_stop` (the report of
+//!   connections open when the sensor stops).
 //!
 //! A new program: its `src/bpf/NAME.bpf.c` (build.rs finds it), its storage
 //! slot, load and attach in `load.rs`, and its counters, if any, in `maps.rs`.
@@ -17,6 +18,7 @@ mod load;
 mod maps;
 pub mod netns;
 pub mod skel;
+mod tcp_stop;
 pub mod xfrm;
 
 use libbpf_rs::Link;
@@ -25,6 +27,7 @@ use skel::process::ProcessSkel;
 use skel::tcp_accept::TcpAcceptSkel;
 use skel::tcp_accept_uring::TcpAcceptUringSkel;
 use skel::tcp_state::TcpStateSkel;
+use skel::tcp_stop::TcpStopSkel;
 use skel::udp_packet::UdpPacketSkel;
 use skel::udp_recv::UdpRecvSkel;
 use skel::udp_send::UdpSendSkel;
@@ -91,6 +94,9 @@ pub struct Probes<'obj> {
     _uring: Option<TcpAcceptUringSkel<'obj>>,
     udp_recv: UdpRecvSkel<'obj>,
     udp_send: UdpSend<'obj>,
+    /// The iterator of open connections run at stop (close events on, and
+    /// the kernel has iter/tcp), and its link.
+    tcp_stop: Option<(TcpStopSkel<'obj>, Link)>,
     links: Vec<Link>,
 }
 
@@ -106,5 +112,20 @@ impl Probes<'_> {
 
     pub fn attached(&self) -> usize {
         self.links.len()
+    }
+
+    /// At stop: has the kernel write a closed fact (sensor-stop, with its
+    /// counters) for every reported connection still open, in every network
+    /// namespace. Returns false when it cannot (no iterator).
+    pub fn report_open_tcp(&self) -> bool {
+        let Some((_, link)) = &self.tcp_stop else {
+            return false;
+        };
+        let (ran, failed) = tcp_stop::report_open_connections(link);
+        for f in &failed {
+            tracing::debug!("open connections at stop: {f}");
+        }
+        tracing::info!("open connections at stop: looked in {ran} network namespaces ({} could not be)", failed.len());
+        true
     }
 }
