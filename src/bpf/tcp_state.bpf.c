@@ -89,6 +89,10 @@ static __always_inline int on_aborted(const struct sock *sk, int oldstate)
 	if (!f)
 		return 0;
 	f->sk = (__u64)sk;
+	/* At CLOSE the kernel has given the local port back (inet_num is 0
+	 * for a port it chose); inet_sport keeps it. */
+	if (!f->ep.local_port)
+		f->ep.local_port = bpf_ntohs(bpf_core_cast(sk, struct inet_sock)->inet_sport);
 	f->oldstate = oldstate;
 	f->err = sk->sk_err;
 	f->syn_retrans = bpf_core_cast(sk, struct tcp_sock)->total_retrans;

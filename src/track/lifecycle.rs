@@ -162,12 +162,15 @@ impl ClosedConnection {
 
 impl CloseFigures {
     /// TCP figures from the socket's counters. bytes_acked and
-    /// bytes_received count sequence space, where a FIN takes one: an
-    /// orderly close's FIN is taken off, so the figures are payload bytes.
-    pub fn tcp(counters: &TcpCounters, reason: CloseReason) -> CloseFigures {
+    /// bytes_received count sequence space, where a SYN and a FIN take one
+    /// each: what they took is taken off (the connecting end's SYN is in its
+    /// bytes_acked; an orderly close's FIN in both), so the figures are
+    /// payload bytes.
+    pub fn tcp(counters: &TcpCounters, reason: CloseReason, initiated: bool) -> CloseFigures {
         let fin = u64::from(reason == CloseReason::Fin);
+        let syn = u64::from(initiated);
         CloseFigures::Tcp {
-            bytes_sent: counters.bytes_acked.saturating_sub(fin),
+            bytes_sent: counters.bytes_acked.saturating_sub(fin + syn),
             bytes_received: counters.bytes_received.saturating_sub(fin),
             retransmitted: u64::from(counters.total_retrans),
             srtt_us: u64::from(counters.srtt_us),
@@ -253,11 +256,12 @@ impl LifecycleTracker {
             return None;
         };
         let reason = CloseReason::of(oldstate, counters.err);
+        let figures = CloseFigures::tcp(counters, reason, open.conn.initiated);
         Some(ClosedConnection {
             conn: open.conn,
             rule_name: open.rule_name,
             closed_ns: ts_ns,
-            figures: CloseFigures::tcp(counters, reason),
+            figures,
             reason,
         })
     }
@@ -272,7 +276,7 @@ impl LifecycleTracker {
                 conn: open.conn,
                 rule_name: open.rule_name,
                 closed_ns: now_ns,
-                figures: CloseFigures::tcp(&TcpCounters::default(), CloseReason::SensorStop),
+                figures: CloseFigures::tcp(&TcpCounters::default(), CloseReason::SensorStop, false),
                 reason: CloseReason::SensorStop,
             })
             .collect()
@@ -392,10 +396,15 @@ mod tests {
     fn fin_is_not_counted_as_payload() {
         let c = TcpCounters { bytes_acked: 101, bytes_received: 201, total_retrans: 1, srtt_us: 9, err: 0 };
         assert_eq!(
-            CloseFigures::tcp(&c, CloseReason::Fin),
+            CloseFigures::tcp(&c, CloseReason::Fin, false),
             CloseFigures::Tcp { bytes_sent: 100, bytes_received: 200, retransmitted: 1, srtt_us: 9 }
         );
-        assert!(matches!(CloseFigures::tcp(&c, CloseReason::Reset), CloseFigures::Tcp { bytes_sent: 101, .. }));
+        assert!(matches!(CloseFigures::tcp(&c, CloseReason::Reset, false), CloseFigures::Tcp { bytes_sent: 101, .. }));
+        // The connecting end's SYN is acknowledged too.
+        assert!(matches!(
+            CloseFigures::tcp(&c, CloseReason::Fin, true),
+            CloseFigures::Tcp { bytes_sent: 99, bytes_received: 200, .. }
+        ));
     }
 
     #[test]
