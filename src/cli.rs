@@ -253,7 +253,9 @@ mod tests {
         assert_eq!(cli.syslog_remote_framing, Some(crate::sink::syslog::Framing::OctetCounted));
         assert!(Cli::try_parse_from(["sockscope", "--json-types", "strings"]).is_err());
         assert_eq!(cli.lifecycle, LifecycleMode::Both);
-        for (arg, mode) in [("off", LifecycleMode::Off), ("failed", LifecycleMode::Failed), ("closed", LifecycleMode::Closed)] {
+        for (arg, mode) in
+            [("off", LifecycleMode::Off), ("failed", LifecycleMode::Failed), ("closed", LifecycleMode::Closed)]
+        {
             assert_eq!(Cli::try_parse_from(["sockscope", "--lifecycle", arg]).expect("valid").lifecycle, mode);
         }
         assert!(Cli::try_parse_from(["sockscope", "--lifecycle", "all"]).is_err());

@@ -526,7 +526,10 @@ mod tests {
         let fact = decode(&bytes_of(&f)).expect("decodes");
         let Fact::TcpClosed { oldstate, counters, .. } = fact else { panic!("wrong kind: {fact:?}") };
         assert_eq!(oldstate, Some(5));
-        assert_eq!((counters.bytes_acked, counters.bytes_received, counters.total_retrans, counters.srtt_us), (1000, 2000, 3, 40));
+        assert_eq!(
+            (counters.bytes_acked, counters.bytes_received, counters.total_retrans, counters.srtt_us),
+            (1000, 2000, 3, 40)
+        );
         f.hdr.detail = CLOSED_SENSOR_STOP;
         assert!(matches!(decode(&bytes_of(&f)), Ok(Fact::TcpClosed { oldstate: None, .. })));
     }

@@ -19,8 +19,8 @@ use crate::settings::{HostSettings, OutputSettings, ProbeSettings, RuleSettings,
 use crate::sink::queue::SinkQueue;
 use crate::sink::syslog::{LocalSyslog, Proto, RemoteConfig, RemoteSyslog};
 use crate::sink::Sink;
-use crate::track::process::{read_proc, ProcessTable};
 use crate::track::lifecycle::LifecycleTracker;
+use crate::track::process::{read_proc, ProcessTable};
 use crate::track::tcp::TcpTracker;
 use crate::track::udp::UdpTracker;
 

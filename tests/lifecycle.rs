@@ -196,7 +196,8 @@ fn closes_carry_the_bytes_each_way_with_fin_and_with_rst() {
     check_close(&client, SENT, RECEIVED, "fin");
     check_close(&server, RECEIVED, SENT, "fin");
     // The same identity as the connection's event 3.
-    let opened = sensor.wait_for(2, WAIT, |e| e["SourcePort"] == u64::from(cp) && e["DestinationPort"] == u64::from(sp));
+    let opened =
+        sensor.wait_for(2, WAIT, |e| e["SourcePort"] == u64::from(cp) && e["DestinationPort"] == u64::from(sp));
     let connect = opened.iter().find(|e| e["Initiated"] == true).expect("event 3");
     for k in ["ProcessGuid", "Image", "SourceIp", "DestinationIp", "CommunityId", "Attribution", "RuleName"] {
         assert_eq!(client[k], connect[k], "{k}");
@@ -257,7 +258,10 @@ fn closes_in_sysmon_xml() {
         &names[18..],
         ["Duration", "BytesSent", "BytesReceived", "SegmentsRetransmitted", "SmoothedRttUs", "CloseReason"]
     );
-    assert_eq!((c.data("BytesSent"), c.data("BytesReceived"), c.data("CloseReason")), (Some("10"), Some("0"), Some("fin")));
+    assert_eq!(
+        (c.data("BytesSent"), c.data("BytesReceived"), c.data("CloseReason")),
+        (Some("10"), Some("0"), Some("fin"))
+    );
     drop(sensor);
 }
 

@@ -222,7 +222,18 @@ fn main() {
         Cmd::Listen { bind, accept, count, fastopen, uring_decoy } => {
             listen(bind, ListenOpts { with: accept, count, fastopen, uring_decoy }, deadline)
         }
-        Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused, bind, syn_count, expect_failure, abort } => {
+        Cmd::Connect {
+            to,
+            count,
+            via,
+            nonblocking,
+            fastopen,
+            expect_refused,
+            bind,
+            syn_count,
+            expect_failure,
+            abort,
+        } => {
             if expect_failure || abort {
                 failing_connect(to, syn_count, abort, deadline)
             } else {

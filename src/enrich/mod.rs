@@ -12,8 +12,8 @@ use crate::event::{
     Extra, LifecycleEvent, NetworkConnect, Shared, CONNECTION_CLOSED, CONNECTION_FAILED, NETWORK_CONNECT,
 };
 use crate::text::{canonical_ip, command_line, ip_text, or_dash};
-use crate::track::process::{ProcessInfo, ProcessTable, ProcessText};
 use crate::track::lifecycle::{CloseFigures, ClosedConnection, FailedConnect};
+use crate::track::process::{ProcessInfo, ProcessTable, ProcessText};
 use crate::track::tcp::{Connection, Protocol};
 use community_id::community_id_v1;
 use port_names::Services;

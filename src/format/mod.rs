@@ -305,7 +305,11 @@ mod tests {
         vec![
             LifecycleEvent {
                 connect: failed,
-                extras: vec![("Failure", Extra::Text("refused")), ("Attempts", Extra::Num(2)), ("Count", Extra::Num(7))],
+                extras: vec![
+                    ("Failure", Extra::Text("refused")),
+                    ("Attempts", Extra::Num(2)),
+                    ("Count", Extra::Num(7)),
+                ],
             },
             LifecycleEvent {
                 connect: closed,
@@ -350,7 +354,10 @@ mod tests {
         let mut xml_line = Vec::new();
         x.lifecycle(&samples[0], NOW, &mut xml_line).expect("252");
         let xml_line = String::from_utf8(xml_line).expect("utf8");
-        assert!(xml_line.contains("<EventID>252</EventID><Version>1</Version><Level>4</Level><Task>252</Task>"), "{xml_line}");
+        assert!(
+            xml_line.contains("<EventID>252</EventID><Version>1</Version><Level>4</Level><Task>252</Task>"),
+            "{xml_line}"
+        );
         assert!(
             xml_line.contains(
                 "<Data Name=\"DestinationPortName\">-</Data><Data Name=\"Failure\">refused</Data>\

@@ -61,8 +61,14 @@ impl Failure {
             libc::ECONNREFUSED => Failure::Refused,
             libc::ETIMEDOUT => Failure::Timeout,
             libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => Failure::Reset,
-            libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::ENONET
-            | libc::EACCES | libc::EPERM | libc::EPROTO => Failure::Unreachable,
+            libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::ENETDOWN
+            | libc::ENONET
+            | libc::EACCES
+            | libc::EPERM
+            | libc::EPROTO => Failure::Unreachable,
             _ => Failure::Aborted,
         }
     }
@@ -257,13 +263,7 @@ impl LifecycleTracker {
         };
         let reason = CloseReason::of(oldstate, counters.err);
         let figures = CloseFigures::tcp(counters, reason, open.conn.initiated);
-        Some(ClosedConnection {
-            conn: open.conn,
-            rule_name: open.rule_name,
-            closed_ns: ts_ns,
-            figures,
-            reason,
-        })
+        Some(ClosedConnection { conn: open.conn, rule_name: open.rule_name, closed_ns: ts_ns, figures, reason })
     }
 
     /// At sensor stop, after the kernel's own report of what is open: the

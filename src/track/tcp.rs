@@ -224,7 +224,15 @@ impl TcpTracker {
 }
 
 fn inbound(sk: u64, established_ns: u64, endpoints: Endpoints, owner: Owner, attribution: Attribution) -> Connection {
-    Connection { sk, protocol: Protocol::Tcp, established_ns, endpoints, initiated: false, owner: Some(owner), attribution }
+    Connection {
+        sk,
+        protocol: Protocol::Tcp,
+        established_ns,
+        endpoints,
+        initiated: false,
+        owner: Some(owner),
+        attribution,
+    }
 }
 
 #[cfg(test)]
