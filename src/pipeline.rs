@@ -32,6 +32,8 @@ pub struct PipelineStats {
     /// Lifecycle events written: failed (252), closed (253).
     pub failed_written: u64,
     pub closed_written: u64,
+    /// Lifecycle events a config rule excluded.
+    pub lifecycle_filtered: u64,
 }
 
 pub struct Pipeline {
@@ -314,10 +316,11 @@ impl Pipeline {
     }
 
     /// Filters and writes a lifecycle event; whether it was written.
+    /// (Counted apart from event 3's events_written and events_filtered.)
     fn emit_lifecycle(&mut self, mut event: LifecycleEvent, kind: LineKind) -> bool {
         match self.rules.evaluate_lifecycle(&event) {
             Verdict::Drop => {
-                self.stats.events_filtered += 1;
+                self.stats.lifecycle_filtered += 1;
                 return false;
             }
             Verdict::Report { rule_name: Some(name) } => event.connect.rule_name = name.into(),
@@ -326,10 +329,7 @@ impl Pipeline {
         let now = self.now_unix_ns();
         let formatter = &mut self.formatter;
         match self.sink.send_with(kind, |batch| formatter.lifecycle(&event, now, batch)) {
-            Ok(true) => {
-                self.stats.events_written += 1;
-                true
-            }
+            Ok(true) => true,
             Ok(false) => false,
             Err(e) => {
                 self.fatal = Some(e);
@@ -485,7 +485,7 @@ impl Pipeline {
              udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
              udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={} \
              bursts_deferred={} ringbuf_peak_bytes={} failed_written={} failures_folded={} fail_folds_evicted={} \
-             closed_written={} tcp_open={} tcp_open_evicted={} tcp_closes_unmatched={} tcp_open_at_stop_without_figures={}",
+             closed_written={} lifecycle_filtered={} tcp_open={} tcp_open_evicted={} tcp_closes_unmatched={} tcp_open_at_stop_without_figures={}",
             self.stats.events_written,
             self.stats.events_filtered,
             kernel.excluded,
@@ -525,6 +525,7 @@ impl Pipeline {
             self.lifecycle.stats.failures_folded,
             self.lifecycle.stats.folds_evicted,
             self.stats.closed_written,
+            self.stats.lifecycle_filtered,
             self.lifecycle.open_connections(),
             self.lifecycle.stats.open_evicted,
             self.lifecycle.stats.closes_unmatched,
