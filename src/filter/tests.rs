@@ -419,7 +419,8 @@ fn the_config_is_kept_for_its_hash() {
 #[test]
 fn every_field_can_be_matched_from_a_config() {
     let sample = sample_event();
-    for &field in Field::ALL {
+    // NetworkConnect's fields (the lifecycle events' own: lifecycle_events_have_rules_...).
+    for &field in Field::ALL.iter().filter(|f| f.lifecycle_event().is_none()) {
         let name = field.name();
         let value = field_value(&sample, field);
         let xml = |condition: &str| {

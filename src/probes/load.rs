@@ -403,7 +403,8 @@ mod tests {
                 programs += 1;
             }
         }
-        // 16 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet mechanism.
-        assert_eq!(programs, 16, "programs found in {}", dir.display());
+        // 17 programs: 13 attached by default, sendmsg4/6 with IPsec, consume_skb in the packet
+        // mechanism, and the iter/tcp run at stop with close events on.
+        assert_eq!(programs, 17, "programs found in {}", dir.display());
     }
 }
