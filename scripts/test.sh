@@ -23,6 +23,8 @@ step cargo test --all-targets --no-fail-fast
 step make bench-quick
 # The hook floor too: every probe attached, none may report anything.
 step make bench-quick BENCH_ARGS=--hooks-only
+# A 30-second soak: one sensor under a mixed load; fails on a duplicate report.
+step make bench-quick BENCH_ARGS="--soak-minutes 0.5 --soak-interval-secs 10"
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "sockscope: FAILED: ${failed[*]}" >&2

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::backpressure::pace::CpuPolicy;
+use crate::dns::DnsMode;
 use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
 use crate::track::lifecycle::LifecycleMode;
@@ -148,6 +149,32 @@ pub struct Cli {
     /// oldest forgotten when full, counted: its close then goes unreported).
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub open_capacity: u64,
+    /// DNS on port 53 (UDP and TCP, every network namespace): `events`
+    /// reports each query with its answers (DnsQuery, EventID 22), `names`
+    /// fills NetworkConnect's DestinationHostname (SourceHostname inbound)
+    /// from the answers the same network namespace saw, `both` does both,
+    /// `off` captures nothing.
+    #[arg(long, value_enum, default_value_t = DnsMode::Both)]
+    pub dns: DnsMode,
+
+    /// Seconds a DNS query waits for its response before it is reported
+    /// with QueryStatus 1460 (timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub dns_timeout: u64,
+
+    /// DNS queries waiting for a response at most (the oldest go, counted).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub dns_pending_capacity: u64,
+
+    /// Addresses whose host name is kept, over all network namespaces (the
+    /// one that expires first goes when full, counted).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub dns_cache_capacity: u64,
+
+    /// Longest a host name is kept, whatever the answer's TTL (at least 30 s
+    /// are kept whatever the TTL).
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(30..=604_800))]
+    pub dns_ttl_cap: u32,
 
     /// Seconds between stats events (EventID 251); 0: none.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -181,6 +208,12 @@ pub struct Cli {
     /// options and exit; `make deb` ships it.
     #[arg(long, hide = true)]
     pub man: bool,
+
+    /// Keep every system call allowed (no seccomp filter after start; for
+    /// diagnosing a call the filter refuses with EPERM). Capabilities are
+    /// dropped all the same.
+    #[arg(long)]
+    pub no_seccomp: bool,
 
     /// Testing aid: try to load even without the capabilities (to see what the kernel says).
     #[arg(long, hide = true)]

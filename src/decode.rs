@@ -21,6 +21,7 @@ unsafe impl plain::Plain for c::proc_cgroup_fact {}
 unsafe impl plain::Plain for c::proc_identity {}
 unsafe impl plain::Plain for c::udp_flow_fact {}
 unsafe impl plain::Plain for c::udp_flow_key {}
+unsafe impl plain::Plain for c::dns_fact {}
 
 unsafe impl plain::Plain for c::proc_exec_fact {}
 
@@ -36,6 +37,9 @@ const FACT_UDP_FLOW: u32 = c::fact_kind::FACT_UDP_FLOW.0;
 const FACT_PROC_CGROUP: u32 = c::fact_kind::FACT_PROC_CGROUP.0;
 const FACT_TCP_CLOSED: u32 = c::fact_kind::FACT_TCP_CLOSED.0;
 const CLOSED_SENSOR_STOP: u32 = c::closed_detail::CLOSED_SENSOR_STOP.0;
+const FACT_DNS: u32 = c::fact_kind::FACT_DNS.0;
+const DNS_OUTBOUND: u32 = c::dns_flags::DNS_OUTBOUND.0;
+const DNS_TCP: u32 = c::dns_flags::DNS_TCP.0;
 const UDP_SEEN_SEND: u32 = c::udp_seen_by::UDP_SEEN_SEND.0;
 const UDP_SEEN_PACKET: u32 = c::udp_seen_by::UDP_SEEN_PACKET.0;
 const EXEC_PATH_TRUNCATED: u32 = c::exec_flags::EXEC_PATH_TRUNCATED.0;
@@ -206,6 +210,27 @@ pub enum Fact {
         recorded: bool,
         seen_by: UdpSeenBy,
     },
+    /// A DNS message on port 53: a query leaving (with its sender) or a
+    /// response arriving (no task: softirq).
+    Dns(DnsPacket),
+}
+
+/// One DNS packet as the kernel copied it (dns_capture.bpf.h).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPacket {
+    pub ts_ns: u64,
+    /// The sender, for an outbound packet.
+    pub task: Option<TaskIds>,
+    pub netns: u32,
+    pub outbound: bool,
+    pub tcp: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// TCP: the segment's sequence number.
+    pub tcp_seq: u32,
+    /// Message bytes the packet carried; more than `bytes` when the copy was cut.
+    pub payload_len: u32,
+    pub bytes: Vec<u8>,
 }
 
 fn read<T: plain::Plain + Default>(data: &[u8], kind: u32) -> Result<T, DecodeError> {
@@ -327,6 +352,24 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
             let f: c::proc_cgroup_fact = read(data, kind)?;
             Ok(Fact::ProcCgroup { tgid: f.tgid, identity: identity(&f.id) })
         }
+        FACT_DNS => {
+            let f: c::dns_fact = read(data, kind)?;
+            let cap = (hdr.detail as usize).min(f.msg.len());
+            let outbound = f.flags & DNS_OUTBOUND != 0;
+            let t = task_ids(&f.task);
+            Ok(Fact::Dns(DnsPacket {
+                ts_ns,
+                task: (outbound && t.tgid != 0).then_some(t),
+                netns: f.netns,
+                outbound,
+                tcp: f.flags & DNS_TCP != 0,
+                local: SocketAddr::new(ip_from_mapped(f.local_addr), f.local_port),
+                remote: SocketAddr::new(ip_from_mapped(f.remote_addr), f.remote_port),
+                tcp_seq: f.tcp_seq,
+                payload_len: f.payload_len,
+                bytes: f.msg[..cap].to_vec(),
+            }))
+        }
         FACT_UDP_FLOW => {
             let f: c::udp_flow_fact = read(data, kind)?;
             let k = &f.key;
@@ -408,7 +451,7 @@ mod tests {
         assert_eq!(join_leaf_first(b"a b\xff\0dir\0"), b"/dir/a b\xff");
     }
 
-    fn bytes_of<T: plain::Plain>(v: &T) -> Vec<u8> {
+    pub(super) fn bytes_of<T: plain::Plain>(v: &T) -> Vec<u8> {
         // SAFETY: T is Plain (repr(C), no padding-dependent invariants).
         unsafe { plain::as_bytes(v) }.to_vec()
     }
@@ -575,7 +618,37 @@ mod tests {
 
 #[cfg(test)]
 mod contract_tests {
+    use super::tests::bytes_of;
     use super::*;
+
+    #[test]
+    fn decodes_a_dns_query_and_bounds_its_copy() {
+        let mut f = c::dns_fact::default();
+        f.hdr.kind = FACT_DNS;
+        f.hdr.detail = 3;
+        f.hdr.ts_boot_ns = 9;
+        f.task = c::task_ids { tgid: 42, tid: 43, uid: 0, gid: 0 };
+        f.netns = 7;
+        f.flags = DNS_OUTBOUND | DNS_TCP;
+        f.payload_len = 700;
+        f.local_port = 40000;
+        f.remote_port = 53;
+        f.local_addr[10..16].copy_from_slice(&[0xff, 0xff, 169, 254, 1, 1]);
+        f.remote_addr[10..16].copy_from_slice(&[0xff, 0xff, 169, 254, 1, 2]);
+        f.msg[..3].copy_from_slice(b"abc");
+        let Ok(Fact::Dns(p)) = decode(&bytes_of(&f)) else { panic!("not a DNS fact") };
+        assert_eq!((p.ts_ns, p.netns, p.outbound, p.tcp, p.payload_len), (9, 7, true, true, 700));
+        assert_eq!(p.task.map(|t| t.tgid), Some(42));
+        assert_eq!(p.local, "169.254.1.1:40000".parse().expect("addr"));
+        assert_eq!(p.remote, "169.254.1.2:53".parse().expect("addr"));
+        assert_eq!(p.bytes, b"abc");
+        // A length past the buffer is cut to it; an inbound fact has no task.
+        f.hdr.detail = u32::MAX;
+        f.flags = 0;
+        let Ok(Fact::Dns(p)) = decode(&bytes_of(&f)) else { panic!("not a DNS fact") };
+        assert_eq!(p.bytes.len(), f.msg.len());
+        assert_eq!(p.task, None);
+    }
 
     /// Every fact kind facts.h declares (read from the header itself) is
     /// decoded: a kind added on the kernel side without its decoder, or a

@@ -39,6 +39,9 @@ pub struct NetworkConnect {
     // sockscope's own fields
     pub command_line: Shared,
     pub command_line_truncated: bool,
+    /// The executable's path was longer than the kernel captures: `Image`
+    /// holds its beginning.
+    pub image_truncated: bool,
     pub parent_process_id: u32,
     pub parent_image: Shared,
     pub user_id: u32,
@@ -103,6 +106,7 @@ pub fn design_example() -> NetworkConnect {
         destination_port_name: "-".into(),
         command_line: "python3 -c connect".into(),
         command_line_truncated: false,
+        image_truncated: false,
         parent_process_id: 1234,
         parent_image: "/usr/bin/bash".into(),
         user_id: 0,
@@ -146,86 +150,151 @@ pub struct LifecycleEvent {
     pub extras: Vec<(&'static str, Extra)>,
 }
 
+/// Sysmon's DnsQuery.
+pub const DNS_QUERY: u32 = 22;
+
+/// A DNS query and its outcome (Sysmon Event ID 22, DnsQuery): Sysmon's
+/// fields in its manifest's order, then sockscope's own.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsQuery {
+    #[serde(rename = "EventID")]
+    pub event_id: u32,
+    pub rule_name: Shared,
+    pub utc_time: String,
+    pub process_guid: Shared,
+    pub process_id: u32,
+    /// The question's name, RFC 1035 presentation form (`\.`, `\\`, `\DDD` escapes).
+    pub query_name: String,
+    /// The response's RCODE; 1460: no response; 9502: a response that did not parse.
+    pub query_status: u32,
+    pub query_results: String,
+    pub image: Shared,
+    pub user: Shared,
+    // sockscope's own fields
+    pub net_ns: u32,
+    pub container_id: Shared,
+    pub server_ip: String,
+    pub protocol: &'static str,
+}
+
+/// How many of DnsQuery's fields (after EventID) are Sysmon's: all the XML form carries.
+pub const DNS_QUERY_SYSMON_FIELDS: usize = 9;
+
+impl DnsQuery {
+    /// Name/value pairs after EventID, in the JSON order; Sysmon's first.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RuleName", self.rule_name.to_string()),
+            ("UtcTime", self.utc_time.clone()),
+            ("ProcessGuid", self.process_guid.to_string()),
+            ("ProcessId", self.process_id.to_string()),
+            ("QueryName", self.query_name.clone()),
+            ("QueryStatus", self.query_status.to_string()),
+            ("QueryResults", self.query_results.clone()),
+            ("Image", self.image.to_string()),
+            ("User", self.user.to_string()),
+            ("NetNs", self.net_ns.to_string()),
+            ("ContainerId", self.container_id.to_string()),
+            ("ServerIp", self.server_ip.clone()),
+            ("Protocol", self.protocol.to_string()),
+        ]
+    }
+}
+
+/// A DnsQuery with a value in every field, for tests.
+#[cfg(test)]
+pub fn dns_example() -> DnsQuery {
+    DnsQuery {
+        event_id: DNS_QUERY,
+        rule_name: "-".into(),
+        utc_time: "2026-11-29 16:37:54.640".into(),
+        process_guid: "{3d1219c7-54e2-6b0c-5541-147800560000}".into(),
+        process_id: 30533,
+        query_name: "www.Example.test".into(),
+        query_status: 0,
+        query_results: "type:  5 cdn.example.test;::ffff:192.0.2.7;".into(),
+        image: "/usr/bin/curl".into(),
+        user: "root".into(),
+        net_ns: 4026531840,
+        container_id: "-".into(),
+        server_ip: "127.0.0.53".into(),
+        protocol: "udp",
+    }
+}
+
 /// sockscope's own event: something was lost since the last one (deltas).
 pub const SENSOR_LOSS: u32 = 250;
 /// sockscope's own event: periodic health figures.
 pub const SENSOR_STATS: u32 = 251;
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SensorLoss {
-    #[serde(rename = "EventID")]
-    pub event_id: u32,
-    pub utc_time: String,
-    /// Kernel facts that found the ring buffer full.
-    pub ring_buffer_drops: u64,
-    /// Accepted TCP connections whose socket the probes could not name.
-    pub tcp_accepts_unresolved: u64,
-    /// New UDP flows the kernel held back to keep the ring buffer for TCP.
-    pub udp_shed_in_kernel: u64,
-    /// UDP events the writer queue shed to keep room for TCP.
-    pub udp_shed_in_queue: u64,
-    /// Events dropped because the writer queue was full.
-    pub queue_dropped: u64,
-    /// Events an output gave up on (a syslog receiver gone or too slow).
-    pub output_dropped: u64,
+/// A figure of the sensor's own events: a count, or a rate (3 decimals as text).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Figure {
+    Count(u64),
+    Rate(f64),
 }
 
-impl SensorLoss {
-    /// Name/value pairs for the XML form, in the JSON order.
+/// The sensor's loss (250) and stats (251) events: `EventID`, `UtcTime`,
+/// then their figures in order (named in src/health.rs's counter table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorRecord {
+    pub event_id: u32,
+    pub utc_time: String,
+    pub values: Vec<(&'static str, Figure)>,
+}
+
+impl SensorRecord {
+    /// Name/value pairs for the XML form and string-typed JSON, in the JSON order.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("UtcTime", self.utc_time.clone()),
-            ("RingBufferDrops", self.ring_buffer_drops.to_string()),
-            ("TcpAcceptsUnresolved", self.tcp_accepts_unresolved.to_string()),
-            ("UdpShedInKernel", self.udp_shed_in_kernel.to_string()),
-            ("UdpShedInQueue", self.udp_shed_in_queue.to_string()),
-            ("QueueDropped", self.queue_dropped.to_string()),
-            ("OutputDropped", self.output_dropped.to_string()),
-        ]
+        let mut out = vec![("UtcTime", self.utc_time.clone())];
+        out.extend(self.values.iter().map(|(name, v)| {
+            (
+                *name,
+                match v {
+                    Figure::Count(n) => n.to_string(),
+                    Figure::Rate(r) => format!("{r:.3}"),
+                },
+            )
+        }));
+        out
     }
 }
 
+impl Serialize for SensorRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.values.len() + 2))?;
+        map.serialize_entry("EventID", &self.event_id)?;
+        map.serialize_entry("UtcTime", &self.utc_time)?;
+        for (name, v) in &self.values {
+            match v {
+                Figure::Count(n) => map.serialize_entry(name, n)?,
+                Figure::Rate(r) => map.serialize_entry(name, r)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// Sysmon's "Error report" event (ID 255): something the sensor recovered
+/// from, or could not do, as Sysmon reports its own errors.
+pub const SENSOR_ERROR: u32 = 255;
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SensorStats {
+pub struct SensorError {
     #[serde(rename = "EventID")]
     pub event_id: u32,
     pub utc_time: String,
-    pub interval_seconds: f64,
-    pub events_per_second: f64,
-    pub events_written: u64,
-    pub events_filtered: u64,
-    /// Everything lost since start (the sum of SensorLoss's counts).
-    pub lost: u64,
-    pub udp_packets_suppressed: u64,
-    pub udp_flows_tracked: u64,
-    pub tcp_pending: u64,
-    pub processes: u64,
-    /// Times the sensor took normal CPU priority to catch up (since start).
-    pub cpu_boosts: u64,
-    /// Bursts the reader left in the ring buffer until they ended (backpressure::burst).
-    pub bursts_deferred: u64,
-    /// Most unread bytes seen in the ring buffer during the interval.
-    pub ring_buffer_peak_bytes: u64,
+    /// What happened, as a short name (e.g. `StateFileCorrupt`).
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub description: String,
 }
 
-impl SensorStats {
+impl SensorError {
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("UtcTime", self.utc_time.clone()),
-            ("IntervalSeconds", format!("{:.3}", self.interval_seconds)),
-            ("EventsPerSecond", format!("{:.3}", self.events_per_second)),
-            ("EventsWritten", self.events_written.to_string()),
-            ("EventsFiltered", self.events_filtered.to_string()),
-            ("Lost", self.lost.to_string()),
-            ("UdpPacketsSuppressed", self.udp_packets_suppressed.to_string()),
-            ("UdpFlowsTracked", self.udp_flows_tracked.to_string()),
-            ("TcpPending", self.tcp_pending.to_string()),
-            ("Processes", self.processes.to_string()),
-            ("CpuBoosts", self.cpu_boosts.to_string()),
-            ("BurstsDeferred", self.bursts_deferred.to_string()),
-            ("RingBufferPeakBytes", self.ring_buffer_peak_bytes.to_string()),
-        ]
+        vec![("UtcTime", self.utc_time.clone()), ("ID", self.id.clone()), ("Description", self.description.clone())]
     }
 }

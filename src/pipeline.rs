@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::decode::{decode, Fact, TaskIds};
+use crate::decode::{decode, DnsPacket, Fact, TaskIds};
+use crate::dns::{Answered, DnsTracker};
 use crate::enrich::Enricher;
-use crate::event::{LifecycleEvent, SensorLoss, SensorStats, Shared, SENSOR_LOSS, SENSOR_STATS};
+use crate::event::{LifecycleEvent, SensorError, Shared, SENSOR_ERROR, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
 use crate::format::sensor_events::ServiceState;
 use crate::format::Formatter;
-use crate::health::{Health, Loss};
+use crate::health::{self, Counter, Counters, Health};
 use crate::probes::{KernelCounters, Probes};
 use crate::sink::queue::{LineKind, SinkQueue};
 use crate::track::container::container_id;
@@ -42,6 +43,10 @@ pub struct Pipeline {
     udp: UdpTracker,
     lifecycle: LifecycleTracker,
     mode: LifecycleMode,
+    /// DNS queries and responses (`--dns` other than off).
+    dns: Option<DnsTracker>,
+    /// Whether DnsQuery events are written (`--dns events|both`).
+    dns_events: bool,
     enrich: Enricher,
     rules: RuleSet,
     formatter: Formatter,
@@ -68,6 +73,8 @@ pub struct Trackers {
     pub udp: UdpTracker,
     pub lifecycle: LifecycleTracker,
     pub mode: LifecycleMode,
+    pub dns: Option<DnsTracker>,
+    pub dns_events: bool,
 }
 
 impl Pipeline {
@@ -79,13 +86,15 @@ impl Pipeline {
         sink: SinkQueue,
         health: Health,
     ) -> Self {
-        let Trackers { procs, tcp, udp, lifecycle, mode } = track;
+        let Trackers { procs, tcp, udp, lifecycle, mode, dns, dns_events } = track;
         Self {
             procs,
             tcp,
             udp,
             lifecycle,
             mode,
+            dns,
+            dns_events,
             enrich,
             rules,
             formatter,
@@ -122,6 +131,7 @@ impl Pipeline {
     /// Events 4 (started) and 16 (the config in force), written out at once.
     pub fn announce_start(&mut self) -> Result<()> {
         self.service_state(ServiceState::Started)?;
+        self.announce_recovery()?;
         self.config_change()?;
         self.sink.commit();
         Ok(())
@@ -249,6 +259,41 @@ impl Pipeline {
                     self.emit(&conn);
                 }
             }
+            Fact::Dns(packet) => self.on_dns(packet),
+        }
+    }
+
+    fn on_dns(&mut self, packet: DnsPacket) {
+        let Some(dns) = self.dns.as_mut() else { return };
+        let ts_ns = packet.ts_ns;
+        let seen = dns.on_packet(packet);
+        for (netns, msg) in &seen.responses {
+            self.enrich.learn_names(*netns, msg, ts_ns);
+        }
+        for done in &seen.done {
+            self.emit_dns(done);
+        }
+    }
+
+    fn emit_dns(&mut self, done: &Answered) {
+        if self.fatal.is_some() || !self.dns_events {
+            return;
+        }
+        let mut event = self.enrich.dns_query(done, &mut self.procs);
+        match self.rules.evaluate_dns(&event) {
+            Verdict::Drop => {
+                self.stats.events_filtered += 1;
+                return;
+            }
+            Verdict::Report { rule_name: Some(name) } => event.rule_name = name.into(),
+            Verdict::Report { rule_name: None } => {}
+        }
+        let now = self.now_unix_ns();
+        let formatter = &mut self.formatter;
+        match self.sink.send_with(LineKind::Udp, |batch| formatter.dns_query(&event, now, batch)) {
+            Ok(true) => self.stats.events_written += 1,
+            Ok(false) => {}
+            Err(e) => self.fatal = Some(e),
         }
     }
 
@@ -369,6 +414,30 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Event ID 255 (Sysmon's error report) for a sensor error recovered
+    /// from: `id` names it, `description` says what was done.
+    pub fn sensor_error(&mut self, id: &str, description: &str) -> Result<()> {
+        let now = self.now_unix_ns();
+        let event = SensorError {
+            event_id: SENSOR_ERROR,
+            utc_time: crate::clock::format_utc(now),
+            id: id.to_string(),
+            description: description.to_string(),
+        };
+        let mut line = Vec::new();
+        self.formatter.own_event(SENSOR_ERROR, &event, &event.fields(), now, &mut line)?;
+        self.sink.send(LineKind::Sensor, &line);
+        Ok(())
+    }
+
+    /// A corrupt state file found at start, said in an event.
+    pub fn announce_recovery(&mut self) -> Result<()> {
+        match self.formatter.take_recovery_notice() {
+            Some(said) => self.sensor_error("StateFileCorrupt", &said),
+            None => Ok(()),
+        }
+    }
+
     /// Event ID 16: the rules in force (at start and after each reload).
     pub fn config_change(&mut self) -> Result<()> {
         let mut line = Vec::new();
@@ -382,69 +451,103 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Every loss counter there is, as totals since start.
-    fn loss_totals(&self, kernel: &KernelCounters) -> Loss {
+    /// Every counter there is, at this moment (named in src/health.rs).
+    pub fn counters(&self, kernel: &KernelCounters) -> Counters {
+        use crate::contract::udp_counter as k;
         let q = self.sink.stats();
-        Loss {
-            ring_buffer_drops: kernel.ringbuf_drops,
-            tcp_accepts_unresolved: kernel.tcp.accepts_unresolved,
-            udp_shed_in_kernel: kernel.udp[3],
-            udp_shed_in_queue: q.udp_shed,
-            queue_dropped: q.dropped,
-            sink_dropped: q.sink_dropped,
+        let t = &self.tcp.stats;
+        let u = &self.udp.stats;
+        let d = self.dns.as_ref().map(|t| t.stats).unwrap_or_default();
+        let n = self.enrich.names.as_ref().map(|c| c.stats).unwrap_or_default();
+        let (connecting, unaccepted, early) = self.tcp.pending();
+        let mut c = Counters::default();
+        for (counter, value) in [
+            (Counter::EventsWritten, self.stats.events_written),
+            (Counter::EventsFiltered, self.stats.events_filtered),
+            (Counter::UdpPacketsSuppressed, kernel.udp(k::UDP_SUPPRESSED)),
+            (Counter::UdpFlowsTracked, self.udp.tracked as u64),
+            (Counter::TcpPending, (connecting + unaccepted + early) as u64),
+            (Counter::Processes, self.procs.len() as u64),
+            (Counter::CpuBoosts, self.cpu_boosts.load(Ordering::Relaxed)),
+            (Counter::BurstsDeferred, self.bursts_deferred),
+            (Counter::RingBufferPeakInterval, self.ring_peak_interval),
+            (Counter::ExcludedInKernel, kernel.excluded),
+            (Counter::Facts, self.stats.facts),
+            (Counter::DecodeErrors, self.stats.decode_errors),
+            (Counter::RingBufferDrops, kernel.ringbuf_drops),
+            (Counter::TcpAcceptsUnresolved, kernel.tcp.accepts_unresolved),
+            (Counter::UdpShedInKernel, kernel.udp(k::UDP_SHED)),
+            (Counter::UdpShedInQueue, q.udp_shed),
+            (Counter::QueueDropped, q.dropped),
+            (Counter::OutputDropped, q.sink_dropped),
+            (Counter::TcpOutbound, t.outbound_reported),
+            (Counter::TcpInbound, t.inbound_reported),
+            (Counter::TcpOutboundUnattributed, t.outbound_unattributed),
+            (Counter::TcpHandshakesFailed, t.handshakes_failed),
+            (Counter::TcpInboundHandshakes, kernel.tcp.inbound_handshakes),
+            (Counter::TcpInboundNeverAccepted, t.inbound_never_accepted),
+            (Counter::TcpPendingConnectsExpired, t.pending_connects_expired),
+            (Counter::PendingConnecting, connecting as u64),
+            (Counter::PendingUnaccepted, unaccepted as u64),
+            (Counter::PendingEarlyAccepts, early as u64),
+            (Counter::ProcessLookupsProc, self.procs.stats.from_proc),
+            (Counter::ProcessUnknown, self.procs.stats.unknown),
+            (Counter::UdpFlowsReported, u.flows_reported),
+            (Counter::UdpFlowsExpired, u.flows_expired),
+            (Counter::UdpFlowsEvicted, u.flows_evicted),
+            (Counter::UdpReportedWhileFull, u.reported_while_full),
+            (Counter::UdpRepeatsSuppressed, u.repeats_suppressed),
+            (Counter::UdpFlowsWalkedPeak, u.walked_peak),
+            (Counter::UdpRecvPeerUnknown, kernel.udp(k::UDP_PEER_UNKNOWN)),
+            (Counter::UdpSendDestUnknown, kernel.udp(k::UDP_SEND_DEST_UNKNOWN)),
+            (Counter::DnsQueries, d.queries),
+            (Counter::DnsResponses, d.responses),
+            (Counter::DnsAnswered, d.answered),
+            (Counter::DnsTimedOut, d.timed_out),
+            (Counter::DnsUnmatched, d.unmatched),
+            (Counter::DnsMalformed, d.malformed),
+            (Counter::DnsCut, d.cut),
+            (Counter::DnsPending, self.dns.as_ref().map_or(0, |t| t.pending() as u64)),
+            (Counter::DnsPendingEvicted, d.pending_evicted),
+            (Counter::DnsTcpGaps, self.dns.as_ref().map_or(0, |t| t.tcp_gaps())),
+            (Counter::DnsNamesLearned, n.learned),
+            (Counter::DnsNamesCached, self.enrich.names.as_ref().map_or(0, |c| c.len() as u64)),
+            (Counter::DnsNamesExpired, n.expired),
+            (Counter::DnsNamesEvicted, n.evicted),
+            (Counter::QueueWritten, q.written),
+            (Counter::RingBufferPeak, self.ring_peak),
+            (Counter::FailedWritten, self.stats.failed_written),
+            (Counter::FailuresFolded, self.lifecycle.stats.failures_folded),
+            (Counter::FailFoldsEvicted, self.lifecycle.stats.folds_evicted),
+            (Counter::ClosedWritten, self.stats.closed_written),
+            (Counter::LifecycleFiltered, self.stats.lifecycle_filtered),
+            (Counter::TcpOpen, self.lifecycle.open_connections() as u64),
+            (Counter::TcpOpenEvicted, self.lifecycle.stats.open_evicted),
+            (Counter::TcpClosesUnmatched, self.lifecycle.stats.closes_unmatched),
+            (Counter::TcpOpenAtStopWithoutFigures, self.lifecycle.stats.open_at_stop_without_figures),
+        ] {
+            c.set(counter, value);
         }
+        c
     }
 
     /// Emits a loss event if anything was lost since the last one, and the
     /// stats event when due.
     pub fn report_health(&mut self, now_boot_ns: u64, kernel: &KernelCounters) -> Result<()> {
-        let totals = self.loss_totals(kernel);
+        let counters = self.counters(kernel);
         let now = self.now_unix_ns();
-        if let Some(new) = self.health.unannounced(totals) {
-            let event = SensorLoss {
-                event_id: SENSOR_LOSS,
-                utc_time: crate::clock::format_utc(now),
-                ring_buffer_drops: new.ring_buffer_drops,
-                tcp_accepts_unresolved: new.tcp_accepts_unresolved,
-                udp_shed_in_kernel: new.udp_shed_in_kernel,
-                udp_shed_in_queue: new.udp_shed_in_queue,
-                queue_dropped: new.queue_dropped,
-                output_dropped: new.sink_dropped,
-            };
-            tracing::warn!(
-                "events lost: ring buffer {}, TCP accepts unresolved {}, UDP shed in kernel {}, UDP shed in queue {}, \
-                 queue full {}, output {}",
-                new.ring_buffer_drops,
-                new.tcp_accepts_unresolved,
-                new.udp_shed_in_kernel,
-                new.udp_shed_in_queue,
-                new.queue_dropped,
-                new.sink_dropped
-            );
+        if let Some(new) = self.health.unannounced(counters.loss()) {
+            tracing::warn!("events lost: {}", new.words());
+            let event = new.event(crate::clock::format_utc(now));
             let mut line = Vec::new();
-            self.formatter.sensor_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
+            self.formatter.own_event(SENSOR_LOSS, &event, &event.fields(), now, &mut line)?;
             self.sink.send(LineKind::Sensor, &line);
         }
         if let Some((secs, rate)) = self.health.stats_due(now_boot_ns, self.stats.events_written) {
-            let (connecting, unaccepted, early) = self.tcp.pending();
-            let event = SensorStats {
-                event_id: SENSOR_STATS,
-                utc_time: crate::clock::format_utc(now),
-                interval_seconds: secs,
-                events_per_second: rate,
-                events_written: self.stats.events_written,
-                events_filtered: self.stats.events_filtered,
-                lost: totals.total(),
-                udp_packets_suppressed: kernel.udp[0],
-                udp_flows_tracked: self.udp.tracked as u64,
-                tcp_pending: (connecting + unaccepted + early) as u64,
-                processes: self.procs.len() as u64,
-                cpu_boosts: self.cpu_boosts.load(Ordering::Relaxed),
-                bursts_deferred: self.bursts_deferred,
-                ring_buffer_peak_bytes: std::mem::take(&mut self.ring_peak_interval),
-            };
+            let event = health::stats_event(crate::clock::format_utc(now), secs, rate, &counters);
+            self.ring_peak_interval = 0;
             let mut line = Vec::new();
-            self.formatter.sensor_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
+            self.formatter.own_event(SENSOR_STATS, &event, &event.fields(), now, &mut line)?;
             self.sink.send(LineKind::Sensor, &line);
         }
         Ok(())
@@ -464,73 +567,20 @@ impl Pipeline {
         for f in self.lifecycle.expire_folds(now_boot_ns) {
             self.emit_failed(&f);
         }
+        let timed_out = self.dns.as_mut().map(|d| d.expire(now_boot_ns)).unwrap_or_default();
+        for done in &timed_out {
+            self.emit_dns(done);
+        }
+        if let Some(names) = self.enrich.names.as_mut() {
+            names.expire(now_boot_ns);
+        }
         self.procs.expire(now_boot_ns);
         self.enrich.clock.maybe_resync(now_boot_ns);
     }
 
+    /// `stats: key=value ...` (SIGUSR1, and at stop).
     pub fn stats_line(&self, kernel: &KernelCounters) -> String {
-        let udp_kernel = kernel.udp;
-        let t = &self.tcp.stats;
-        let u = &self.udp.stats;
-        let q = self.sink.stats();
-        let (connecting, unaccepted, early_accepts) = self.tcp.pending();
-        format!(
-            "stats: events_written={} events_filtered={} excluded_in_kernel={} facts={} decode_errors={} ringbuf_drops={} \
-             tcp_outbound={} tcp_inbound={} tcp_outbound_unattributed={} tcp_handshakes_failed={} \
-             tcp_inbound_handshakes={} tcp_inbound_never_accepted={} tcp_pending_connects_expired={} \
-             tcp_accepts_unresolved={} \
-             pending_connecting={} pending_unaccepted={} pending_early_accepts={} processes={} \
-             process_lookups_proc={} process_unknown={} \
-             udp_flows_reported={} udp_packets_suppressed={} udp_flows_expired={} udp_flows_evicted={} \
-             udp_reported_while_full={} udp_repeats_suppressed={} udp_recv_peer_unknown={} udp_shed={} \
-             udp_send_dest_unknown={} queue_written={} queue_udp_shed={} queue_dropped={} cpu_boosts={} \
-             bursts_deferred={} ringbuf_peak_bytes={} failed_written={} failures_folded={} fail_folds_evicted={} \
-             closed_written={} lifecycle_filtered={} tcp_open={} tcp_open_evicted={} tcp_closes_unmatched={} tcp_open_at_stop_without_figures={}",
-            self.stats.events_written,
-            self.stats.events_filtered,
-            kernel.excluded,
-            self.stats.facts,
-            self.stats.decode_errors,
-            kernel.ringbuf_drops,
-            t.outbound_reported,
-            t.inbound_reported,
-            t.outbound_unattributed,
-            t.handshakes_failed,
-            kernel.tcp.inbound_handshakes,
-            t.inbound_never_accepted,
-            t.pending_connects_expired,
-            kernel.tcp.accepts_unresolved,
-            connecting,
-            unaccepted,
-            early_accepts,
-            self.procs.len(),
-            self.procs.stats.from_proc,
-            self.procs.stats.unknown,
-            u.flows_reported,
-            udp_kernel[0],
-            u.flows_expired,
-            u.flows_evicted,
-            u.reported_while_full,
-            u.repeats_suppressed,
-            udp_kernel[2],
-            udp_kernel[3],
-            udp_kernel[4],
-            q.written,
-            q.udp_shed,
-            q.dropped,
-            self.cpu_boosts.load(Ordering::Relaxed),
-            self.bursts_deferred,
-            self.ring_peak,
-            self.stats.failed_written,
-            self.lifecycle.stats.failures_folded,
-            self.lifecycle.stats.folds_evicted,
-            self.stats.closed_written,
-            self.stats.lifecycle_filtered,
-            self.lifecycle.open_connections(),
-            self.lifecycle.stats.open_evicted,
-            self.lifecycle.stats.closes_unmatched,
-            self.lifecycle.stats.open_at_stop_without_figures,
-        )
+        self.counters(kernel).stats_line()
     }
 }
 

@@ -67,7 +67,7 @@ impl Signals {
 
 /// Runs the sensor until a stop signal, then drains and detaches.
 pub fn run(settings: &Settings, started: Started<'_>, signals: &Signals) -> Result<()> {
-    let Started { probes, pipeline, mut await_ipsec, processes_seeded } = started;
+    let Started { probes, pipeline, mut await_ipsec, processes_seeded, _state_lock } = started;
     let pipeline = RefCell::new(pipeline);
     let ring_bytes = settings.probes.ring_bytes();
     let mut taps = probes.udp_packet_mode().then(NetnsTaps::new);
@@ -117,6 +117,14 @@ pub fn run(settings: &Settings, started: Started<'_>, signals: &Signals) -> Resu
         (Some(_), true) => Some(burst::BurstGate::new(ring_bytes, settings.pace.max_defer_ms * 1_000_000)),
         _ => None,
     };
+    if settings.host.no_seccomp {
+        tracing::warn!("--no-seccomp: every system call stays allowed");
+    } else {
+        match crate::privilege::install_seccomp() {
+            Ok(()) => tracing::info!("seccomp filter in place (other system calls fail with EPERM)"),
+            Err(e) => tracing::warn!("{e:#}; no seccomp filter"),
+        }
+    }
     tracing::info!(probes = probes.attached(), processes = processes_seeded, "ready");
 
     let mut holding = false;
@@ -324,12 +332,23 @@ fn reload(settings: &Settings, probes: &Probes<'_>, p: &mut Pipeline) -> Result<
     if let Some(path) = &settings.rules.config {
         match load_rules(Some(path)) {
             Ok(rules) => {
-                push_exclusions(&settings.rules, probes, &rules)?;
+                push_exclusions(&settings.rules, probes, &rules);
                 p.replace_rules(rules)?;
                 tracing::info!("config reloaded");
             }
             Err(e) => tracing::error!("{e:#}; keeping the rules in force"),
         }
+        trim_heap();
     }
     Ok(())
+}
+
+/// Gives the allocator's free pages back after a reload: a large config
+/// parsed once need not stay in the sensor's RSS.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::backpressure::pace::CpuPolicy;
+use crate::dns::DnsSettings;
 use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
 use crate::sink::syslog::{Framing, RemoteFormat, RemoteTarget};
@@ -28,6 +29,8 @@ pub struct Settings {
 pub struct HostSettings {
     /// Testing aid: try to load even without the capabilities.
     pub skip_privilege_check: bool,
+    /// No seccomp filter once started (diagnosing a call it refuses).
+    pub no_seccomp: bool,
 }
 
 /// The eBPF side: what is loaded and how it is sized.
@@ -44,6 +47,8 @@ pub struct ProbeSettings {
     pub hook_floor: bool,
     /// Mark reported connections and write their close (event 253).
     pub lifecycle_closed: bool,
+    /// Copy DNS messages on port 53 in the kernel.
+    pub dns_capture: bool,
 }
 
 /// State kept across facts: its ages and bounds.
@@ -59,6 +64,7 @@ pub struct TrackSettings {
     pub failed_window_ns: u64,
     pub failed_fold_capacity: usize,
     pub open_capacity: usize,
+    pub dns: DnsSettings,
 }
 
 /// The Sysmon config and where its exclusions are applied.
@@ -112,7 +118,7 @@ impl From<&crate::cli::Cli> for Settings {
         // clap bounds every number below (src/cli.rs), so none overflows.
         let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Settings {
-            host: HostSettings { skip_privilege_check: cli.skip_privilege_check },
+            host: HostSettings { skip_privilege_check: cli.skip_privilege_check, no_seccomp: cli.no_seccomp },
             probes: ProbeSettings {
                 ringbuf_bytes: cli.ringbuf_mib * 1024 * 1024,
                 argv_limit: cli.argv_limit,
@@ -122,6 +128,7 @@ impl From<&crate::cli::Cli> for Settings {
                 pretend_unresolved_accepts: cli.pretend_unresolved_accepts,
                 hook_floor: cli.hook_floor,
                 lifecycle_closed: cli.lifecycle.closed(),
+                dns_capture: cli.dns.capture(),
             },
             track: TrackSettings {
                 pending_timeout_ns: cli.pending_timeout * NS_PER_SEC,
@@ -134,6 +141,13 @@ impl From<&crate::cli::Cli> for Settings {
                 failed_window_ns: cli.failed_window * NS_PER_SEC,
                 failed_fold_capacity: as_usize(cli.failed_fold_capacity),
                 open_capacity: as_usize(cli.open_capacity),
+                dns: DnsSettings {
+                    mode: cli.dns,
+                    timeout_ns: cli.dns_timeout * NS_PER_SEC,
+                    pending_capacity: as_usize(cli.dns_pending_capacity),
+                    cache_capacity: as_usize(cli.dns_cache_capacity),
+                    ttl_cap_s: cli.dns_ttl_cap,
+                },
             },
             rules: RuleSettings { config: cli.config.clone(), kernel_filter: !cli.no_kernel_filter },
             output: OutputSettings {

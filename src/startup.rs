@@ -6,13 +6,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::backpressure::pace::CpuPolicy;
 use crate::clock::{boot_now_ns, WallClock};
 use crate::enrich::port_names::Services;
 use crate::enrich::{read_machine_prefix, Enricher};
 use crate::filter::RuleSet;
-use crate::format::Formatter;
+use crate::format::{Format, Formatter};
 use crate::health::Health;
 use crate::pipeline::{Pipeline, Trackers};
+use crate::privilege;
 use crate::probes::xfrm::Policies;
 use crate::probes::{host, ObjectStorage, ProbeOptions, Probes, SendmsgHook, UdpMechanism};
 use crate::settings::{HostSettings, OutputSettings, ProbeSettings, RuleSettings, Settings};
@@ -32,6 +34,9 @@ const CLOCK_RESYNC_NS: u64 = 60 * 1_000_000_000;
 
 /// What comes from the user's files: read and checked up front (exit 2).
 pub struct Inputs {
+    /// Held for the sensor's life: one sensor per state directory (which
+    /// only the XML form's EventRecordIDs use).
+    _state_lock: Option<std::fs::File>,
     sinks: Vec<Sink>,
     rules: RuleSet,
     formatter: Formatter,
@@ -41,6 +46,10 @@ pub struct Inputs {
 impl Inputs {
     pub fn read(settings: &Settings) -> Result<Self> {
         let out = &settings.output;
+        let state_lock = match out.format {
+            Format::Xml => Some(lock_state_dir(&out.state_dir)?),
+            Format::Json => None,
+        };
         let sinks = open_sinks(out)?;
         let rules = load_rules(settings.rules.config.as_deref())?;
         let formatter = Formatter::new(out.format, &out.state_dir)?.with_json_types(out.json_types);
@@ -55,8 +64,45 @@ impl Inputs {
             }
             None => None,
         };
-        Ok(Self { sinks, rules, formatter, services })
+        Ok(Self { _state_lock: state_lock, sinks, rules, formatter, services })
     }
+}
+
+/// Creates the state directory (0750) if needed and locks it: a second
+/// sensor on the same directory would hand out the same EventRecordIDs.
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        anyhow::bail!(
+            "state directory {} is in use by another sensor (pid {}); give each sensor its own --state-dir",
+            dir.display(),
+            holder.trim()
+        );
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// The outputs asked for; stdout when none is.
@@ -93,7 +139,7 @@ fn open_sinks(out: &OutputSettings) -> Result<Vec<Sink>> {
         sinks.push(Sink::RemoteSyslog(sink));
     }
     if sinks.is_empty() {
-        sinks.push(Sink::stdout());
+        sinks.push(Sink::stdout()?);
     }
     Ok(sinks)
 }
@@ -130,30 +176,60 @@ pub struct Started<'obj> {
     /// `--udp-sendmsg-hook when-ipsec`: attach the hooks once a policy appears.
     pub await_ipsec: bool,
     pub processes_seeded: usize,
+    /// The state directory's lock, held while the sensor runs.
+    pub _state_lock: Option<std::fs::File>,
 }
 
 /// Loads and attaches the probes, gives the kernel its exclusions and builds
 /// the pipeline.
 pub fn start<'obj>(storage: &'obj mut ObjectStorage, settings: &Settings, inputs: Inputs) -> Result<Started<'obj>> {
-    let Inputs { sinks, rules, formatter, services } = inputs;
+    let Inputs { _state_lock, sinks, rules, formatter, services } = inputs;
     let (sendmsg_hook, await_ipsec) = sendmsg_hook_at_start(&settings.probes);
     let probes = load_probes(storage, &settings.probes, sendmsg_hook)?;
-    push_exclusions(&settings.rules, &probes, &rules)?;
+    push_exclusions(&settings.rules, &probes, &rules);
 
     let track = &settings.track;
     let mut procs = ProcessTable::new(track.process_capacity, track.exit_grace_ns, read_proc);
     // After attaching: processes exec'd during the scan arrive as facts later
     // in the ring buffer and so overwrite what the scan read.
     let processes_seeded = procs.scan_proc();
+    // Everything is loaded and attached: from here on only what later work
+    // needs (before the other threads start: they inherit it).
+    let needs = privilege::Needs {
+        // The TCP iterator run at stop walks the namespace of the thread
+        // that opens it: it enters each one (setns).
+        enter_namespaces: probes.udp_packet_mode() || await_ipsec || probes.has_tcp_stop(),
+        raw_sockets: probes.udp_packet_mode(),
+        set_priority: settings.pace.cpu_policy == CpuPolicy::Yield,
+    };
+    match privilege::drop_privileges(needs) {
+        Ok(kept) => tracing::info!("privileges dropped: no new privileges, capabilities {kept:#x} kept"),
+        Err(e) => tracing::warn!("{e:#}; the sensor keeps its privileges"),
+    }
     let tcp = TcpTracker::new(track.pending_capacity, track.pending_timeout_ns);
     let udp = UdpTracker::new(track.udp_window_ns, track.udp_flow_capacity);
-    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services);
+    let dns_settings = track.dns;
+    let names = dns_settings
+        .mode
+        .names()
+        .then(|| crate::dns::names::NameCache::new(dns_settings.cache_capacity, dns_settings.ttl_cap_s));
+    let dns = dns_settings
+        .mode
+        .capture()
+        .then(|| crate::dns::DnsTracker::new(dns_settings.timeout_ns, dns_settings.pending_capacity));
+    let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services).with_names(names);
     let queue = SinkQueue::start(sinks, settings.output.queue_capacity)?;
     let health = Health::new(settings.stats_interval_ns, boot_now_ns());
     let lifecycle = LifecycleTracker::new(track.open_capacity, track.failed_fold_capacity, track.failed_window_ns);
-    let trackers = Trackers { procs, tcp, udp, lifecycle, mode: track.lifecycle };
-    let pipeline = Pipeline::new(trackers, enrich, rules, formatter, queue, health);
-    Ok(Started { probes, pipeline, await_ipsec, processes_seeded })
+    let pipeline = Pipeline::new(
+        Trackers { procs, tcp, udp, lifecycle, mode: track.lifecycle, dns, dns_events: dns_settings.mode.events() },
+        enrich,
+        rules,
+        formatter,
+        queue,
+        health,
+    );
+    Ok(Started { probes, pipeline, await_ipsec, processes_seeded, _state_lock })
 }
 
 fn load_probes<'obj>(
@@ -171,6 +247,7 @@ fn load_probes<'obj>(
         udp_sendmsg_hook: sendmsg_hook,
         hook_floor: settings.hook_floor,
         lifecycle_closed: settings.lifecycle_closed,
+        dns_capture: settings.dns_capture,
     };
     if settings.hook_floor {
         tracing::warn!("--hook-floor: every probe returns at once; no event will be reported");
@@ -178,14 +255,27 @@ fn load_probes<'obj>(
     Probes::load(storage, &opts)
 }
 
-/// Gives the kernel the part of the rules it can apply with the same answer.
-pub fn push_exclusions(settings: &RuleSettings, probes: &Probes<'_>, rules: &RuleSet) -> Result<()> {
+/// Gives the kernel the part of the rules it can apply with the same answer
+/// (what its tables cannot hold stays in userspace, said once). Never fatal:
+/// userspace applies every rule whatever the kernel holds.
+pub fn push_exclusions(settings: &RuleSettings, probes: &Probes<'_>, rules: &RuleSet) {
     let exclusions = if settings.kernel_filter { rules.kernel_exclusions() } else { Default::default() };
-    probes.set_exclusions(&exclusions)?;
-    if !exclusions.is_empty() {
-        tracing::info!("{} config exclusions applied in the kernel", exclusions.len());
+    match probes.set_exclusions(&exclusions) {
+        Ok((ports, addrs)) => {
+            let applied = ports + addrs;
+            if !exclusions.is_empty() && applied < exclusions.len() {
+                tracing::warn!(
+                    "{applied} of {} config exclusions applied in the kernel (its tables are full); \
+                     the other {} in userspace",
+                    exclusions.len(),
+                    exclusions.len() - applied
+                );
+            } else if applied > 0 {
+                tracing::info!("{applied} config exclusions applied in the kernel");
+            }
+        }
+        Err(e) => tracing::warn!("{e:#}; config exclusions applied in userspace only"),
     }
-    Ok(())
 }
 
 /// Why the sendmsg hooks are needed now, if they are: an IPsec policy

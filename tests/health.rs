@@ -92,26 +92,45 @@ fn flows_through_a_stalled_output(n: u16, extra: &[&str]) -> (u64, Vec<Value>, S
     // fills. Every flow's fact is written (or shed) inside its send, so once
     // the sender is done the stall has done what it can, at any speed.
     send_udp_flows(&net, n, 10000);
-    let mut out = child.stdout.take().expect("stdout");
+    // Now the output moves again: lines are collected as they come.
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let collected = std::sync::Arc::clone(&lines);
     let drain = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
+        for line in out.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                collected.lock().expect("lock").push(v);
+            }
+        }
     });
-    // The sensor drains the ring buffer at SIGTERM and announces any loss then.
+    let ns = TestNet::inode(&net.a);
+    let ours =
+        |e: &Value| e["EventID"] == 3 && s(e, "Protocol") == "udp" && u(e, "NetNs") == ns && e["Initiated"] == true;
+    // Every flow accounted for, however long the catch-up takes on this
+    // machine: reported, or counted in a loss event (written each second).
+    let accounted = |events: &[Value]| {
+        let reported = events.iter().filter(|e| ours(e)).count() as u64;
+        let lost: u64 = events.iter().filter(|e| e["EventID"] == 250).map(lost_in).sum();
+        reported + lost
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    while accounted(&lines.lock().expect("lock")) < u64::from(n) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
     let status = child.wait().expect("wait");
     assert!(status.success());
-    let text = drain.join().expect("drain");
+    drain.join().expect("drain");
     let stderr = reader.join().expect("stderr").join("\n");
-    let events: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let ns = TestNet::inode(&net.a);
-    let reported = events
-        .iter()
-        .filter(|e| e["EventID"] == 3 && s(e, "Protocol") == "udp" && u(e, "NetNs") == ns && e["Initiated"] == true)
-        .count() as u64;
+    let events = std::mem::take(&mut *lines.lock().expect("lock"));
+    let reported = events.iter().filter(|e| ours(e)).count() as u64;
     let losses = events.into_iter().filter(|e| e["EventID"] == 250).collect();
     (reported, losses, stderr)
+}
+
+/// Events a loss event (250) counts as lost.
+fn lost_in(e: &Value) -> u64 {
+    u(e, "RingBufferDrops") + u(e, "UdpShedInKernel") + u(e, "UdpShedInQueue") + u(e, "QueueDropped")
 }
 
 #[test]
@@ -133,10 +152,7 @@ fn stalled_output_loses_nothing_silently() {
     // UDP.
     let (reported, losses, stderr) = flows_through_a_stalled_output(20_000, &["--ringbuf-mib", "1"]);
     assert!(!losses.is_empty(), "a loss event was written; stderr:\n{stderr}");
-    let lost: u64 = losses
-        .iter()
-        .map(|e| u(e, "RingBufferDrops") + u(e, "UdpShedInKernel") + u(e, "UdpShedInQueue") + u(e, "QueueDropped"))
-        .sum();
+    let lost: u64 = losses.iter().map(lost_in).sum();
     assert!(lost > 0);
     assert!(reported + lost >= 20_000, "every flow reported ({reported}) or counted lost ({lost})");
     assert!(reported < 20_000, "the stall really lost something ({reported} reported)");
@@ -308,6 +324,13 @@ fn without_cap_sys_nice_the_sensor_keeps_normal_priority() {
     let sensor = Sensor::start_via(&["setpriv", "--bounding-set=-sys_nice", "--"], Some(dir), out, &state, &[]);
     let stderr = sensor.stderr_text();
     assert!(stderr.contains("CAP_SYS_NICE") && stderr.contains("keeps normal CPU priority"), "{stderr}");
+    // The watchdog thread tried SCHED_IDLE and back, failed, and ends: once
+    // it is gone, every thread left has normal priority.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while thread_policies(sensor.pid()).iter().any(|(n, _)| n == "sockscope-pace") {
+        assert!(std::time::Instant::now() < end, "the watchdog thread never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let threads = thread_policies(sensor.pid());
     assert!(!threads.is_empty());
     assert!(threads.iter().all(|(_, p)| *p == SCHED_OTHER), "{threads:?}");

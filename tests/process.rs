@@ -106,6 +106,35 @@ fn process_started_before_the_sensor() {
     assert_ne!(s(e, "ProcessGuid"), "-");
 }
 
+/// Two sensors (each with its own wall-clock offset) that both saw the
+/// processes start: the same ProcessGuids, so events of different sensors
+/// correlate.
+#[test]
+fn every_sensor_gives_a_process_the_same_guid() {
+    let early = Sensor::start(&[]);
+    let late = Sensor::start(&[]);
+    let (mut l, to) = listen(1);
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    let local: SocketAddr = c.expect("local").parse().expect("addr");
+    c.wait_ok();
+    l.wait_ok();
+    let port = u64::from(local.port());
+    let both = |sensor: &Sensor| {
+        let got = sensor.wait_for(2, WAIT, |e| {
+            (e["Initiated"] == false && u(e, "SourcePort") == port)
+                || (e["Initiated"] == true && u(e, "SourcePort") == port)
+        });
+        assert_eq!(got.len(), 2, "{got:?}\n{}", sensor.stderr_text());
+        let mut guids: Vec<(bool, String)> =
+            got.iter().map(|e| (e["Initiated"] == true, s(e, "ProcessGuid"))).collect();
+        guids.sort();
+        guids
+    };
+    let (a, b) = (both(&early), both(&late));
+    assert_eq!(a, b, "listener and connector GUIDs from two sensors");
+    assert_ne!(a[0].1, a[1].1);
+}
+
 #[test]
 fn own_pid_and_network_namespace() {
     let sensor = Sensor::start(&[]);
@@ -168,6 +197,44 @@ fn long_argv_is_truncated_and_marked() {
     let cmd = s(&e, "CommandLine");
     assert_eq!(e["CommandLineTruncated"], true);
     assert!(cmd.len() <= 64 && cmd.starts_with(PEER), "{cmd}");
+}
+
+/// Issue 21.5: an executable whose path is longer than the kernel captures
+/// (2 KiB): `Image` keeps the path's beginning (so a rule on a prefix such
+/// as `begin with /tmp/` still holds) and `ImageTruncated` says so; a short
+/// path is whole and not flagged.
+#[test]
+fn long_executable_path_keeps_its_beginning_and_is_flagged() {
+    let sensor = Sensor::start(&[]);
+    let top = tempfile::Builder::new().prefix("sockscope-long-").tempdir_in("/tmp").expect("tempdir");
+    let mut dir = top.path().to_path_buf();
+    for _ in 0..12 {
+        dir.push("d".repeat(200));
+    }
+    std::fs::create_dir_all(&dir).expect("deep dirs");
+    let exe = dir.join("evil");
+    std::fs::copy(PEER, &exe).expect("copy peer");
+    assert!(exe.as_os_str().len() > 2048);
+    let (mut l, to) = listen(1);
+    let mut c = Peer::spawn_program(None, &exe, &["connect", "--to", &to]);
+    let local = c.expect("local");
+    c.wait_ok();
+    l.wait_ok();
+    let e = outbound_from(&sensor, &local);
+    let image = s(&e, "Image");
+    assert_eq!(e["ImageTruncated"], true, "{image}");
+    assert!(image.starts_with(&format!("{}/ddd", top.path().display())), "the beginning kept: {image}");
+    assert!(exe.to_string_lossy().starts_with(&image), "a prefix of the real path: {image}");
+    assert!(image.len() <= 2048 && image.len() > 1500, "{}", image.len());
+
+    let (mut l, to) = listen(1);
+    let mut c = Peer::spawn(None, &["connect", "--to", &to]);
+    let local = c.expect("local");
+    c.wait_ok();
+    l.wait_ok();
+    let e = outbound_from(&sensor, &local);
+    assert_eq!(s(&e, "Image"), PEER);
+    assert_eq!(e["ImageTruncated"], false);
 }
 
 /// A cgroup v2 directory named like a runtime's container scope.

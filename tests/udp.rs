@@ -443,3 +443,96 @@ fn the_sendmsg_hook_comes_when_an_ipsec_policy_does() {
     let (_, stderr) = sensor.stop();
     assert!(stderr.contains("udp_send_dest_unknown=0"), "{stderr}");
 }
+
+/// The sensor process's CPU time so far (utime + stime, in clock ticks).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The UDP events of network namespace `ns`, once at least `n` are written
+/// (bounded by `limit`): counted on the raw lines, parsed once.
+fn wait_udp_lines(sensor: &Sensor, ns: u64, n: usize, limit: Duration) -> Vec<Value> {
+    let tag = format!("\"NetNs\":{ns},");
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(&sensor.out).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let got = complete.lines().filter(|l| l.contains(&tag) && l.contains("\"Protocol\":\"udp\"")).count();
+        if got >= n || std::time::Instant::now() >= end {
+            return complete
+                .lines()
+                .filter(|l| l.contains(&tag))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| s(e, "Protocol") == "udp" && u(e, "NetNs") == ns)
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn flow_keys(events: &[Value]) -> HashSet<(bool, u64, u64)> {
+    events.iter().map(|e| (e["Initiated"] == true, u(e, "SourcePort"), u(e, "DestinationPort"))).collect()
+}
+
+/// Issue 21.4: 20,000 sockets each send one datagram to a receiver: 40,000
+/// new flows into a 16,384-entry table. The sensor walks the whole table
+/// (not its first batch), thins it (counted), reports every flow once, and
+/// the most recent flows, sent again, are not reported again. CPU is printed
+/// as a measurement only.
+#[test]
+fn full_flow_table_is_walked_thinned_and_never_repeats() {
+    let sensor = start("process", &["--udp-flow-capacity", "16384"]);
+    let net = TestNet::new();
+    let ns = TestNet::inode(&net.a);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    let ip = net.ip4(1);
+    let cpu_start = cpu_ticks(sensor.pid());
+    let started = std::time::Instant::now();
+    let args = ["udp-fan", "--ip", &ip, "--first-port", "10000", "--count", "20000", "--recv-port", "40000"];
+    let go_arg = go.to_string_lossy().into_owned();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--again", "1000", "--go-file", &go_arg, "--timeout-secs", "240"]);
+    let mut fan = Peer::spawn(Some(&net.a), &all);
+    let sent = fan.expect("sent");
+    assert_eq!(sent, "20000 received 20000", "every datagram read");
+    let first = wait_udp_lines(&sensor, ns, 40_000, Duration::from_secs(180));
+    let phase1 = started.elapsed();
+    let cpu_phase1 = cpu_ticks(sensor.pid()) - cpu_start;
+    let keys = flow_keys(&first);
+    if keys.len() != 40_000 {
+        let (_, stderr) = sensor.stop();
+        let stats = stderr.lines().filter(|l| l.contains("stats:")).collect::<Vec<_>>().join("\n");
+        panic!("{} of 40,000 flows reported: {stats}", keys.len());
+    }
+    assert_eq!(first.len(), 40_000, "and each once");
+
+    // The last 1,000 flows again (in the table: thinning goes oldest first),
+    // then one new flow (port 30000), whose events mark the end.
+    std::fs::write(&go, b"go").expect("go file");
+    let resent = fan.expect("resent");
+    assert_eq!(resent, "1000 received 21001", "every datagram read again");
+    let after = wait_udp_lines(&sensor, ns, 40_002, Duration::from_secs(60));
+    let marker = after.iter().filter(|e| u(e, "SourcePort") == 30000 || u(e, "DestinationPort") == 30000).count();
+    assert_eq!(marker, 2, "the new flow reported both ways");
+    assert_eq!(after.len(), 40_002, "no flow seen again within the window is reported again");
+    assert_eq!(flow_keys(&after).len(), 40_002);
+    fan.wait_ok();
+
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
+    let walked = common::final_stat(&stderr, "udp_flows_walked_peak");
+    assert_eq!(walked, 16_384, "a sweep walked the whole table, full: {stderr}");
+    assert!(common::final_stat(&stderr, "udp_flows_evicted") > 0, "evictions counted: {stderr}");
+    let hz = 100.0;
+    eprintln!(
+        "measurement: 40,000 UDP flows in {:.1} s; sensor CPU {:.2} s ({:.1}% of one CPU)",
+        phase1.as_secs_f64(),
+        cpu_phase1 as f64 / hz,
+        cpu_phase1 as f64 / hz / phase1.as_secs_f64() * 100.0
+    );
+}

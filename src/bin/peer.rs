@@ -210,9 +210,62 @@ enum Cmd {
         #[arg(long)]
         connect: Option<SocketAddr>,
     },
+    /// COUNT sockets bound to IP:FIRST_PORT.. each send one datagram to a
+    /// receiver socket of this process at IP:RECV_PORT, paced so the
+    /// receiver keeps up: COUNT outbound and COUNT inbound UDP flows. Prints
+    /// "sent N received M". With --again K: waits for GO_FILE, then the last
+    /// K sockets' flows again, then one new flow (port FIRST_PORT+COUNT),
+    /// prints "resent K received M".
+    UdpFan {
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        #[arg(long)]
+        first_port: u16,
+        #[arg(long)]
+        count: u16,
+        #[arg(long)]
+        recv_port: u16,
+        #[arg(long, default_value_t = 0)]
+        again: u16,
+        #[arg(long)]
+        go_file: Option<std::path::PathBuf>,
+    },
     /// Listen on loopback, connect to itself, accept: one process, both ends.
     /// Prints its pids (host and namespace) and network namespace inode.
     Pair,
+    /// A tiny DNS responder on BIND, UDP and TCP (the tests' own, never the
+    /// host's resolver). Answers from --record NAME=TYPE:VALUE (A, AAAA,
+    /// CNAME; CNAME chains followed); names by their first label: `nx.*`
+    /// NXDOMAIN, `tc.*` over UDP a truncated (TC) response without answers
+    /// (answers over TCP), `bad.*` an answer whose name is a pointer loop,
+    /// `cut.*` a response cut short inside its answer, `silent.*` none.
+    /// Prints `listening PORT`; serves until --timeout-secs.
+    DnsServe {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long = "record")]
+        records: Vec<String>,
+    },
+    /// Sends one DNS query for NAME to SERVER (UDP; TCP with --tcp, or after
+    /// a TC response), prints `pid N`, `local ADDR` (the query's socket),
+    /// `rcode N`, `answer IP` per address; then, with --connect-port, connects
+    /// over TCP to the first address and prints `connected LOCAL`.
+    ResolveConnect {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        name: String,
+        /// A or AAAA.
+        #[arg(long, default_value = "A")]
+        qtype: String,
+        #[arg(long)]
+        tcp: bool,
+        #[arg(long)]
+        connect_port: Option<u16>,
+        /// Seconds to wait for the response (none is an answer too: `rcode none`).
+        #[arg(long, default_value_t = 3)]
+        wait_secs: u64,
+    },
 }
 
 fn main() {
@@ -247,6 +300,13 @@ fn main() {
             udp_send(&to, count, via, &setup, sockets, repeat_after_ms)
         }
         Cmd::UdpRecv { bind, count, via, connect } => udp_recv(bind, count, via, connect, deadline),
+        Cmd::UdpFan { ip, first_port, count, recv_port, again, go_file } => {
+            udp_fan(FanOpts { ip, first_port, count, recv_port, again, go_file }, deadline)
+        }
+        Cmd::DnsServe { bind, records } => dns::serve(bind, &records, deadline),
+        Cmd::ResolveConnect { server, name, qtype, tcp, connect_port, wait_secs } => {
+            dns::resolve_connect(server, &name, &qtype, tcp, connect_port, Duration::from_secs(wait_secs))
+        }
     };
     if let Err(e) = result {
         eprintln!("sockscope-peer: {e:#}");
@@ -1012,4 +1072,286 @@ fn udp_recv(
     }
     say(format!("received {got}"));
     Ok(())
+}
+
+struct FanOpts {
+    ip: std::net::IpAddr,
+    first_port: u16,
+    count: u16,
+    recv_port: u16,
+    again: u16,
+    go_file: Option<std::path::PathBuf>,
+}
+
+/// See `Cmd::UdpFan`.
+fn udp_fan(o: FanOpts, deadline: Instant) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let to = SocketAddr::new(o.ip, o.recv_port);
+    let receiver = std::net::UdpSocket::bind(to).with_context(|| format!("bind {to}"))?;
+    let _ = Socket::from(receiver.try_clone()?).set_recv_buffer_size(8 << 20);
+    receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (received, stop) = (Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if receiver.recv_from(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let send_from = |port: u16| -> Result<()> {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(o.ip, port)).with_context(|| format!("bind port {port}"))?;
+        s.send_to(b"fan", to).with_context(|| format!("send from port {port}"))?;
+        Ok(())
+    };
+    // Waits (bounded) until the receiver has read `n` datagrams: one at a
+    // time, as the sensor remembers a few unread senders per socket only.
+    let caught_up = |n: u64| {
+        let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
+        while received.load(Ordering::Relaxed) < n && Instant::now() < until {
+            std::thread::yield_now();
+        }
+    };
+    let mut sent = 0u64;
+    for i in 0..o.count {
+        send_from(o.first_port.checked_add(i).context("port range")?)?;
+        sent += 1;
+        caught_up(sent);
+    }
+    caught_up(sent);
+    println!("sent {sent} received {}", received.load(Ordering::Relaxed));
+    std::io::stdout().flush()?;
+    if o.again > 0 {
+        let go = o.go_file.context("--again needs --go-file")?;
+        while !go.exists() {
+            if Instant::now() >= deadline {
+                bail!("{} never appeared", go.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in o.count.saturating_sub(o.again)..o.count {
+            send_from(o.first_port + i)?;
+            sent += 1;
+            caught_up(sent);
+        }
+        send_from(o.first_port.checked_add(o.count).context("port range")?)?;
+        sent += 1;
+        caught_up(sent);
+        println!("resent {} received {}", o.again, received.load(Ordering::Relaxed));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    Ok(())
+}
+
+/// The DNS responder and client of the tests.
+mod dns {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context, Result};
+    use sockscope::dns::parse::{self, build, RData, TYPE_A, TYPE_AAAA, TYPE_CNAME};
+
+    use super::say;
+
+    struct Zone(Vec<(String, u16, Vec<u8>)>);
+
+    impl Zone {
+        fn parse(records: &[String]) -> Result<Zone> {
+            let mut out = Vec::new();
+            for r in records {
+                let (name, rest) = r.split_once('=').with_context(|| format!("record {r}: NAME=TYPE:VALUE"))?;
+                let (kind, value) = rest.split_once(':').with_context(|| format!("record {r}: NAME=TYPE:VALUE"))?;
+                let (t, data) = match kind {
+                    "A" => (TYPE_A, value.parse::<std::net::Ipv4Addr>().context("A value")?.octets().to_vec()),
+                    "AAAA" => (TYPE_AAAA, value.parse::<std::net::Ipv6Addr>().context("AAAA value")?.octets().to_vec()),
+                    "CNAME" => (TYPE_CNAME, build::name(value)),
+                    other => bail!("record type {other}"),
+                };
+                out.push((name.to_ascii_lowercase(), t, data));
+            }
+            Ok(Zone(out))
+        }
+
+        /// The answers for `name`/`qtype`, CNAMEs first.
+        fn answers(&self, name: &str, qtype: u16) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            let mut at = name.to_ascii_lowercase();
+            for _ in 0..8 {
+                if let Some((_, _, target)) = self.0.iter().find(|(n, t, _)| *n == at && *t == TYPE_CNAME) {
+                    out.push(build::record(Some(&at), TYPE_CNAME, 300, target));
+                    match parse::read_name(target, 0, "target") {
+                        Ok((next, _)) => at = next.to_ascii_lowercase(),
+                        Err(_) => break,
+                    }
+                    continue;
+                }
+                for (_, _, data) in self.0.iter().filter(|(n, t, _)| *n == at && *t == qtype) {
+                    out.push(build::record(Some(&at), qtype, 60, data));
+                }
+                break;
+            }
+            out
+        }
+
+        /// The response to `query`, or none (`silent.*`).
+        fn respond(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+            let msg = parse::parse(query).ok()?;
+            let q = msg.questions.first()?;
+            let first = q.name.split('.').next().unwrap_or_default();
+            match first {
+                "silent" => None,
+                "nx" => Some(build::response(query, 3, false, &[])),
+                "tc" if !tcp => Some(build::response(query, 0, true, &[])),
+                "bad" => {
+                    // One answer whose name points at itself.
+                    let at = 12 + query.len() - 12;
+                    let mut looped = vec![0xc0 | ((at >> 8) as u8 & 0x3f), at as u8];
+                    looped.extend_from_slice(&build::record(None, TYPE_A, 60, &[192, 0, 2, 1])[2..]);
+                    Some(build::response(query, 0, false, &[looped]))
+                }
+                "cut" => {
+                    let mut r = build::response(query, 0, false, &self.answers(&q.name, q.qtype));
+                    r.truncate(r.len().saturating_sub(3));
+                    Some(r)
+                }
+                _ => Some(build::response(query, 0, false, &self.answers(&q.name, q.qtype))),
+            }
+        }
+    }
+
+    pub fn serve(bind: SocketAddr, records: &[String], deadline: Instant) -> Result<()> {
+        let zone = std::sync::Arc::new(Zone::parse(records)?);
+        let udp = UdpSocket::bind(bind).with_context(|| format!("bind udp {bind}"))?;
+        let tcp = TcpListener::bind(bind).with_context(|| format!("bind tcp {bind}"))?;
+        say(format!("listening {}", udp.local_addr()?.port()));
+        let tcp_zone = std::sync::Arc::clone(&zone);
+        std::thread::spawn(move || {
+            for stream in tcp.incoming().map_while(Result::ok) {
+                if let Err(e) = serve_tcp(stream, &tcp_zone) {
+                    eprintln!("sockscope-peer: dns tcp: {e:#}");
+                }
+            }
+        });
+        let mut buf = [0u8; 1500];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            udp.set_read_timeout(Some(left))?;
+            let (n, from) = match udp.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e).context("recv"),
+            };
+            if let Some(r) = zone.respond(&buf[..n], false) {
+                udp.send_to(&r, from).context("send")?;
+            }
+        }
+    }
+
+    fn serve_tcp(mut stream: TcpStream, zone: &Zone) -> Result<()> {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut query)?;
+        if let Some(r) = zone.respond(&query, true) {
+            let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&r);
+            stream.write_all(&framed)?;
+        }
+        Ok(())
+    }
+
+    pub fn resolve_connect(
+        server: SocketAddr,
+        name: &str,
+        qtype: &str,
+        tcp: bool,
+        connect_port: Option<u16>,
+        wait: Duration,
+    ) -> Result<()> {
+        let qtype = if qtype.eq_ignore_ascii_case("AAAA") { TYPE_AAAA } else { TYPE_A };
+        say(format!("pid {}", std::process::id()));
+        let id = (std::process::id() & 0xffff) as u16;
+        let query = build::query(id, name, qtype);
+        let mut response = if tcp { None } else { ask_udp(server, &query, wait)? };
+        if tcp || response.as_ref().is_some_and(|r| parse::parse(r).is_ok_and(|m| m.truncated)) {
+            if let Some(r) = &response {
+                report(r);
+            }
+            response = ask_tcp(server, &query, wait)?;
+        }
+        let Some(response) = response else {
+            say("rcode none".into());
+            return Ok(());
+        };
+        let first = report(&response);
+        if let (Some(port), Some(ip)) = (connect_port, first) {
+            let stream = TcpStream::connect_timeout(&SocketAddr::new(ip, port), wait).context("connect")?;
+            say(format!("connected {}", stream.local_addr()?));
+        }
+        Ok(())
+    }
+
+    /// Prints a response's rcode and addresses; the first address.
+    fn report(response: &[u8]) -> Option<IpAddr> {
+        let Ok(m) = parse::parse(response) else {
+            say("rcode unparsed".into());
+            return None;
+        };
+        say(format!("rcode {}", m.rcode));
+        let mut first = None;
+        for a in &m.answers {
+            let ip = match a.data {
+                RData::A(v4) => IpAddr::V4(v4),
+                RData::Aaaa(v6) => IpAddr::V6(v6),
+                _ => continue,
+            };
+            say(format!("answer {ip}"));
+            first = first.or(Some(ip));
+        }
+        first
+    }
+
+    fn ask_udp(server: SocketAddr, query: &[u8], wait: Duration) -> Result<Option<Vec<u8>>> {
+        let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+        let sock = UdpSocket::bind(bind)?;
+        sock.connect(server)?;
+        say(format!("local {}", sock.local_addr()?));
+        sock.send(query)?;
+        sock.set_read_timeout(Some(wait))?;
+        let mut buf = vec![0u8; 4096];
+        match sock.recv(&mut buf) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+            Err(e) => Err(e).context("recv"),
+        }
+    }
+
+    fn ask_tcp(server: SocketAddr, query: &[u8], wait: Duration) -> Result<Option<Vec<u8>>> {
+        let mut stream = TcpStream::connect_timeout(&server, wait).context("dns tcp connect")?;
+        say(format!("local {}", stream.local_addr()?));
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(query);
+        stream.write_all(&framed)?;
+        stream.set_read_timeout(Some(wait))?;
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            return Ok(None);
+        }
+        let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut r).context("dns tcp response")?;
+        Ok(Some(r))
+    }
 }

@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use sockscope::bench::workload::{Report, Workload};
+use sockscope::bench::{clock_ticks_per_sec, process_cpu_s, soak};
 
 #[derive(Parser, Debug)]
 #[command(name = "sockscope-bench", about = "Measures what the sockscope sensor costs and what it misses (needs root)")]
@@ -116,6 +117,25 @@ struct Cli {
     /// floor under any program at those places. No event is expected.
     #[arg(long)]
     hooks_only: bool,
+    /// Instead of the workloads: one sensor for this many minutes under a
+    /// mixed load (src/bench/soak.rs), reporting RSS, CPU and duplicate UDP
+    /// reports every --soak-interval-secs; exit 1 on a duplicate no eviction
+    /// explains, or if the sensor dies. The fresh flows fill the default
+    /// 65,536-entry flow table in some 5 minutes; then it is thinned.
+    #[arg(long, value_parser = parse_minutes)]
+    soak_minutes: Option<f64>,
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    soak_interval_secs: u64,
+    /// Destinations the soak's repeating UDP socket cycles through.
+    #[arg(long, default_value_t = 8000)]
+    soak_flows: u16,
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m > 0.0 && m <= 24.0 * 60.0 => Ok(m),
+        _ => Err(format!("`{s}`: minutes, more than 0 and at most a day")),
+    }
 }
 
 impl Cli {
@@ -239,6 +259,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         );
     }
 
+    if let Some(minutes) = cfg.cli.soak_minutes {
+        return soak(cfg, minutes);
+    }
+
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     for &w in &cfg.workloads {
@@ -298,6 +322,43 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::from(4));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--soak-minutes`: one sensor, the soak's load, a row per interval.
+fn soak(cfg: Config, minutes: f64) -> Result<ExitCode> {
+    let output = cfg.work_dir.join("soak.jsonl");
+    let state = cfg.work_dir.join("soak-state");
+    let sensor = Sensor::start(&cfg, &output, &state)?;
+    let pid = sensor.pid();
+    println!("soak: {minutes} min, sensor pid {pid}, a row every {} s", cfg.cli.soak_interval_secs);
+    let settings = soak::SoakSettings {
+        minutes,
+        interval: Duration::from_secs(cfg.cli.soak_interval_secs),
+        flows: cfg.cli.soak_flows,
+    };
+    let hup = || {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+    };
+    // The sensor's counters now (SIGUSR1: a stats line on stderr).
+    let stats = || -> BTreeMap<String, u64> {
+        while sensor.stats_rx.try_recv().is_ok() {}
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+        sensor.stats_rx.recv_timeout(Duration::from_secs(5)).map(|l| parse_stats(&l)).unwrap_or_default()
+    };
+    let clean = soak::run(&settings, &output, pid, hup, stats)?;
+    let (exit, stats) = sensor.stop()?;
+    let stat = |k: &str| stats.get(k).copied().unwrap_or(0);
+    let lost: u64 = LOSS_COUNTERS.iter().map(|k| stat(k)).sum();
+    println!(
+        "soak: sensor {exit}; lost {lost}, udp_flows_evicted {}, udp_flows_walked_peak {}, events_written {}",
+        stat("udp_flows_evicted"),
+        stat("udp_flows_walked_peak"),
+        stat("events_written")
+    );
+    if !cfg.cli.keep_output {
+        let _ = std::fs::remove_dir_all(&cfg.work_dir);
+    }
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn resolve(cli: Cli) -> Result<Config> {
@@ -536,33 +597,6 @@ fn parse_stats(line: &str) -> BTreeMap<String, u64> {
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
         .collect()
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// utime+stime of the whole process (every thread, live or exited), seconds.
-fn process_cpu_s(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // comm may hold spaces and parentheses: the fields start after the last ')'.
-    let rest = text.rfind(')').map(|i| &text[i + 1..]).ok_or_else(|| anyhow!("unexpected {path}: {text:?}"))?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
-    let field = |i: usize| -> Result<u64> {
-        f.get(i - 3)
-            .ok_or_else(|| anyhow!("{path}: no field {i}"))?
-            .parse::<u64>()
-            .with_context(|| format!("{path}: field {i}"))
-    };
-    Ok((field(14)? + field(15)?) as f64 / clock_ticks_per_sec())
 }
 
 /// CPU time of the process's live threads, seconds, to the nanosecond: the

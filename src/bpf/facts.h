@@ -17,7 +17,8 @@ enum fact_kind {
 	FACT_PROC_EXIT = 7,
 	FACT_UDP_FLOW = 8,        /* a UDP flow not seen within the window */
 	FACT_PROC_CGROUP = 9,     /* a process moved to another cgroup (v2) */
-	FACT_TCP_CLOSED = 10,     /* a reported connection reached CLOSE (or the sensor stops) */
+	FACT_DNS = 10,            /* a DNS message on port 53: a query leaving, a response arriving */
+	FACT_TCP_CLOSED = 11,     /* a reported connection reached CLOSE (or the sensor stops) */
 };
 
 struct fact_header {
@@ -204,6 +205,34 @@ struct udp_flow_fact {
 	__u32 uid;
 	__u32 recorded; /* 0: the flow table was full, userspace must make room */
 	__u32 seen_by;
+};
+
+/* DNS capture (dns_capture.bpf.h): only packets to port 53 leaving and from
+ * port 53 arriving, a bounded copy of the message. */
+enum dns_layout {
+	DNS_CAPTURE_MAX = 512, /* message bytes copied per packet (UDP payload, TCP segment payload) */
+};
+
+/* dns_fact.flags */
+enum dns_flags {
+	DNS_OUTBOUND = 1, /* seen leaving (cgroup_skb/egress, in the sender's send): a query */
+	DNS_TCP = 2,	  /* a TCP segment's payload (length-prefixed messages), else a UDP datagram */
+};
+
+/* hdr.detail: bytes of msg[] captured (at most DNS_CAPTURE_MAX). */
+struct dns_fact {
+	struct fact_header hdr;
+	struct task_ids task; /* the sending task for an outbound message, else 0 */
+	__u32 netns;	      /* the socket's network namespace */
+	__u32 flags;	      /* dns_flags */
+	__u32 payload_len;    /* message bytes the packet carried (more than captured when cut) */
+	__u32 tcp_seq;	      /* TCP: the segment's sequence number (host order) */
+	__u16 local_port;     /* host order */
+	__u16 remote_port;    /* host order */
+	__u32 pad;
+	__u8 local_addr[16];  /* IPv4 as ::ffff:a.b.c.d */
+	__u8 remote_addr[16];
+	__u8 msg[DNS_CAPTURE_MAX];
 };
 
 #endif

@@ -14,7 +14,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define PATH_MAX_DEPTH 48
+/* Levels walked to find the root of the mount tree: a path deeper than
+ * this loses its beginning (flagged). */
+#define PATH_WALK_MAX 512
 
 /* Upper bound of argv bytes captured; userspace may lower it (a setting). */
 const volatile __u32 args_limit = EXEC_ARGS_BUF;
@@ -28,38 +30,170 @@ struct {
 	__type(value, struct proc_exec_fact);
 } exec_scratch SEC(".maps");
 
-/* Walks dentries up to the root of the process's mount tree, crossing mount
- * points, writing each name leaf first into f->data. Returns bytes written. */
-static __always_inline __u32 write_path_leaf_first(struct proc_exec_fact *f, struct file *file)
-{
-	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	struct vfsmount *vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	struct mount *mnt = container_of(vfsmnt, struct mount, mnt);
-	__u32 off = 0;
+/* A position in a path walk, from the executable up to the root of the
+ * process's mount tree. */
+struct path_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+};
 
-	for (int i = 0; i < PATH_MAX_DEPTH; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-		if (dentry == mnt_root || dentry == parent) {
-			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-			if (dentry != mnt_root || mnt == mnt_parent)
-				return off; /* the root of this mount tree */
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-			mnt = mnt_parent;
-			vfsmnt = &mnt->mnt;
+static __always_inline void walk_start(struct path_walk *w, struct file *file)
+{
+	w->dentry = BPF_CORE_READ(file, f_path.dentry);
+	w->vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+	w->mnt = container_of(w->vfsmnt, struct mount, mnt);
+}
+
+/* One step up. Returns 0 at the root, 1 when `w->dentry` is a name to take
+ * (the caller then moves to its parent), 2 after crossing a mount point. */
+static __always_inline int walk_step(struct path_walk *w)
+{
+	/* Plain locals: BPF_CORE_READ on w->x would relocate path_walk too. */
+	struct dentry *dentry = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+	if (dentry == mnt_root || dentry == parent) {
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (dentry != mnt_root || mnt == mnt_parent)
+			return 0;
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		w->vfsmnt = &mnt_parent->mnt;
+		return 2;
+	}
+	return 1;
+}
+
+/* Without bpf_loop: at most PATH_LEAF_DEPTH names from the leaf. */
+#define PATH_LEAF_DEPTH 48
+
+static __always_inline __u32 write_path_leaf_end(struct proc_exec_fact *f, struct file *file)
+{
+	struct path_walk w;
+	__u32 off = 0;
+	walk_start(&w, file);
+	for (int i = 0; i < PATH_LEAF_DEPTH; i++) {
+		int step = walk_step(&w);
+		if (!step)
+			return off;
+		if (step == 2)
 			continue;
-		}
 		if (off >= EXEC_PATH_BUF)
 			break;
-		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+		struct dentry *d = w.dentry;
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 		long n = bpf_probe_read_kernel_str(&f->data[off], EXEC_NAME_MAX, name);
 		if (n <= 0)
 			break;
 		off += n;
-		dentry = parent;
+		w.dentry = BPF_CORE_READ(d, d_parent);
 	}
 	f->flags |= EXEC_PATH_TRUNCATED;
 	return off;
+}
+
+struct walk_ctx {
+	struct path_walk w;
+	__u32 total; /* bytes of the whole path (names and their NULs) */
+	__u32 over;  /* bytes of names still to leave out, from the leaf */
+	__u32 off;   /* bytes written */
+	int at_root;
+};
+
+/* The walk's state lives in a map, not on the stack: its values are then
+ * unknown to the verifier, so each bpf_loop body is checked once, not per
+ * level and value. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_ctx);
+} walk_scratch SEC(".maps");
+
+static long measure_step(__u32 i, void *c)
+{
+	__u32 zero = 0;
+	struct walk_ctx *x = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!x)
+		return 1;
+	int step = walk_step(&x->w);
+	if (!step) {
+		x->at_root = 1;
+		return 1;
+	}
+	if (step == 2)
+		return 0;
+	struct dentry *d = x->w.dentry;
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	x->total += (len < EXEC_NAME_MAX ? len : EXEC_NAME_MAX - 1) + 1;
+	x->w.dentry = BPF_CORE_READ(d, d_parent);
+	return 0;
+}
+
+static long write_step(__u32 i, void *c)
+{
+	__u32 zero = 0;
+	struct walk_ctx *x = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct proc_exec_fact *f = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!x || !f)
+		return 1;
+	int step = walk_step(&x->w);
+	if (!step) {
+		x->at_root = 1;
+		return 1;
+	}
+	if (step == 2)
+		return 0;
+	struct dentry *d = x->w.dentry;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	x->w.dentry = BPF_CORE_READ(d, d_parent);
+	__u32 off = x->off;
+	if (off >= EXEC_PATH_BUF)
+		return 1;
+	long n = bpf_probe_read_kernel_str(&f->data[off], EXEC_NAME_MAX, name);
+	if (n <= 0)
+		return 1;
+	if (x->over) {
+		/* Left out: overwritten by the next name kept. */
+		x->over = (__u32)n >= x->over ? 0 : x->over - (__u32)n;
+		return 0;
+	}
+	x->off = off + (__u32)n;
+	return 0;
+}
+
+/* Writes the path into f->data, names leaf first, NUL separated. A path that
+ * does not fit keeps its beginning: a first walk measures it, the second
+ * leaves names out from the leaf end until the rest fits (flagged
+ * truncated), so `Image` rules on a prefix still hold. A path deeper than
+ * PATH_WALK_MAX levels keeps its leaf end (flagged). Returns bytes written. */
+static __always_inline __u32 write_path_leaf_first(struct proc_exec_fact *f, struct file *file)
+{
+	/* Kernels before 5.17 have no bpf_loop: the leaf end, as far as it
+	 * fits, flagged when not whole (the branch not taken is dead code the
+	 * verifier drops). */
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop))
+		return write_path_leaf_end(f, file);
+	__u32 zero = 0;
+	struct walk_ctx *x = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!x)
+		return 0;
+	x->total = 0;
+	x->at_root = 0;
+	walk_start(&x->w, file);
+	bpf_loop(PATH_WALK_MAX, measure_step, NULL, 0);
+	int whole = x->at_root && x->total <= EXEC_PATH_BUF;
+	x->over = x->at_root && x->total > EXEC_PATH_BUF ? x->total - EXEC_PATH_BUF : 0;
+	x->at_root = 0;
+	x->off = 0;
+	walk_start(&x->w, file);
+	bpf_loop(PATH_WALK_MAX, write_step, NULL, 0);
+	if (!whole || !x->at_root)
+		f->flags |= EXEC_PATH_TRUNCATED;
+	return x->off;
 }
 
 SEC("tp_btf/sched_process_exec")

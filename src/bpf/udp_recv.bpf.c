@@ -21,6 +21,7 @@
 #include "udp_flows.bpf.h"
 #include "skb_udp.bpf.h"
 #include "hook_floor.bpf.h"
+#include "dns_capture.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -71,8 +72,14 @@ int udp_ingress(struct __sk_buff *skb)
 		return 1;
 	struct peer p = {};
 	/* Only UDP datagrams; the storage lookup checks that the socket is full. */
-	if (skb_udp_endpoints(skb, p.remote_addr, &p.remote_port, p.local_addr, &p.local_port) != SKB_UDP)
+	enum skb_udp what = skb_udp_endpoints(skb, p.remote_addr, &p.remote_port, p.local_addr, &p.local_port);
+	if (what != SKB_UDP) {
+		if (dns_capture_on && what == SKB_TCP && skb_tcp_port(skb, 0) == DNS_PORT)
+			dns_report(skb, 0);
 		return 1;
+	}
+	if (dns_capture_on && p.remote_port == DNS_PORT)
+		dns_report(skb, 0);
 	struct recent_peers *rp = bpf_sk_storage_get(&udp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!rp)
 		return 1;

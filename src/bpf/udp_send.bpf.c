@@ -22,6 +22,7 @@
 #include "udp_flows.bpf.h"
 #include "skb_udp.bpf.h"
 #include "hook_floor.bpf.h"
+#include "dns_capture.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -86,8 +87,11 @@ int udp_egress(struct __sk_buff *skb)
 		return 1;
 	struct datagram w = {};
 	enum skb_udp what = skb_udp_endpoints(skb, w.local_addr, &w.local_port, w.remote_addr, &w.remote_port);
-	if (what == SKB_TCP)
+	if (what == SKB_TCP) {
+		if (dns_capture_on && skb_tcp_port(skb, 1) == DNS_PORT)
+			dns_report(skb, 1);
 		return 1;
+	}
 	if (what == SKB_OTHER) {
 		/* A UDP socket's datagram that left transformed (IPsec) or with
 		 * headers not followed: send_done takes its destination elsewhere. */
@@ -97,6 +101,8 @@ int udp_egress(struct __sk_buff *skb)
 			st->wire_unparsed = 1;
 		return 1;
 	}
+	if (dns_capture_on && w.remote_port == DNS_PORT)
+		dns_report(skb, 1);
 	/* A UDP datagram; the storage lookup checks that the socket is full. */
 	struct send_state *st = bpf_sk_storage_get(&udp_send_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)

@@ -249,6 +249,38 @@ fn check_value_for_field(
             None => Ok(()),
         },
         _ => Ok(()),
+    }?;
+    check_range_for_field(field, operator, &values, number)
+}
+
+/// Port numbers are 0..=65535 and addresses IPv4 or IPv6 ones: a rule
+/// value outside what the field can hold is refused rather than never
+/// (or, negated, always) matching.
+fn check_range_for_field(field: Field, operator: Operator, values: &[&str], number: Option<i64>) -> Result<(), String> {
+    let equality = matches!(operator, Operator::Is | Operator::IsNot | Operator::IsAny);
+    let ordering = matches!(operator, Operator::LessThan | Operator::MoreThan);
+    match field {
+        Field::SourcePort | Field::DestinationPort => {
+            if ordering && number.is_some_and(|n| !(0..=65_535).contains(&n)) {
+                return Err(format!("{} is a port number, 0 to 65535; `{}` is out of range", field.name(), values[0]));
+            }
+            if equality {
+                if let Some(bad) = values.iter().find(|v| v.parse::<u32>().map_or(true, |n| n > 65_535)) {
+                    return Err(format!("{} is a port number, 0 to 65535; `{bad}` is out of range", field.name()));
+                }
+            }
+            Ok(())
+        }
+        Field::SourceIp | Field::DestinationIp if equality => {
+            match values.iter().find(|v| v.parse::<std::net::IpAddr>().is_err()) {
+                Some(bad) => Err(format!(
+                    "{} is an IPv4 or IPv6 address (like 10.0.0.1 or fd00::1); `{bad}` is not one",
+                    field.name()
+                )),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
     }
 }
 

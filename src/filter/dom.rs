@@ -66,6 +66,12 @@ impl Element {
     }
 }
 
+/// The deepest nesting a document may have. A Sysmon config nests six
+/// deep (`Sysmon/EventFiltering/RuleGroup/NetworkConnect/Rule/field`);
+/// a bound keeps a hostile file from costing stack (the tree's drop and
+/// every walk of it recurse).
+pub const MAX_DEPTH: usize = 32;
+
 /// Parses a whole document into its root element.
 pub fn parse_document(source: &str) -> Result<Element, XmlError> {
     let mut reader = Reader::from_str(source);
@@ -81,6 +87,12 @@ pub fn parse_document(source: &str) -> Result<Element, XmlError> {
             Event::Start(start) => {
                 if root.is_some() && open.is_empty() {
                     return Err(second_root(&start, offset));
+                }
+                if open.len() >= MAX_DEPTH {
+                    return Err(XmlError {
+                        offset,
+                        message: format!("elements nested deeper than {MAX_DEPTH} levels (a Sysmon config has six)"),
+                    });
                 }
                 open.push(element(source, &start, offset)?);
             }

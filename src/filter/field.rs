@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::event::NetworkConnect;
+use crate::event::{DnsQuery, NetworkConnect};
 
 /// How a field's value is written, which decides which rule values make sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,7 @@ fields! {
     // sockscope's own fields
     CommandLine: Text,
     CommandLineTruncated: Bool,
+    ImageTruncated: Bool,
     ParentProcessId: Number,
     ParentImage: Text,
     UserId: Number,
@@ -75,11 +76,16 @@ fields! {
     NetNs: Number,
     CommunityId: Text,
     Attribution: Text,
-    // ConnectionFailed (252)
+    // DnsQuery's own (its other fields are NetworkConnect's names)
+    QueryName: Text,
+    QueryStatus: Number,
+    QueryResults: Text,
+    ServerIp: Text,
+    // ConnectionFailed's own (252; its others are NetworkConnect's)
     Failure: Text,
     Attempts: Number,
     Count: Number,
-    // ConnectionClosed (253)
+    // ConnectionClosed's own (253; its others are NetworkConnect's)
     Duration: Number,
     BytesSent: Number,
     BytesReceived: Number,
@@ -90,10 +96,13 @@ fields! {
     CloseReason: Text,
 }
 
-/// The event types a config filters, by their element names.
+/// The event types a config filters, by their element names: each has its
+/// own fields, and a rule naming a field of another type is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     NetworkConnect,
+    /// Sysmon's event 22.
+    DnsQuery,
     /// sockscope's event 252.
     ConnectionFailed,
     /// sockscope's event 253.
@@ -101,58 +110,157 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: &'static [EventType] =
+        &[EventType::NetworkConnect, EventType::DnsQuery, EventType::ConnectionFailed, EventType::ConnectionClosed];
+
     pub fn name(self) -> &'static str {
         match self {
             EventType::NetworkConnect => "NetworkConnect",
+            EventType::DnsQuery => "DnsQuery",
             EventType::ConnectionFailed => "ConnectionFailed",
             EventType::ConnectionClosed => "ConnectionClosed",
         }
     }
 
     pub fn from_name(name: &str) -> Option<EventType> {
-        [EventType::NetworkConnect, EventType::ConnectionFailed, EventType::ConnectionClosed]
-            .into_iter()
-            .find(|t| t.name() == name)
+        EventType::ALL.iter().copied().find(|t| t.name() == name)
     }
 
-    /// Whether events of this type have `field`: every type has
-    /// NetworkConnect's fields, and each lifecycle event its own.
-    pub fn has(self, field: Field) -> bool {
-        match field.lifecycle_event() {
-            None => true,
-            Some(owner) => owner == self,
+    /// This type's fields, in the order its events write them.
+    pub fn fields(self) -> &'static [Field] {
+        match self {
+            EventType::NetworkConnect => Field::NETWORK_CONNECT,
+            EventType::DnsQuery => Field::DNS_QUERY,
+            EventType::ConnectionFailed => Field::CONNECTION_FAILED,
+            EventType::ConnectionClosed => Field::CONNECTION_CLOSED,
         }
+    }
+
+    /// Whether events of this type have `field`.
+    pub fn has(self, field: Field) -> bool {
+        self.fields().contains(&field)
     }
 }
 
+/// `a` then `b`, as an array of `N` (checked when compiled).
+const fn concat<const N: usize>(a: &[Field], b: &[Field]) -> [Field; N] {
+    assert!(a.len() + b.len() == N);
+    let mut out = [Field::RuleName; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < b.len() {
+        out[i + j] = b[j];
+        j += 1;
+    }
+    out
+}
+
 impl Field {
-    /// The lifecycle event a field belongs to; None for NetworkConnect's.
+    /// NetworkConnect's fields, in its order.
+    pub const NETWORK_CONNECT: &'static [Field] = &[
+        Field::RuleName,
+        Field::UtcTime,
+        Field::ProcessGuid,
+        Field::ProcessId,
+        Field::Image,
+        Field::User,
+        Field::Protocol,
+        Field::Initiated,
+        Field::SourceIsIpv6,
+        Field::SourceIp,
+        Field::SourceHostname,
+        Field::SourcePort,
+        Field::SourcePortName,
+        Field::DestinationIsIpv6,
+        Field::DestinationIp,
+        Field::DestinationHostname,
+        Field::DestinationPort,
+        Field::DestinationPortName,
+        Field::CommandLine,
+        Field::CommandLineTruncated,
+        Field::ImageTruncated,
+        Field::ParentProcessId,
+        Field::ParentImage,
+        Field::UserId,
+        Field::ThreadId,
+        Field::ProcessIdInNamespace,
+        Field::ContainerId,
+        Field::NetNs,
+        Field::CommunityId,
+        Field::Attribution,
+    ];
+
+    /// DnsQuery's fields, in its order.
+    pub const DNS_QUERY: &'static [Field] = &[
+        Field::RuleName,
+        Field::UtcTime,
+        Field::ProcessGuid,
+        Field::ProcessId,
+        Field::QueryName,
+        Field::QueryStatus,
+        Field::QueryResults,
+        Field::Image,
+        Field::User,
+        Field::NetNs,
+        Field::ContainerId,
+        Field::ServerIp,
+        Field::Protocol,
+    ];
+
+    /// ConnectionFailed's fields (252): NetworkConnect's, then its own.
+    pub const CONNECTION_FAILED: &'static [Field] = &concat::<{ Field::NETWORK_CONNECT.len() + 3 }>(
+        Field::NETWORK_CONNECT,
+        &[Field::Failure, Field::Attempts, Field::Count],
+    );
+
+    /// ConnectionClosed's fields (253): NetworkConnect's, then its own (a TCP
+    /// close has the segment and RTT figures, a UDP flow's the datagrams).
+    pub const CONNECTION_CLOSED: &'static [Field] = &concat::<{ Field::NETWORK_CONNECT.len() + 8 }>(
+        Field::NETWORK_CONNECT,
+        &[
+            Field::Duration,
+            Field::BytesSent,
+            Field::BytesReceived,
+            Field::SegmentsRetransmitted,
+            Field::SmoothedRttUs,
+            Field::DatagramsSent,
+            Field::DatagramsReceived,
+            Field::CloseReason,
+        ],
+    );
+
+    /// The lifecycle event a field is the own field of; None for the others.
     pub fn lifecycle_event(self) -> Option<EventType> {
-        match self {
-            Field::Failure | Field::Attempts | Field::Count => Some(EventType::ConnectionFailed),
-            Field::Duration
-            | Field::BytesSent
-            | Field::BytesReceived
-            | Field::SegmentsRetransmitted
-            | Field::SmoothedRttUs
-            | Field::DatagramsSent
-            | Field::DatagramsReceived
-            | Field::CloseReason => Some(EventType::ConnectionClosed),
-            _ => None,
-        }
+        [EventType::ConnectionFailed, EventType::ConnectionClosed]
+            .into_iter()
+            .find(|t| t.has(self) && !EventType::NetworkConnect.has(self))
     }
 
     /// Number of fields; a `Field as usize` indexes arrays of this length.
     pub const COUNT: usize = Field::ALL.len();
 
-    /// The field with exactly this name (case-sensitive, as Sysmon).
+    /// The NetworkConnect field with exactly this name (case-sensitive, as Sysmon).
     pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|field| field.name() == name)
+        Field::from_name_in(Field::NETWORK_CONNECT, name)
     }
 
-    /// The field whose name differs from `name` only in case, to suggest a fix.
+    /// The field of `fields` (an event type's) with exactly this name.
+    pub fn from_name_in(fields: &[Field], name: &str) -> Option<Field> {
+        fields.iter().copied().find(|field| field.name() == name)
+    }
+
+    /// The NetworkConnect field whose name differs from `name` only in case, to suggest a fix.
     pub fn from_name_ignoring_case(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|field| field.name().eq_ignore_ascii_case(name))
+        Field::from_name_ignoring_case_in(Field::NETWORK_CONNECT, name)
+    }
+
+    /// The field of `fields` whose name differs from `name` only in case.
+    pub fn from_name_ignoring_case_in(fields: &[Field], name: &str) -> Option<Field> {
+        fields.iter().copied().find(|field| field.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -190,6 +298,7 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         Field::DestinationPortName => text(&event.destination_port_name),
         Field::CommandLine => text(&event.command_line),
         Field::CommandLineTruncated => boolean(event.command_line_truncated),
+        Field::ImageTruncated => boolean(event.image_truncated),
         Field::ParentProcessId => number(event.parent_process_id),
         Field::ParentImage => text(&event.parent_image),
         Field::UserId => number(event.user_id),
@@ -204,9 +313,30 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         Field::NetNs => number(event.net_ns),
         Field::CommunityId => text(&event.community_id),
         Field::Attribution => text(event.attribution),
-        // A lifecycle event's own fields come with it (rules.rs); a
-        // NetworkConnect has none.
+        // Other event types' own fields: a config cannot name them in
+        // <NetworkConnect>; a lifecycle event's own come with it (rules.rs).
         _ => text("-"),
+    }
+}
+
+/// [`field_value`] for a DnsQuery; fields it does not have read as `-` (a
+/// config cannot name them in <DnsQuery>).
+pub fn dns_field_value(event: &DnsQuery, field: Field) -> Cow<'_, str> {
+    match field {
+        Field::RuleName => Cow::Borrowed(&event.rule_name),
+        Field::UtcTime => Cow::Borrowed(&event.utc_time),
+        Field::ProcessGuid => Cow::Borrowed(&event.process_guid),
+        Field::ProcessId => Cow::Owned(event.process_id.to_string()),
+        Field::QueryName => Cow::Borrowed(&event.query_name),
+        Field::QueryStatus => Cow::Owned(event.query_status.to_string()),
+        Field::QueryResults => Cow::Borrowed(&event.query_results),
+        Field::Image => Cow::Borrowed(&event.image),
+        Field::User => Cow::Borrowed(&event.user),
+        Field::NetNs => Cow::Owned(event.net_ns.to_string()),
+        Field::ContainerId => Cow::Borrowed(&event.container_id),
+        Field::ServerIp => Cow::Borrowed(&event.server_ip),
+        Field::Protocol => Cow::Borrowed(event.protocol),
+        _ => Cow::Borrowed("-"),
     }
 }
 
@@ -238,6 +368,7 @@ pub(crate) mod tests {
             destination_port_name: "-".into(),
             command_line: "curl -s https://Example.com/x".into(),
             command_line_truncated: false,
+            image_truncated: false,
             parent_process_id: 4242,
             parent_image: "/usr/bin/bash".into(),
             user_id: 1000,
@@ -262,7 +393,7 @@ pub(crate) mod tests {
         let event = sample_event();
         let json = serde_json::to_value(&event).expect("serialize");
         let object = json.as_object().expect("object");
-        for &field in Field::ALL.iter().filter(|f| f.lifecycle_event().is_none()) {
+        for &field in Field::NETWORK_CONNECT {
             let written = object.get(field.name()).unwrap_or_else(|| panic!("{} is not in the event", field.name()));
             assert_eq!(field_value(&event, field), json_text(written), "{}", field.name());
         }
@@ -290,7 +421,7 @@ pub(crate) mod tests {
     #[test]
     fn kinds_follow_the_value_types() {
         let event = sample_event();
-        for &field in Field::ALL.iter().filter(|f| f.lifecycle_event().is_none()) {
+        for &field in Field::NETWORK_CONNECT {
             let value = field_value(&event, field);
             match field.kind() {
                 ValueKind::Number => assert!(value.parse::<u64>().is_ok(), "{}: {value}", field.name()),
@@ -298,6 +429,21 @@ pub(crate) mod tests {
                 ValueKind::Text => {}
             }
         }
+    }
+
+    #[test]
+    fn every_dns_query_field_is_the_one_written_and_can_be_filtered_on() {
+        let event = crate::event::dns_example();
+        let json = serde_json::to_value(&event).expect("serialize");
+        let object = json.as_object().expect("object");
+        for key in object.keys().filter(|k| *k != "EventID") {
+            let field = Field::from_name_in(Field::DNS_QUERY, key).unwrap_or_else(|| panic!("no field {key}"));
+            assert_eq!(dns_field_value(&event, field), json_text(&object[key]), "{key}");
+        }
+        assert_eq!(object.len() - 1, Field::DNS_QUERY.len());
+        let names: Vec<&str> = event.fields().iter().map(|(n, _)| *n).collect();
+        let order: Vec<&str> = Field::DNS_QUERY.iter().map(|f| f.name()).collect();
+        assert_eq!(names, order);
     }
 
     #[test]

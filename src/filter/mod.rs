@@ -1,6 +1,9 @@
 //! Sysmon config rules for NetworkConnect: which connections are reported, and
-//! the RuleName they carry; and for sockscope's lifecycle events, under their
-//! own element names `<ConnectionFailed>` (252) and `<ConnectionClosed>` (253).
+//! the RuleName they carry; for DnsQuery (`<DnsQuery>`, event 22); and for
+//! sockscope's lifecycle events, under their own element names
+//! `<ConnectionFailed>` (252) and `<ConnectionClosed>` (253). Each event type
+//! has its own fields (`field::EventType::fields`); a rule naming a field of
+//! another event type is refused.
 //!
 //! The semantics are Sysmon's (SysmonCommon `rules.c` and `xml.cpp`, as used by
 //! microsoft/SysmonForLinux); where sockscope differs on purpose, the code says so.
@@ -16,7 +19,7 @@ use std::path::Path;
 
 pub use sysmon_config::ConfigError;
 
-use crate::event::{LifecycleEvent, NetworkConnect, CONNECTION_FAILED};
+use crate::event::{DnsQuery, LifecycleEvent, NetworkConnect, CONNECTION_FAILED};
 use rules::{FieldValues, Filter, OnMatch};
 
 /// What to do with one event.
@@ -33,6 +36,8 @@ pub enum Verdict<'r> {
 #[derive(Debug)]
 pub struct RuleSet {
     policy: Policy,
+    /// `<DnsQuery>` filters: the same semantics, on DnsQuery's fields.
+    dns_policy: Policy,
     /// `<ConnectionFailed>` filters; None: failures follow the NetworkConnect rules.
     failed: Option<Policy>,
     /// `<ConnectionClosed>` filters; None: a close is reported whenever its
@@ -66,14 +71,14 @@ impl RuleSet {
     /// NetworkConnect without a config that enables it; sockscope exists to
     /// report connections, so without `-c` it reports them all.)
     pub fn allow_all() -> RuleSet {
-        RuleSet { policy: Policy::ReportAll, failed: None, closed: None, source: None }
+        RuleSet { policy: Policy::ReportAll, dns_policy: Policy::ReportAll, failed: None, closed: None, source: None }
     }
 
     /// Reads a Sysmon config file. Also returns notices to log: parts of the
     /// config that were ignored or look like mistakes.
     pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let bytes = sysmon_config::read_bounded(path)?;
         RuleSet::from_bytes(bytes, &path.display().to_string())
     }
 
@@ -85,16 +90,32 @@ impl RuleSet {
 
     fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
         let parsed = sysmon_config::parse_bytes(&bytes, name)?;
-        let own = |filters: Vec<Filter>| (!filters.is_empty()).then(|| Policy::filters(filters));
+        let own = |filters: Vec<Filter>| (!filters.is_empty()).then(|| Policy::from_filters(filters));
         let failed = own(parsed.failed_filters);
         let closed = own(parsed.closed_filters);
         let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
-        Ok((RuleSet { policy: Policy::filters(parsed.filters), failed, closed, source: Some(source) }, parsed.notices))
+        Ok((
+            RuleSet {
+                policy: Policy::from_filters(parsed.filters),
+                dns_policy: Policy::from_filters(parsed.dns_filters),
+                failed,
+                closed,
+                source: Some(source),
+            },
+            parsed.notices,
+        ))
     }
 
     /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
     pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
         self.policy.decide(FieldValues::new(event))
+    }
+
+    /// Sysmon's decision for one DnsQuery, as [`RuleSet::evaluate`] for
+    /// NetworkConnect: with a config, no `<DnsQuery>` filter means none is
+    /// reported (Sysmon's default for an event type without rules).
+    pub fn evaluate_dns(&self, event: &DnsQuery) -> Verdict<'_> {
+        self.dns_policy.decide(FieldValues::dns(event))
     }
 
     /// The decision for a lifecycle event: by its own filters, else a failure
@@ -120,13 +141,14 @@ impl RuleSet {
 }
 
 impl Policy {
-    fn filters(filters: Vec<Filter>) -> Policy {
+    fn from_filters(filters: Vec<Filter>) -> Policy {
         let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
             filters.into_iter().partition(|filter| filter.on_match == OnMatch::Exclude);
         includes_last_first.reverse();
         Policy::Filters { excludes, includes_last_first }
     }
 
+    /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
     fn decide(&self, mut values: FieldValues<'_>) -> Verdict<'_> {
         let (excludes, includes) = match self {
             Policy::ReportAll => return Verdict::Report { rule_name: None },

@@ -1,4 +1,4 @@
-//! NetworkConnect filters and how Sysmon evaluates them against one event.
+//! NetworkConnect and DnsQuery filters and how Sysmon evaluates them against one event.
 //!
 //! Follows SysmonCommon `rules.c` (`FilterEventRules`, `MatchFilterGroup`,
 //! `CombineGroupDone`).
@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use super::condition::Condition;
-use super::field::{field_value, Field};
-use crate::event::{Extra, NetworkConnect};
+use super::field::{dns_field_value, field_value, Field};
+use crate::event::{DnsQuery, Extra, NetworkConnect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMatch {
@@ -21,7 +21,7 @@ pub enum Relation {
     Or,
 }
 
-/// One `<NetworkConnect onmatch=...>` element.
+/// One `<NetworkConnect onmatch=...>` (or `<DnsQuery ...>`) element.
 #[derive(Debug, Clone)]
 pub struct Filter {
     pub on_match: OnMatch,
@@ -42,28 +42,47 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
 }
 
+/// The event a rule reads.
+#[derive(Clone, Copy)]
+enum Source<'e> {
+    Network(&'e NetworkConnect),
+    /// A lifecycle event: NetworkConnect's fields, then its own.
+    Lifecycle(&'e NetworkConnect, &'e [(&'static str, Extra)]),
+    Dns(&'e DnsQuery),
+}
+
 /// The event's field values, ASCII-lowercased once and only when a rule asks.
 pub struct FieldValues<'e> {
-    event: &'e NetworkConnect,
-    /// A lifecycle event's own fields (none for a NetworkConnect).
-    extras: &'e [(&'static str, Extra)],
+    event: Source<'e>,
     folded: [Option<Cow<'e, str>>; Field::COUNT],
 }
 
 impl<'e> FieldValues<'e> {
     pub fn new(event: &'e NetworkConnect) -> Self {
-        Self::with_extras(event, &[])
+        FieldValues { event: Source::Network(event), folded: std::array::from_fn(|_| None) }
     }
 
+    /// A lifecycle event (252, 253): its NetworkConnect fields and its own.
     pub fn with_extras(event: &'e NetworkConnect, extras: &'e [(&'static str, Extra)]) -> Self {
-        FieldValues { event, extras, folded: std::array::from_fn(|_| None) }
+        FieldValues { event: Source::Lifecycle(event, extras), folded: std::array::from_fn(|_| None) }
+    }
+
+    pub fn dns(event: &'e DnsQuery) -> Self {
+        FieldValues { event: Source::Dns(event), folded: std::array::from_fn(|_| None) }
     }
 
     fn get(&mut self, field: Field) -> &str {
-        let (event, extras) = (self.event, self.extras);
+        let event = self.event;
         self.folded[field as usize].get_or_insert_with(|| {
-            let own = field.lifecycle_event().and_then(|_| extras.iter().find(|(name, _)| *name == field.name()));
-            fold(own.map_or_else(|| field_value(event, field), |(_, value)| value.text()))
+            fold(match event {
+                Source::Network(e) => field_value(e, field),
+                Source::Lifecycle(e, extras) => {
+                    let own =
+                        field.lifecycle_event().and_then(|_| extras.iter().find(|(name, _)| *name == field.name()));
+                    own.map_or_else(|| field_value(e, field), |(_, value)| value.text())
+                }
+                Source::Dns(e) => dns_field_value(e, field),
+            })
         })
     }
 }

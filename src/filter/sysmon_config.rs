@@ -68,6 +68,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Sysmon config {}: {problem}", path.display())]
+    Refused { path: PathBuf, problem: String },
     #[error("{file}:{line}:{column}: {problem}")]
     Invalid {
         file: String,
@@ -83,7 +85,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => None,
             ConfigError::Invalid { line, column, .. } => Some((*line, *column)),
         }
     }
@@ -91,7 +93,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => None,
             ConfigError::Invalid { problem, .. } => Some(problem),
         }
     }
@@ -128,11 +130,59 @@ fn condition_names() -> String {
     Operator::ALL.iter().map(|op| op.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// The largest config file read (a large real one, every Sysmon rule set
+/// merged, is under 1 MiB): a bound on the memory a reload can cost.
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
+/// Reads a config file: a regular file (a FIFO, device or directory is
+/// refused without reading it; opening never blocks) of at most
+/// MAX_CONFIG_BYTES.
+pub(super) fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let refused = |problem: String| ConfigError::Refused { path: path.to_path_buf(), problem };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(refused(format!("{what}; a config must be a regular file")));
+    }
+    let too_large = || refused(format!("larger than {} MiB; refused", MAX_CONFIG_BYTES >> 20));
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The size can change while it is read: never more than the bound.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// What a config says about NetworkConnect.
 #[derive(Debug)]
 pub(super) struct ParsedConfig {
     /// NetworkConnect's, in document order.
     pub filters: Vec<Filter>,
+    /// `<DnsQuery>` filters, in document order.
+    pub dns_filters: Vec<Filter>,
     /// `<ConnectionFailed>`'s (event 252), in document order.
     pub failed_filters: Vec<Filter>,
     /// `<ConnectionClosed>`'s (event 253), in document order.
@@ -178,9 +228,9 @@ fn parse_str(text: &str, file: &str) -> Result<ParsedConfig, ConfigError> {
         source: text,
         default_relation: Relation::And,
         filters: Vec::new(),
+        dns_filters: Vec::new(),
         failed_filters: Vec::new(),
         closed_filters: Vec::new(),
-        current: EventType::NetworkConnect,
         notices: Vec::new(),
         ignored: Vec::new(),
     };
@@ -188,6 +238,7 @@ fn parse_str(text: &str, file: &str) -> Result<ParsedConfig, ConfigError> {
     reader.finish_notices();
     Ok(ParsedConfig {
         filters: reader.filters,
+        dns_filters: reader.dns_filters,
         failed_filters: reader.failed_filters,
         closed_filters: reader.closed_filters,
         schema_version,
@@ -223,10 +274,9 @@ struct ConfigReader<'a> {
     source: &'a str,
     default_relation: Relation,
     filters: Vec<Filter>,
+    dns_filters: Vec<Filter>,
     failed_filters: Vec<Filter>,
     closed_filters: Vec<Filter>,
-    /// The event type of the filter being read.
-    current: EventType,
     notices: Vec<String>,
     ignored: Vec<Ignored>,
 }
@@ -261,7 +311,10 @@ impl<'a> ConfigReader<'a> {
         let hundredths = parse_schema_version(&version.value).ok_or_else(|| {
             self.error(
                 version.offset,
-                Problem::BadValue(format!("schemaversion `{}` is not a version number like 4.90", version.value)),
+                Problem::BadValue(format!(
+                    "schemaversion `{}` is not a Sysmon schema version (1.0 to 4.99, like 4.90)",
+                    version.value
+                )),
             )
         })?;
         self.default_relation = if hundredths > LAST_SCHEMA_DEFAULTING_TO_OR { Relation::And } else { Relation::Or };
@@ -327,10 +380,10 @@ impl<'a> ConfigReader<'a> {
 
     fn read_event_type(&mut self, element: &Element, group: GroupContext<'_>) -> Result<(), ConfigError> {
         if let Some(event) = EventType::from_name(&element.name) {
-            self.current = event;
-            let filter = self.read_filter(element, group)?;
+            let filter = self.read_filter(element, group, event)?;
             match event {
                 EventType::NetworkConnect => self.filters.push(filter),
+                EventType::DnsQuery => self.dns_filters.push(filter),
                 EventType::ConnectionFailed => self.failed_filters.push(filter),
                 EventType::ConnectionClosed => self.closed_filters.push(filter),
             }
@@ -345,18 +398,23 @@ impl<'a> ConfigReader<'a> {
         Ok(())
     }
 
-    fn read_filter(&mut self, element: &Element, group: GroupContext<'_>) -> Result<Filter, ConfigError> {
+    fn read_filter(
+        &mut self,
+        element: &Element,
+        group: GroupContext<'_>,
+        event: EventType,
+    ) -> Result<Filter, ConfigError> {
         let on_match = self.on_match(element)?;
         let relation = group.relation.unwrap_or(self.default_relation);
         let mut items = Vec::new();
         for child in element.elements() {
             // `strcasecmp( currentRule.name(), "rule" )` in Sysmon.
             if child.name.eq_ignore_ascii_case("Rule") {
-                if let Some(rule) = self.read_rule(child, group.name)? {
+                if let Some(rule) = self.read_rule(child, group.name, event)? {
                     items.push(Item::Rule(rule));
                 }
             } else {
-                items.push(Item::Condition(self.read_condition(child, group.name)?));
+                items.push(Item::Condition(self.read_condition(child, group.name, event)?));
             }
         }
         Ok(Filter { on_match, relation, items })
@@ -425,7 +483,12 @@ impl<'a> ConfigReader<'a> {
         Ok(Some(attribute.value.as_str()).filter(|name| !name.is_empty()))
     }
 
-    fn read_rule(&mut self, element: &Element, group_name: Option<&str>) -> Result<Option<Rule>, ConfigError> {
+    fn read_rule(
+        &mut self,
+        element: &Element,
+        group_name: Option<&str>,
+        event: EventType,
+    ) -> Result<Option<Rule>, ConfigError> {
         // Sysmon's default for a <Rule> is RuleCombineDefault, which is OR.
         let relation = self.relation_attribute(element)?.unwrap_or(Relation::Or);
         let name = self.name_attribute(element)?.or(group_name);
@@ -434,7 +497,7 @@ impl<'a> ConfigReader<'a> {
             if child.name.eq_ignore_ascii_case("Rule") {
                 return Err(self.unexpected(child, element, "conditions (a <Rule> cannot hold another)", None));
             }
-            conditions.push(self.read_condition(child, name)?);
+            conditions.push(self.read_condition(child, name, event)?);
         }
         if conditions.is_empty() {
             // Sysmon stores nothing for an empty <Rule>; it takes no part in matching.
@@ -444,16 +507,19 @@ impl<'a> ConfigReader<'a> {
         Ok(Some(Rule { relation, conditions }))
     }
 
-    fn read_condition(&mut self, element: &Element, inherited_name: Option<&str>) -> Result<Condition, ConfigError> {
-        let event = self.current;
-        let field = Field::from_name(&element.name).filter(|field| event.has(*field)).ok_or_else(|| {
+    fn read_condition(
+        &mut self,
+        element: &Element,
+        inherited_name: Option<&str>,
+        event: EventType,
+    ) -> Result<Condition, ConfigError> {
+        let field = Field::from_name_in(event.fields(), &element.name).ok_or_else(|| {
             self.error(
                 element.offset,
                 Problem::UnknownField {
                     name: element.name.clone(),
                     event: event.name(),
-                    suggestion: Field::from_name_ignoring_case(&element.name)
-                        .filter(|field| event.has(*field))
+                    suggestion: Field::from_name_ignoring_case_in(event.fields(), &element.name)
                         .map(|field| field.name().to_string()),
                 },
             )
@@ -490,7 +556,9 @@ impl<'a> ConfigReader<'a> {
             let filters = if count == 1 { "filter" } else { "filters" };
             self.notice(
                 first_offset,
-                format_args!("{count} <{event_type}> {filters} ignored: sockscope reports NetworkConnect events only"),
+                format_args!(
+                    "{count} <{event_type}> {filters} ignored: sockscope reports NetworkConnect and DnsQuery events only"
+                ),
             );
         }
         if self.filters.is_empty() {
@@ -513,9 +581,11 @@ fn event_type_ignoring_case(name: &str) -> Option<&'static str> {
 
 /// The schema version in hundredths (`4.9` and `4.90` are both 490), as Sysmon
 /// normalises it with `"%.2f"`.
+/// Sysmon's config schemas run from 1.0 to 4.x (4.90 in Sysmon 15); a
+/// version outside that is a typo or a config for something else.
 fn parse_schema_version(text: &str) -> Option<u64> {
     let version: f64 = text.trim().parse().ok()?;
-    if !version.is_finite() || version <= 0.0 || version > 1000.0 {
+    if !version.is_finite() || !(1.0..5.0).contains(&version) {
         return None;
     }
     // In range and positive, so the conversion is exact.

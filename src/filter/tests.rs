@@ -68,9 +68,9 @@ fn a_config_without_network_connect_reports_nothing() {
     assert_eq!(outcome(&rules, &port(22)), DROPPED);
     assert!(!rules.may_report());
     assert_eq!(notices.len(), 3, "{notices:#?}");
-    assert!(
-        notices[0].ends_with(":4:7: 1 <ProcessCreate> filter ignored: sockscope reports NetworkConnect events only")
-    );
+    assert!(notices[0].ends_with(
+        ":4:7: 1 <ProcessCreate> filter ignored: sockscope reports NetworkConnect and DnsQuery events only"
+    ));
     assert!(notices[1].contains(":7:7: 1 <FileCreate> filter ignored"), "{}", notices[1]);
     assert!(notices[2].contains("no <NetworkConnect> filter"), "{}", notices[2]);
 }
@@ -314,8 +314,45 @@ fn windows_config_loads_and_its_settings_are_ignored() {
     let event_types =
         notices.iter().filter(|notice| notice.contains("filter ignored") || notice.contains("filters ignored"));
     assert_eq!(settings, 3, "{notices:#?}");
-    assert_eq!(event_types.count(), 5, "{notices:#?}");
+    assert_eq!(event_types.count(), 4, "{notices:#?}");
     assert_eq!(rules.schema_version(), Some("4.50"));
+    // Its <DnsQuery onmatch="exclude">: a lone exclude filter reports the rest.
+    let mut dns = crate::event::dns_example();
+    assert_eq!(rules.evaluate_dns(&dns), Verdict::Report { rule_name: None });
+    dns.query_name = "7.2.0.192.in-addr.arpa.".into();
+    assert_eq!(rules.evaluate_dns(&dns), Verdict::Drop);
+}
+
+#[test]
+fn dns_query_filters_use_dns_query_fields() {
+    let xml = filters(
+        "4.90",
+        r#"<DnsQuery onmatch="include"><QueryName name="ex" condition="end with">example.test</QueryName></DnsQuery>
+           <DnsQuery onmatch="exclude"><QueryStatus condition="is">3</QueryStatus></DnsQuery>
+           <NetworkConnect onmatch="exclude"/>"#,
+    );
+    let (rules, _) = inline(&xml);
+    let mut dns = crate::event::dns_example();
+    assert_eq!(rules.evaluate_dns(&dns), Verdict::Report { rule_name: Some("ex") });
+    dns.query_status = 3;
+    assert_eq!(rules.evaluate_dns(&dns), Verdict::Drop);
+    dns.query_status = 0;
+    dns.query_name = "other.test".into();
+    assert_eq!(rules.evaluate_dns(&dns), Verdict::Drop);
+    // A NetworkConnect field in <DnsQuery>, and the reverse: the config is refused.
+    let bad = filters(
+        "4.90",
+        r#"<DnsQuery onmatch="include"><DestinationPort condition="is">53</DestinationPort></DnsQuery>"#,
+    );
+    let err = RuleSet::from_str(&bad, "bad.xml").expect_err("refused");
+    assert!(err.to_string().contains("unknown field `DestinationPort` in <DnsQuery>"), "{err}");
+    let bad = filters(
+        "4.90",
+        r#"<NetworkConnect onmatch="include"><QueryName condition="is">a</QueryName></NetworkConnect>"#,
+    );
+    assert!(RuleSet::from_str(&bad, "bad.xml").is_err());
+    // Without a config every query is reported.
+    assert_eq!(RuleSet::allow_all().evaluate_dns(&dns), Verdict::Report { rule_name: None });
 }
 
 /// A malformed config says where it fails in its first lines:
@@ -419,8 +456,7 @@ fn the_config_is_kept_for_its_hash() {
 #[test]
 fn every_field_can_be_matched_from_a_config() {
     let sample = sample_event();
-    // NetworkConnect's fields (the lifecycle events' own: lifecycle_events_have_rules_...).
-    for &field in Field::ALL.iter().filter(|f| f.lifecycle_event().is_none()) {
+    for &field in Field::NETWORK_CONNECT {
         let name = field.name();
         let value = field_value(&sample, field);
         let xml = |condition: &str| {
@@ -516,8 +552,19 @@ fn lifecycle_events_have_rules_of_their_own_or_follow_network_connect() {
     for body in [
         r#"<NetworkConnect onmatch="include"><Failure>refused</Failure></NetworkConnect>"#,
         r#"<ConnectionFailed onmatch="include"><BytesSent>1</BytesSent></ConnectionFailed>"#,
+        r#"<ConnectionClosed onmatch="include"><QueryName>example.test</QueryName></ConnectionClosed>"#,
+        r#"<DnsQuery onmatch="include"><CloseReason>fin</CloseReason></DnsQuery>"#,
     ] {
         let error = RuleSet::from_str(&filters("4.90", body), "inline.xml").expect_err("unknown field");
         assert!(matches!(error.problem(), Some(Problem::UnknownField { .. })), "{error}");
     }
+}
+
+#[test]
+fn the_packaged_config_reports_every_connection_and_query() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/sockscope.xml");
+    let (rules, notices) = RuleSet::from_file(&path).expect("loads");
+    assert!(notices.is_empty(), "{notices:?}");
+    assert_eq!(rules.evaluate(&sample_event()), Verdict::Report { rule_name: None });
+    assert_eq!(rules.evaluate_dns(&crate::event::dns_example()), Verdict::Report { rule_name: None });
 }

@@ -167,6 +167,7 @@ fn write_network_connect_fields<const Q: bool>(e: &NetworkConnect, out: &mut Vec
     str_field(out, b",\"DestinationPortName\":", &e.destination_port_name);
     str_field(out, b",\"CommandLine\":", &e.command_line);
     bool_field::<Q>(out, b",\"CommandLineTruncated\":", e.command_line_truncated);
+    bool_field::<Q>(out, b",\"ImageTruncated\":", e.image_truncated);
     int_field::<Q>(out, b",\"ParentProcessId\":", e.parent_process_id);
     str_field(out, b",\"ParentImage\":", &e.parent_image);
     int_field::<Q>(out, b",\"UserId\":", e.user_id);
@@ -206,6 +207,7 @@ mod tests {
         e.source_is_ipv6 = true;
         e.destination_is_ipv6 = true;
         e.command_line_truncated = true;
+        e.image_truncated = true;
         e.protocol = "udp";
         e.source_port = u16::MAX;
         e.process_id = u32::MAX;

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use crate::event::{LifecycleEvent, NetworkConnect};
+use crate::event::{DnsQuery, LifecycleEvent, NetworkConnect, DNS_QUERY, DNS_QUERY_SYSMON_FIELDS};
 use record_id::RecordIds;
 use sensor_events::{ConfigChange, ServiceState, ServiceStateChange};
 use xml::XmlContext;
@@ -120,6 +120,20 @@ impl Formatter {
         }
     }
 
+    /// A DnsQuery (event 22): typed JSON, Sysmon's strings, or the XML form
+    /// with Sysmon's fields only (as for NetworkConnect).
+    pub fn dns_query(&mut self, event: &DnsQuery, now_unix_ns: i128, out: &mut Vec<u8>) -> Result<()> {
+        let fields = event.fields();
+        match self.format {
+            Format::Json if self.json_types == JsonTypes::Sysmon => Self::write_strings(DNS_QUERY, &fields, out),
+            Format::Json => write_json_line(event, out),
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_own_event(&self.xml, DNS_QUERY, id, now_unix_ns, &fields[..DNS_QUERY_SYSMON_FIELDS], out)
+            }
+        }
+    }
+
     /// `schema`: the config's schemaversion, when there is a config.
     pub fn service_state(
         &mut self,
@@ -133,16 +147,7 @@ impl Formatter {
         if let Some(schema) = schema {
             event.schema_version = schema.to_string();
         }
-        match self.format {
-            Format::Json if self.json_types == JsonTypes::Sysmon => {
-                Self::write_strings(event.event_id, &event.fields(), out)
-            }
-            Format::Json => event.write_json(out),
-            Format::Xml => {
-                let id = self.next_record_id()?;
-                xml::write_service_state_change(&self.xml, id, now_unix_ns, &event, out)
-            }
-        }
+        self.own_event(event.event_id, &event, &event.fields(), now_unix_ns, out)
     }
 
     /// `configuration`: the config file, or "Defaults"; `sha256`: of its bytes.
@@ -155,21 +160,12 @@ impl Formatter {
     ) -> Result<()> {
         let hash = sha256.map_or_else(String::new, |h| format!("SHA256={h}"));
         let event = ConfigChange::new(crate::clock::format_utc(now_unix_ns), configuration.to_string(), hash);
-        match self.format {
-            Format::Json if self.json_types == JsonTypes::Sysmon => {
-                Self::write_strings(event.event_id, &event.fields(), out)
-            }
-            Format::Json => event.write_json(out),
-            Format::Xml => {
-                let id = self.next_record_id()?;
-                xml::write_config_change(&self.xml, id, now_unix_ns, &event, out)
-            }
-        }
+        self.own_event(event.event_id, &event, &event.fields(), now_unix_ns, out)
     }
 
     /// sockscope's own events (loss, stats): JSON as serialized (strings:
     /// `fields`, the values the XML form carries), XML from `fields`.
-    pub fn sensor_event(
+    pub fn own_event(
         &mut self,
         event_id: u32,
         json: &impl serde::Serialize,
@@ -182,9 +178,14 @@ impl Formatter {
             Format::Json => write_json_line(json, out),
             Format::Xml => {
                 let id = self.next_record_id()?;
-                xml::write_sensor_event(&self.xml, event_id, id, now_unix_ns, fields, out)
+                xml::write_own_event(&self.xml, event_id, id, now_unix_ns, fields, out)
             }
         }
+    }
+
+    /// What was done about a corrupt state file, once (for an event).
+    pub fn take_recovery_notice(&mut self) -> Option<String> {
+        self.record_ids.as_mut().and_then(|ids| ids.recovered.take())
     }
 
     /// Persists the EventRecordID so the next run continues after it.
@@ -247,7 +248,7 @@ mod tests {
 
     /// Every event type the sensor writes, as JSON lines of `types`.
     fn every_event_type(types: JsonTypes) -> Vec<String> {
-        use crate::event::{SensorLoss, SensorStats, SENSOR_LOSS, SENSOR_STATS};
+        use crate::event::{SENSOR_LOSS, SENSOR_STATS};
         const NOW: i128 = 1_764_434_274_638_341_000;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut f = Formatter::new(Format::Json, dir.path()).expect("formatter").with_json_types(types);
@@ -257,38 +258,30 @@ mod tests {
         (udp.protocol, udp.initiated, udp.source_is_ipv6, udp.destination_is_ipv6) = ("udp", false, true, true);
         udp.process_id_in_namespace = None;
         f.network_connect(&udp, NOW, &mut out).expect("event 3");
+        f.dns_query(&crate::event::dns_example(), NOW, &mut out).expect("event 22");
         f.service_state(ServiceState::Started, Some("4.90"), NOW, &mut out).expect("event 4");
         f.service_state(ServiceState::Stopped, None, NOW, &mut out).expect("event 4");
         f.config_change("/etc/a \"b\"\n\\c.xml", Some("ab12"), NOW, &mut out).expect("event 16");
         f.config_change("Defaults", None, NOW, &mut out).expect("event 16");
-        let loss = SensorLoss {
-            event_id: SENSOR_LOSS,
-            utc_time: "2026-11-29 16:37:54.640".into(),
-            ring_buffer_drops: 1,
-            tcp_accepts_unresolved: 2,
-            udp_shed_in_kernel: 3,
-            udp_shed_in_queue: 4,
-            queue_dropped: u64::MAX,
-            output_dropped: 0,
-        };
-        f.sensor_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
-        let stats = SensorStats {
-            event_id: SENSOR_STATS,
-            utc_time: "2026-11-29 16:37:54.640".into(),
-            interval_seconds: 60.0004,
-            events_per_second: 12.5,
-            events_written: 750,
-            events_filtered: 3,
-            lost: 0,
-            udp_packets_suppressed: 9,
-            udp_flows_tracked: 8,
-            tcp_pending: 7,
-            processes: 300,
-            cpu_boosts: 1,
-            bursts_deferred: 2,
-            ring_buffer_peak_bytes: 4096,
-        };
-        f.sensor_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
+        use crate::health::{stats_event, Counter, Counters};
+        let mut c = Counters::default();
+        for (counter, v) in [
+            (Counter::RingBufferDrops, 1),
+            (Counter::TcpAcceptsUnresolved, 2),
+            (Counter::UdpShedInKernel, 3),
+            (Counter::UdpShedInQueue, 4),
+            (Counter::QueueDropped, u64::MAX - 10),
+            (Counter::EventsWritten, 750),
+            (Counter::EventsFiltered, 3),
+            (Counter::Processes, 300),
+            (Counter::RingBufferPeakInterval, 4096),
+        ] {
+            c.set(counter, v);
+        }
+        let loss = c.loss().event("2026-11-29 16:37:54.640".into());
+        f.own_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
+        let stats = stats_event("2026-11-29 16:37:54.640".into(), 60.0004, 12.5, &c);
+        f.own_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
         for e in lifecycle_samples() {
             f.lifecycle(&e, NOW, &mut out).expect("lifecycle event");
         }
@@ -378,7 +371,7 @@ mod tests {
     fn sysmon_json_types_are_strings_for_every_event_type() {
         let typed = every_event_type(JsonTypes::Typed);
         let strings = every_event_type(JsonTypes::Sysmon);
-        assert_eq!(typed.len(), 10);
+        assert_eq!(typed.len(), 11);
         assert_eq!(strings.len(), typed.len());
         let mut ids = Vec::new();
         for (t, s) in typed.iter().zip(&strings) {
@@ -401,7 +394,7 @@ mod tests {
             }
             ids.push(s_members[0].1.as_str().unwrap_or_default().to_owned());
         }
-        assert_eq!(ids, ["3", "3", "4", "4", "16", "16", "250", "251", "252", "253"]);
+        assert_eq!(ids, ["3", "3", "22", "4", "4", "16", "16", "250", "251", "252", "253"]);
         // What Sigma rules compare against, byte for byte.
         assert!(strings[0].contains("\"Initiated\":\"true\",\"SourceIsIpv6\":\"false\""), "{}", strings[0]);
         assert!(strings[0].contains("\"SourcePort\":\"60802\""), "{}", strings[0]);

@@ -33,6 +33,8 @@ pub struct RecordIds {
     next: u64,
     /// First id not covered by the reservation on disk.
     reserved_end: u64,
+    /// What was done about a corrupt state file, to be said in an event.
+    pub recovered: Option<String>,
 }
 
 impl RecordIds {
@@ -44,11 +46,17 @@ impl RecordIds {
         if block == 0 {
             bail!("record id block size must be at least 1");
         }
-        let next = match load(&path)? {
-            Some(n) => n,
-            None => FIRST_ID,
+        let (next, recovered) = match load(&path) {
+            Ok(Some(n)) => (n, None),
+            Ok(None) => (FIRST_ID, None),
+            Err(Load::Io(e)) => return Err(e),
+            Err(Load::Corrupt(why)) => {
+                let (base, said) = set_aside(&path, &why)?;
+                tracing::warn!("{said}");
+                (base, Some(said))
+            }
         };
-        let mut ids = Self { path, block, next, reserved_end: next };
+        let mut ids = Self { path, block, next, reserved_end: next, recovered };
         ids.reserve()?;
         Ok(ids)
     }
@@ -80,21 +88,53 @@ impl RecordIds {
     }
 }
 
-fn load(path: &Path) -> Result<Option<u64>> {
-    let text = match fs::read_to_string(path) {
+enum Load {
+    Io(anyhow::Error),
+    /// The file is there but holds no id: why.
+    Corrupt(String),
+}
+
+fn load(path: &Path) -> std::result::Result<Option<u64>, Load> {
+    let bytes = match fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading record id state file {}", path.display())),
+        Err(e) => {
+            return Err(Load::Io(
+                anyhow::Error::new(e).context(format!("reading record id state file {}", path.display())),
+            ))
+        }
     };
-    let n = text.strip_suffix('\n').unwrap_or(&text).parse::<u64>().with_context(|| {
-        format!(
-            "record id state file {} is corrupt (expected one decimal number, found {:?}); \
-             remove it to restart the ids at {FIRST_ID}",
-            path.display(),
+    let text = String::from_utf8_lossy(&bytes);
+    match text.strip_suffix('\n').unwrap_or(&text).parse::<u64>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(Load::Corrupt(format!(
+            "expected one decimal number, found {:?}",
             text.chars().take(40).collect::<String>()
-        )
-    })?;
-    Ok(Some(n))
+        ))),
+    }
+}
+
+/// A corrupt state file is kept aside (`NAME.corrupt-SECONDS`) and the ids
+/// go on from a fresh base above any the file can have held in practice:
+/// the wall clock in microseconds (ids would have to have been handed out
+/// faster than a million a second since 1970 to meet it). Returns the base
+/// and what to say.
+fn set_aside(path: &Path, why: &str) -> Result<(u64, String)> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut aside = path.as_os_str().to_os_string();
+    aside.push(format!(".corrupt-{}", now.as_secs()));
+    let aside = PathBuf::from(aside);
+    fs::rename(path, &aside)
+        .with_context(|| format!("moving corrupt record id state file {} aside", path.display()))?;
+    let base = u64::try_from(now.as_micros()).unwrap_or(u64::MAX / 2).max(FIRST_ID);
+    Ok((
+        base,
+        format!(
+            "record id state file {} was corrupt ({why}); kept as {}, EventRecordIDs go on from a fresh base {base}",
+            path.display(),
+            aside.display()
+        ),
+    ))
 }
 
 /// Atomic replace: readers (and a restart after a crash) see the old or the
@@ -161,14 +201,30 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("record_id");
-        for bad in ["", "banana\n", "-3\n", "12 13\n", "99999999999999999999999\n"] {
+    fn corrupt_file_is_kept_aside_and_ids_go_on_from_a_fresh_base() {
+        let now_us =
+            || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as u64;
+        for bad in ["", "banana\n", "-3\n", "12 13\n", "99999999999999999999999\n", "\u{0}\u{0}"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("record_id");
             fs::write(&path, bad).expect("write");
-            let err = RecordIds::open(&path, 10).expect_err(bad);
-            let msg = format!("{err:#}");
-            assert!(msg.contains("corrupt") && msg.contains("record_id"), "{bad:?}: {msg}");
+            let before = now_us();
+            let mut ids = RecordIds::open(&path, 10).unwrap_or_else(|e| panic!("{bad:?}: {e:#}"));
+            let said = ids.recovered.clone().expect("said");
+            assert!(said.contains("corrupt") && said.contains("record_id"), "{bad:?}: {said}");
+            let first = ids.next_id().expect("id");
+            assert!(first >= before && first <= now_us(), "{bad:?}: fresh base {first}");
+            let aside: Vec<_> = fs::read_dir(dir.path())
+                .expect("dir")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("record_id.corrupt-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "{bad:?}: kept aside");
+            assert_eq!(fs::read(aside[0].path()).expect("read"), bad.as_bytes());
+            ids.close().expect("close");
+            let mut again = RecordIds::open(&path, 10).expect("reopen");
+            assert!(again.recovered.is_none());
+            assert_eq!(again.next_id().expect("id"), first + 1, "{bad:?}: goes on from there");
         }
     }
 

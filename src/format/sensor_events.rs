@@ -4,11 +4,6 @@
 //! `manifest.xml`); as JSON lines they lead with `EventID`, like
 //! NetworkConnect. The XML form is in `xml.rs`.
 
-use std::io::Write;
-
-use super::write_json_line;
-
-use anyhow::{Context, Result};
 use serde::Serialize;
 
 pub const SERVICE_STATE_CHANGE: u32 = 4;
@@ -53,11 +48,6 @@ impl ServiceStateChange {
         Self { event_id: SERVICE_STATE_CHANGE, utc_time, state, version, schema_version: SCHEMA_VERSION.to_string() }
     }
 
-    /// One JSON object and a newline.
-    pub fn write_json(&self, out: &mut dyn Write) -> Result<()> {
-        write_json_line(self, out).context("writing service state event")
-    }
-
     /// Name/value pairs after EventID, in the JSON order.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -80,32 +70,24 @@ pub struct ConfigChange {
     /// The configuration file's path, or `Defaults` / the command line when
     /// there is no file (what Sysmon writes in those cases).
     pub configuration: String,
-    /// `SHA256=<hex>` of the file; empty (written `-`) when there is no file.
+    /// `SHA256=<hex>` of the file; `-` when there is no file.
     pub configuration_file_hash: String,
 }
 
 impl ConfigChange {
     pub fn new(utc_time: String, configuration: String, configuration_file_hash: String) -> Self {
+        // No hash (no file): "-", as Sysmon writes an unknown string.
+        let configuration_file_hash =
+            if configuration_file_hash.is_empty() { "-".to_string() } else { configuration_file_hash };
         Self { event_id: CONFIG_CHANGE, utc_time, configuration, configuration_file_hash }
     }
 
-    /// One JSON object and a newline. An empty hash is written `-`, as in the
-    /// XML form and as Sysmon writes an unknown string.
-    pub fn write_json(&self, out: &mut dyn Write) -> Result<()> {
-        let mut ev = self.clone();
-        if ev.configuration_file_hash.is_empty() {
-            ev.configuration_file_hash = "-".to_string();
-        }
-        write_json_line(&ev, out).context("writing config change event")
-    }
-
-    /// Name/value pairs after EventID, in the JSON order (an empty hash `-`).
+    /// Name/value pairs after EventID, in the JSON order.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let hash = if self.configuration_file_hash.is_empty() { "-" } else { &self.configuration_file_hash };
         vec![
             ("UtcTime", self.utc_time.clone()),
             ("Configuration", self.configuration.clone()),
-            ("ConfigurationFileHash", hash.to_string()),
+            ("ConfigurationFileHash", self.configuration_file_hash.clone()),
         ]
     }
 }
@@ -113,12 +95,13 @@ impl ConfigChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::write_json_line;
 
     #[test]
     fn service_state_json_fields_in_order() {
         let ev = ServiceStateChange::new("2026-11-29 16:37:54.640".into(), ServiceState::Stopped, "0.1.0".into());
         let mut buf = Vec::new();
-        ev.write_json(&mut buf).expect("write");
+        write_json_line(&ev, &mut buf).expect("write");
         assert_eq!(
             String::from_utf8(buf).expect("utf8"),
             "{\"EventID\":4,\"UtcTime\":\"2026-11-29 16:37:54.640\",\"State\":\"Stopped\",\
@@ -131,7 +114,7 @@ mod tests {
         let ev =
             ConfigChange::new("2026-11-29 16:37:54.640".into(), "/etc/sockscope.xml".into(), "SHA256=ab\"cd".into());
         let mut buf = Vec::new();
-        ev.write_json(&mut buf).expect("write");
+        write_json_line(&ev, &mut buf).expect("write");
         assert_eq!(
             String::from_utf8(buf).expect("utf8"),
             "{\"EventID\":16,\"UtcTime\":\"2026-11-29 16:37:54.640\",\"Configuration\":\"/etc/sockscope.xml\",\
@@ -143,7 +126,7 @@ mod tests {
     fn config_change_without_hash_is_a_dash() {
         let ev = ConfigChange::new("2026-11-29 16:37:54.640".into(), "Defaults".into(), String::new());
         let mut buf = Vec::new();
-        ev.write_json(&mut buf).expect("write");
+        write_json_line(&ev, &mut buf).expect("write");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
         assert_eq!(v["ConfigurationFileHash"], "-");
         assert_eq!(v["Configuration"], "Defaults");

@@ -28,7 +28,6 @@ use anyhow::{Context, Result};
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
 use crate::event::{LifecycleEvent, NetworkConnect};
-use crate::format::sensor_events::{ConfigChange, ServiceStateChange};
 
 pub const PROVIDER_NAME: &str = "Linux-Sysmon";
 pub const PROVIDER_GUID: &str = "{ff032593-a8d3-4f13-b0d6-01fc615a0f97}";
@@ -59,6 +58,8 @@ impl Descriptor {
 const NETWORK_CONNECT: Descriptor = Descriptor { id: 3, version: 5 };
 const SERVICE_STATE_CHANGE: Descriptor = Descriptor { id: 4, version: 3 };
 const CONFIG_CHANGE: Descriptor = Descriptor { id: 16, version: 3 };
+/// Sysmon for Windows' manifest: DnsQuery (22) is at version 5, task 22.
+const DNS_QUERY: Descriptor = Descriptor { id: 22, version: 5 };
 
 /// Who writes the events: the sensor process, its writing thread, its host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,64 +157,32 @@ pub fn write_network_connect(
     write_line(&line, out)
 }
 
-/// "Sysmon service state changed" (Event ID 4) as one `<Event>`, no newline.
-pub fn render_service_state_change(
+/// The descriptor of an event written from name/value pairs: Sysmon's for the
+/// events Sysmon has (4, 16, 22), version 1 for sockscope's own (250 and up).
+fn own_descriptor(event_id: u32) -> Descriptor {
+    match event_id {
+        4 => SERVICE_STATE_CHANGE,
+        16 => CONFIG_CHANGE,
+        22 => DNS_QUERY,
+        id => Descriptor { id, version: 1 },
+    }
+}
+
+/// One of the sensor's own events (4, 16, 250, 251) as one `<Event>`, no
+/// newline: `fields` after EventID, in the JSON order.
+pub fn render_own_event(
     ctx: &XmlContext,
+    event_id: u32,
     record_id: u64,
     time_created_unix_ns: i128,
-    event: &ServiceStateChange,
+    fields: &[(&str, String)],
 ) -> Result<String> {
-    let fields: [(&str, Cow<'_, str>); 4] = [
-        ("UtcTime", event.utc_time.as_str().into()),
-        ("State", event.state.as_str().into()),
-        ("Version", event.version.as_str().into()),
-        ("SchemaVersion", event.schema_version.as_str().into()),
-    ];
-    render(ctx, SERVICE_STATE_CHANGE, record_id, time_created_unix_ns, &fields)
+    let fields: Vec<(&str, Cow<'_, str>)> = fields.iter().map(|(n, v)| (*n, Cow::Borrowed(v.as_str()))).collect();
+    render(ctx, own_descriptor(event_id), record_id, time_created_unix_ns, &fields)
 }
 
-/// [`render_service_state_change`] followed by a newline, written to `out`.
-pub fn write_service_state_change(
-    ctx: &XmlContext,
-    record_id: u64,
-    time_created_unix_ns: i128,
-    event: &ServiceStateChange,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let line = render_service_state_change(ctx, record_id, time_created_unix_ns, event)?;
-    write_line(&line, out)
-}
-
-/// "Sysmon config state changed" (Event ID 16) as one `<Event>`, no newline.
-pub fn render_config_change(
-    ctx: &XmlContext,
-    record_id: u64,
-    time_created_unix_ns: i128,
-    event: &ConfigChange,
-) -> Result<String> {
-    let fields: [(&str, Cow<'_, str>); 3] = [
-        ("UtcTime", event.utc_time.as_str().into()),
-        ("Configuration", event.configuration.as_str().into()),
-        ("ConfigurationFileHash", event.configuration_file_hash.as_str().into()),
-    ];
-    render(ctx, CONFIG_CHANGE, record_id, time_created_unix_ns, &fields)
-}
-
-/// [`render_config_change`] followed by a newline, written to `out`.
-pub fn write_config_change(
-    ctx: &XmlContext,
-    record_id: u64,
-    time_created_unix_ns: i128,
-    event: &ConfigChange,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let line = render_config_change(ctx, record_id, time_created_unix_ns, event)?;
-    write_line(&line, out)
-}
-
-/// One of sockscope's own events (loss, stats) in the same `<Event>` layout;
-/// Sysmon has no such event, so its id and fields are sockscope's.
-pub fn write_sensor_event(
+/// [`render_own_event`] followed by a newline, written to `out`.
+pub fn write_own_event(
     ctx: &XmlContext,
     event_id: u32,
     record_id: u64,
@@ -221,8 +190,7 @@ pub fn write_sensor_event(
     fields: &[(&str, String)],
     out: &mut dyn Write,
 ) -> Result<()> {
-    let fields: Vec<(&str, Cow<'_, str>)> = fields.iter().map(|(n, v)| (*n, Cow::Borrowed(v.as_str()))).collect();
-    let line = render(ctx, Descriptor { id: event_id, version: 1 }, record_id, time_created_unix_ns, &fields)?;
+    let line = render_own_event(ctx, event_id, record_id, time_created_unix_ns, fields)?;
     write_line(&line, out)
 }
 
@@ -341,7 +309,7 @@ fn needs_hex(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::sensor_events::ServiceState;
+    use crate::format::sensor_events::{ConfigChange, ServiceState, ServiceStateChange};
 
     /// The example in DESIGN.md ("Event contract"), byte for byte.
     const DESIGN_EXAMPLE: &str = r#"<Event><System><Provider Name="Linux-Sysmon" Guid="{ff032593-a8d3-4f13-b0d6-01fc615a0f97}"/><EventID>3</EventID><Version>5</Version><Level>4</Level><Task>3</Task><Opcode>0</Opcode><Keywords>0x8000000000000000</Keywords><TimeCreated SystemTime="2026-11-29T16:37:54.638341000Z"/><EventRecordID>348</EventRecordID><Correlation/><Execution ProcessID="30360" ThreadID="30360"/><Channel>Linux-Sysmon/Operational</Channel><Computer>vm</Computer><Security UserId="0"/></System><EventData><Data Name="RuleName">-</Data><Data Name="UtcTime">2026-11-29 16:37:54.640</Data><Data Name="ProcessGuid">{3d1219c7-54e2-6b0c-5541-147800560000}</Data><Data Name="ProcessId">30533</Data><Data Name="Image">/usr/bin/python3.11</Data><Data Name="User">root</Data><Data Name="Protocol">tcp</Data><Data Name="Initiated">true</Data><Data Name="SourceIsIpv6">false</Data><Data Name="SourceIp">127.0.0.1</Data><Data Name="SourceHostname">-</Data><Data Name="SourcePort">60802</Data><Data Name="SourcePortName">-</Data><Data Name="DestinationIsIpv6">false</Data><Data Name="DestinationIp">127.0.0.1</Data><Data Name="DestinationHostname">-</Data><Data Name="DestinationPort">18080</Data><Data Name="DestinationPortName">-</Data></EventData></Event>"#;
@@ -492,7 +460,7 @@ mod tests {
     #[test]
     fn service_state_change_layout() {
         let ev = ServiceStateChange::new("2026-11-29 16:37:54.640".into(), ServiceState::Started, "0.1.0".into());
-        let xml = render_service_state_change(&ctx(), 1, EXAMPLE_TIME_NS, &ev).expect("render");
+        let xml = render_own_event(&ctx(), ev.event_id, 1, EXAMPLE_TIME_NS, &ev.fields()).expect("render");
         assert!(
             xml.starts_with(
                 "<Event><System><Provider Name=\"Linux-Sysmon\" Guid=\"{ff032593-a8d3-4f13-b0d6-01fc615a0f97}\"/>\
@@ -513,7 +481,7 @@ mod tests {
     #[test]
     fn config_change_layout() {
         let ev = ConfigChange::new("2026-11-29 16:37:54.640".into(), "/etc/sockscope/<cfg>.xml".into(), String::new());
-        let xml = render_config_change(&ctx(), 9, EXAMPLE_TIME_NS, &ev).expect("render");
+        let xml = render_own_event(&ctx(), ev.event_id, 9, EXAMPLE_TIME_NS, &ev.fields()).expect("render");
         assert!(xml.contains("<EventID>16</EventID><Version>3</Version><Level>4</Level><Task>16</Task>"), "{xml}");
         assert!(xml.contains("<EventRecordID>9</EventRecordID>"), "{xml}");
         assert!(
@@ -526,6 +494,34 @@ mod tests {
         );
         let data = parse_data(&xml);
         assert_eq!(data[1], ("Configuration".to_string(), "/etc/sockscope/<cfg>.xml".to_string()));
+    }
+
+    #[test]
+    fn dns_query_layout_is_sysmons_event_22() {
+        let mut ev = crate::event::dns_example();
+        ev.query_name = "a<b>&\"c\\.\u{1}".into();
+        let fields = ev.fields();
+        let xml = render_own_event(&ctx(), 22, 5, EXAMPLE_TIME_NS, &fields[..crate::event::DNS_QUERY_SYSMON_FIELDS])
+            .expect("render");
+        assert!(xml.contains("<EventID>22</EventID><Version>5</Version><Level>4</Level><Task>22</Task>"), "{xml}");
+        let data = parse_data(&xml);
+        let names: Vec<&str> = data.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "RuleName",
+                "UtcTime",
+                "ProcessGuid",
+                "ProcessId",
+                "QueryName",
+                "QueryStatus",
+                "QueryResults",
+                "Image",
+                "User"
+            ]
+        );
+        assert_eq!(data[6].1, "type:  5 cdn.example.test;::ffff:192.0.2.7;");
+        assert!(xml.contains("<Data Name=\"QueryName\">a&lt;b&gt;&amp;&quot;c\\.\\x01</Data>"), "{xml}");
     }
 
     #[test]

@@ -5,14 +5,17 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::Probes;
+use crate::contract::udp_counter;
 use crate::filter::kernel::KernelExclusions;
 
-/// Entries of the kernel's `udp_counters` (enum udp_counter in udp_flows.bpf.h).
-pub const UDP_KERNEL_COUNTERS: usize = 5;
+/// Entries of the kernel's `udp_counters` (enum udp_counter in facts.h).
+pub const UDP_KERNEL_COUNTERS: usize = udp_counter::UDP_COUNTERS.0 as usize;
 
 impl<'obj> Probes<'obj> {
     /// Replaces the config exclusions the kernel applies (src/filter/kernel.rs).
-    pub fn set_exclusions(&self, exclusions: &KernelExclusions) -> Result<()> {
+    /// Tables hold so many: what does not fit is left to userspace, which
+    /// applies every rule anyway. Returns how many of each were applied.
+    pub fn set_exclusions(&self, exclusions: &KernelExclusions) -> Result<(usize, usize)> {
         let ports = &self.tcp_state.maps.config_exclusions;
         let addrs = &self.tcp_state.maps.config_addr_exclusions;
         let count = &self.tcp_state.maps.config_exclusion_count;
@@ -29,39 +32,49 @@ impl<'obj> Probes<'obj> {
                 map.delete(&key).context("clearing kernel exclusions")?;
             }
         }
-        for e in &exclusions.ports {
+        let port_room = ports.max_entries() as usize;
+        let addr_room = addrs.max_entries() as usize;
+        let mut applied_ports = 0;
+        for e in exclusions.ports.iter().take(port_room) {
             let mut key = [0u8; 4];
             key[0] = e.protocol;
             key[1] = e.side as u8;
             key[2..].copy_from_slice(&e.port.to_ne_bytes());
             ports.update(&key, &[1u8], MapFlags::ANY).context("loading kernel exclusions")?;
+            applied_ports += 1;
         }
-        for e in &exclusions.addrs {
+        let mut applied_addrs = 0;
+        for e in exclusions.addrs.iter().take(addr_room) {
             // struct addr_exclusion_key: protocol, side, pad, 16-byte address.
             let mut key = [0u8; 20];
             key[0] = e.protocol;
             key[1] = e.side as u8;
             key[4..].copy_from_slice(&e.addr);
             addrs.update(&key, &[1u8], MapFlags::ANY).context("loading kernel address exclusions")?;
+            applied_addrs += 1;
         }
-        set_count(0, exclusions.ports.len())?;
-        set_count(1, exclusions.addrs.len())
+        set_count(0, applied_ports)?;
+        set_count(1, applied_addrs)?;
+        Ok((applied_ports, applied_addrs))
     }
 
     /// Every entry of the kernel's UDP flow table: (raw key, last packet ns).
     pub fn udp_flow_entries(&self) -> Vec<(Vec<u8>, u64)> {
         let map = &self.udp_recv.maps.udp_flows;
         let last_seen = |v: &[u8]| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?));
-        // One syscall per 4096 entries; key-by-key where batching is not supported.
-        match map.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) {
-            Ok(batch) => batch.filter_map(|(k, v)| Some((k, last_seen(&v)?))).collect(),
-            Err(_) => map
-                .keys()
-                .filter_map(|k| {
-                    let v = map.lookup(&k, MapFlags::ANY).ok()??;
-                    Some((k, last_seen(&v)?))
-                })
-                .collect(),
+        // Batches of 4096 until the kernel says the walk is over;
+        // key-by-key where batching is not supported.
+        match walk_hash_map(map, 4096) {
+            Ok(all) => all.into_iter().filter_map(|(k, v)| Some((k, last_seen(&v)?))).collect(),
+            Err(e) => {
+                tracing::debug!("UDP flow table batch walk: {e:#}; key by key");
+                map.keys()
+                    .filter_map(|k| {
+                        let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                        Some((k, last_seen(&v)?))
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -106,12 +119,17 @@ impl<'obj> Probes<'obj> {
 pub struct KernelCounters {
     /// Ring-buffer reservations the kernel side could not make.
     pub ringbuf_drops: u64,
-    /// Suppressed, table full, peer unknown, shed, send destination unknown
-    /// (enum udp_counter).
+    /// Indexed by enum udp_counter (`udp()` reads one).
     pub udp: [u64; UDP_KERNEL_COUNTERS],
     pub tcp: TcpKernelCounters,
     /// Events config exclusions dropped in the kernel.
     pub excluded: u64,
+}
+
+impl KernelCounters {
+    pub fn udp(&self, which: udp_counter) -> u64 {
+        self.udp.get(which.0 as usize).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -120,6 +138,68 @@ pub struct TcpKernelCounters {
     pub inbound_handshakes: u64,
     /// Accepted sockets the probes could not name (lost).
     pub accepts_unresolved: u64,
+}
+
+/// Every (key, value) of a hash map, batch by batch, to the end of the map.
+/// (libbpf-rs 0.27's batch iterator stops after the first batch a hash map
+/// returns short, which it does at bucket boundaries: the first ~4095 only.)
+fn walk_hash_map(map: &impl MapCore, batch: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::os::fd::AsRawFd;
+    let key_size = map.key_size() as usize;
+    let value_size = map.value_size() as usize;
+    let max = map.max_entries() as usize;
+    let mut batch = batch.max(1);
+    let mut out = Vec::new();
+    // Hash maps' batch token is a bucket index (u32); room for any layout.
+    let mut token_in = [0u8; 64];
+    let mut token_out = [0u8; 64];
+    let mut first = true;
+    // Bounded: the table holds at most `max` entries; each call returns at
+    // least one bucket or ends the walk. Entries can move while it goes.
+    for _ in 0..(max + 64) {
+        let mut keys = vec![0u8; batch as usize * key_size];
+        let mut values = vec![0u8; batch as usize * value_size];
+        let mut count = batch;
+        let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values of the map's sizes,
+        // the tokens are larger than the kernel's (4 bytes for hash maps).
+        let ret = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                if first { std::ptr::null_mut() } else { token_in.as_mut_ptr().cast() },
+                token_out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let got = (count as usize).min(batch as usize);
+        let errno = if ret < 0 { -ret } else { 0 };
+        if errno == libc::ENOSPC && got == 0 {
+            // One bucket holds more than a batch: a bigger batch.
+            batch = batch.saturating_mul(2);
+            continue;
+        }
+        if errno != 0 && errno != libc::ENOENT {
+            return Err(std::io::Error::from_raw_os_error(errno)).context("walking a BPF hash map");
+        }
+        out.extend(
+            keys.chunks_exact(key_size)
+                .zip(values.chunks_exact(value_size))
+                .take(got)
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        );
+        if errno == libc::ENOENT || out.len() > max * 2 {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+    Ok(out)
 }
 
 /// Entry `index` of a per-CPU array of u64, summed over CPUs (0 if it

@@ -9,8 +9,9 @@
 //!   policies), `skel` (the generated skeletons), `tcp_stop` (the report of
 //!   connections open when the sensor stops).
 //!
-//! A new program: its `src/bpf/NAME.bpf.c` (build.rs finds it), its storage
-//! slot, load and attach in `load.rs`, and its counters, if any, in `maps.rs`.
+//! A new program: its `src/bpf/NAME.bpf.c` (build.rs finds it and generates
+//! its skeleton module), and in `load.rs` its storage slot, its place in
+//! `Probes`, its load and attach; its counters, if any, in `maps.rs`.
 
 pub mod host;
 pub mod kconfig;
@@ -21,18 +22,8 @@ pub mod skel;
 mod tcp_stop;
 pub mod xfrm;
 
-use libbpf_rs::Link;
-
-use skel::process::ProcessSkel;
-use skel::tcp_accept::TcpAcceptSkel;
-use skel::tcp_accept_uring::TcpAcceptUringSkel;
-use skel::tcp_state::TcpStateSkel;
-use skel::tcp_stop::TcpStopSkel;
-use skel::udp_packet::UdpPacketSkel;
-use skel::udp_recv::UdpRecvSkel;
-use skel::udp_send::UdpSendSkel;
-
-pub use load::{ObjectStorage, ProbeOptions};
+use load::UdpSend;
+pub use load::{ObjectStorage, ProbeOptions, Probes};
 pub use maps::{KernelCounters, TcpKernelCounters, UDP_KERNEL_COUNTERS};
 
 /// How UDP sends are seen.
@@ -79,27 +70,6 @@ impl SendmsgHook {
     }
 }
 
-/// The UDP send mechanism that is running (held so its object stays loaded).
-pub enum UdpSend<'obj> {
-    Process { skel: UdpSendSkel<'obj> },
-    Packet { _skel: UdpPacketSkel<'obj> },
-}
-
-pub struct Probes<'obj> {
-    tcp_state: TcpStateSkel<'obj>,
-    tcp_accept: TcpAcceptSkel<'obj>,
-    /// Held so the object stays loaded while its links are attached.
-    _process: ProcessSkel<'obj>,
-    /// io_uring accepts; absent when the kernel has no io_uring tracepoints.
-    _uring: Option<TcpAcceptUringSkel<'obj>>,
-    udp_recv: UdpRecvSkel<'obj>,
-    udp_send: UdpSend<'obj>,
-    /// The iterator of open connections run at stop (close events on, and
-    /// the kernel has iter/tcp), and its link.
-    tcp_stop: Option<(TcpStopSkel<'obj>, Link)>,
-    links: Vec<Link>,
-}
-
 impl Probes<'_> {
     /// The ring buffer every program writes its facts to.
     pub fn ring_buffer(&self) -> &libbpf_rs::Map<'_> {
@@ -108,6 +78,13 @@ impl Probes<'_> {
 
     pub fn udp_packet_mode(&self) -> bool {
         matches!(self.udp_send, UdpSend::Packet { .. })
+    }
+
+    /// Whether the iterator of connections open at stop is loaded (close
+    /// events on, and the kernel has iter/tcp): it enters every network
+    /// namespace at stop.
+    pub fn has_tcp_stop(&self) -> bool {
+        self.tcp_stop.is_some()
     }
 
     pub fn attached(&self) -> usize {

@@ -21,6 +21,8 @@ pub struct UdpStats {
     pub reported_while_full: u64,
     /// Repeats of such flows dropped in userspace until the table had room.
     pub repeats_suppressed: u64,
+    /// The most entries one sweep found in the kernel table (it walks all).
+    pub walked_peak: u64,
 }
 
 pub struct UdpTracker {
@@ -99,6 +101,7 @@ impl UdpTracker {
     /// 90% of capacity, the least recently used down to 75%.
     pub fn plan_sweep(&mut self, mut entries: Vec<(Vec<u8>, u64)>, now_ns: u64) -> SweepPlan {
         let cutoff = now_ns.saturating_sub(self.window_ns);
+        self.stats.walked_peak = self.stats.walked_peak.max(entries.len() as u64);
         let mut plan = SweepPlan::default();
         entries.retain(|(key, last)| {
             let idle = *last < cutoff;

@@ -315,6 +315,8 @@ impl RemoteSyslog {
             .spawn(move || {
                 // Dropped when the thread ends, also by a panic: tells Drop.
                 let _exited = exited_tx;
+                // Started before the sensor drops its privileges: it needs none.
+                crate::privilege::drop_all_in_this_thread();
                 let mut sender = Sender { rx, shared: thread_shared, target, held: None, retry: Backoff::new() };
                 sender.run();
             })
