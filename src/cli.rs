@@ -8,6 +8,7 @@ use crate::backpressure::pace::CpuPolicy;
 use crate::dns::DnsMode;
 use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
+use crate::track::lifecycle::LifecycleMode;
 
 #[derive(Debug, Parser)]
 #[command(name = "sockscope", version, about = "Reports every network connection with the process behind it (eBPF)")]
@@ -127,6 +128,27 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(4..=4_194_304))]
     pub udp_flow_capacity: u32,
 
+    /// sockscope's lifecycle events: failed outbound TCP handshakes (EventID
+    /// 252) and the ends of reported connections with what they carried
+    /// (EventID 253; UDP flows when they expire from --udp-window).
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = LifecycleMode::Both)]
+    pub lifecycle: LifecycleMode,
+
+    /// Seconds over which repeated failures of one process to one
+    /// destination (with one cause) are folded into one event 252 with a
+    /// Count; the first is reported at once. 0: report every failure.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub failed_window: u64,
+
+    /// Most (process, destination, cause) folds kept at once; the oldest is
+    /// reported early when full (counted).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub failed_fold_capacity: u64,
+
+    /// Most reported TCP connections kept open for their close event (the
+    /// oldest forgotten when full, counted: its close then goes unreported).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub open_capacity: u64,
     /// DNS on port 53 (UDP and TCP, every network namespace): `events`
     /// reports each query with its answers (DnsQuery, EventID 22), `names`
     /// fills NetworkConnect's DestinationHostname (SourceHostname inbound)
@@ -270,6 +292,13 @@ mod tests {
         assert_eq!(cli.syslog_remote_format, crate::sink::syslog::RemoteFormat::Rfc5424);
         assert_eq!(cli.syslog_remote_framing, Some(crate::sink::syslog::Framing::OctetCounted));
         assert!(Cli::try_parse_from(["sockscope", "--json-types", "strings"]).is_err());
+        assert_eq!(cli.lifecycle, LifecycleMode::Both);
+        for (arg, mode) in
+            [("off", LifecycleMode::Off), ("failed", LifecycleMode::Failed), ("closed", LifecycleMode::Closed)]
+        {
+            assert_eq!(Cli::try_parse_from(["sockscope", "--lifecycle", arg]).expect("valid").lifecycle, mode);
+        }
+        assert!(Cli::try_parse_from(["sockscope", "--lifecycle", "all"]).is_err());
         assert!(Cli::try_parse_from(["sockscope", "--syslog-remote-framing", "lf"]).is_err());
     }
 

@@ -14,6 +14,7 @@ unsafe impl plain::Plain for c::tcp_connect_fact {}
 unsafe impl plain::Plain for c::tcp_established_fact {}
 unsafe impl plain::Plain for c::tcp_aborted_fact {}
 unsafe impl plain::Plain for c::tcp_accept_fact {}
+unsafe impl plain::Plain for c::tcp_closed_fact {}
 unsafe impl plain::Plain for c::proc_fork_fact {}
 unsafe impl plain::Plain for c::proc_exit_fact {}
 unsafe impl plain::Plain for c::proc_cgroup_fact {}
@@ -34,6 +35,8 @@ const FACT_PROC_FORK: u32 = c::fact_kind::FACT_PROC_FORK.0;
 const FACT_PROC_EXIT: u32 = c::fact_kind::FACT_PROC_EXIT.0;
 const FACT_UDP_FLOW: u32 = c::fact_kind::FACT_UDP_FLOW.0;
 const FACT_PROC_CGROUP: u32 = c::fact_kind::FACT_PROC_CGROUP.0;
+const FACT_TCP_CLOSED: u32 = c::fact_kind::FACT_TCP_CLOSED.0;
+const CLOSED_SENSOR_STOP: u32 = c::closed_detail::CLOSED_SENSOR_STOP.0;
 const FACT_DNS: u32 = c::fact_kind::FACT_DNS.0;
 const DNS_OUTBOUND: u32 = c::dns_flags::DNS_OUTBOUND.0;
 const DNS_TCP: u32 = c::dns_flags::DNS_TCP.0;
@@ -117,6 +120,17 @@ pub struct Endpoints {
     pub remote: SocketAddr,
 }
 
+/// A TCP connection's own counters (tcp_sock), read at its close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpCounters {
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    /// sk_err (ECONNRESET, ETIMEDOUT, ...); 0 for none.
+    pub err: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     TcpConnect {
@@ -130,9 +144,25 @@ pub enum Fact {
         outbound: bool,
         endpoints: Endpoints,
     },
+    /// A handshake that never ended ESTABLISHED.
     TcpAborted {
         ts_ns: u64,
         sk: u64,
+        /// The state it left (include/net/tcp_states.h): SYN_SENT or SYN_RECV.
+        oldstate: u32,
+        /// sk_err at that moment (0: closed by its own process).
+        err: u32,
+        /// SYN retransmissions.
+        syn_retrans: u32,
+        endpoints: Endpoints,
+    },
+    /// A reported connection ended (or is still open as the sensor stops).
+    TcpClosed {
+        ts_ns: u64,
+        sk: u64,
+        /// The state it left; None: still open at sensor stop.
+        oldstate: Option<u32>,
+        counters: TcpCounters,
     },
     TcpAccept {
         ts_ns: u64,
@@ -273,8 +303,28 @@ pub fn decode(data: &[u8]) -> Result<Fact, DecodeError> {
             Ok(Fact::TcpEstablished { ts_ns, sk: f.sk, outbound: hdr.detail != 0, endpoints })
         }
         FACT_TCP_ABORTED => {
-            let f: c::tcp_aborted_fact = read(data, kind)?;
-            Ok(Fact::TcpAborted { ts_ns, sk: f.sk })
+            let f: c::tcp_aborted_fact = read_with_endpoints(data, kind)?;
+            let endpoints = endpoints(&f.ep)?;
+            Ok(Fact::TcpAborted {
+                ts_ns,
+                sk: f.sk,
+                oldstate: f.oldstate,
+                err: f.err,
+                syn_retrans: f.syn_retrans,
+                endpoints,
+            })
+        }
+        FACT_TCP_CLOSED => {
+            let f: c::tcp_closed_fact = read(data, kind)?;
+            let oldstate = (hdr.detail != CLOSED_SENSOR_STOP).then_some(hdr.detail);
+            let counters = TcpCounters {
+                bytes_acked: f.bytes_acked,
+                bytes_received: f.bytes_received,
+                total_retrans: f.total_retrans,
+                srtt_us: f.srtt_us,
+                err: f.err,
+            };
+            Ok(Fact::TcpClosed { ts_ns, sk: f.sk, oldstate, counters })
         }
         FACT_TCP_ACCEPT => {
             let f: c::tcp_accept_fact = read_with_endpoints(data, kind)?;
@@ -486,6 +536,45 @@ mod tests {
         assert!(!outbound);
         assert_eq!(endpoints.local, "127.0.0.1:40000".parse().expect("addr"));
         assert_eq!(endpoints.remote, "127.0.0.2:443".parse().expect("addr"));
+    }
+
+    #[test]
+    fn decodes_aborted_with_its_cause_and_endpoints() {
+        let mut f = c::tcp_aborted_fact::default();
+        f.hdr.kind = FACT_TCP_ABORTED;
+        f.hdr.ts_boot_ns = 3;
+        f.sk = 0xabc;
+        f.oldstate = 2;
+        f.err = libc::ECONNREFUSED as u32;
+        f.syn_retrans = 1;
+        set_ipv4(&mut f.ep, [169, 254, 1, 1], 40000, [169, 254, 1, 2], 80);
+        let fact = decode(&as_written_for_ipv4(&f)).expect("decodes");
+        let Fact::TcpAborted { sk, oldstate, err, syn_retrans, endpoints, .. } = fact else {
+            panic!("wrong kind: {fact:?}");
+        };
+        assert_eq!((sk, oldstate, err, syn_retrans), (0xabc, 2, libc::ECONNREFUSED as u32, 1));
+        assert_eq!(endpoints.remote, "169.254.1.2:80".parse().expect("addr"));
+    }
+
+    #[test]
+    fn decodes_closed_and_sensor_stop() {
+        let mut f = c::tcp_closed_fact::default();
+        f.hdr.kind = FACT_TCP_CLOSED;
+        f.hdr.detail = 5; // FIN_WAIT2
+        f.sk = 0xdef;
+        f.bytes_acked = 1000;
+        f.bytes_received = 2000;
+        f.total_retrans = 3;
+        f.srtt_us = 40;
+        let fact = decode(&bytes_of(&f)).expect("decodes");
+        let Fact::TcpClosed { oldstate, counters, .. } = fact else { panic!("wrong kind: {fact:?}") };
+        assert_eq!(oldstate, Some(5));
+        assert_eq!(
+            (counters.bytes_acked, counters.bytes_received, counters.total_retrans, counters.srtt_us),
+            (1000, 2000, 3, 40)
+        );
+        f.hdr.detail = CLOSED_SENSOR_STOP;
+        assert!(matches!(decode(&bytes_of(&f)), Ok(Fact::TcpClosed { oldstate: None, .. })));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The NetworkConnect event (Sysmon Event ID 3): field names and order of the
-//! contract in DESIGN.md, then sockscope's own fields.
+//! contract in DESIGN.md, then sockscope's own fields; and sockscope's own
+//! events of a connection's life (252 failed, 253 closed), which carry the
+//! same fields and then their own.
 
 use std::sync::Arc;
 
@@ -115,6 +117,37 @@ pub fn design_example() -> NetworkConnect {
         community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
         attribution: "connect",
     }
+}
+
+/// sockscope's own event: an outbound TCP handshake failed (or several, folded).
+pub const CONNECTION_FAILED: u32 = 252;
+/// sockscope's own event: a connection reported by event 3 ended (TCP), or a
+/// UDP flow expired from the window.
+pub const CONNECTION_CLOSED: u32 = 253;
+
+/// A value of a lifecycle event's own field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    Num(u64),
+    Text(&'static str),
+}
+
+impl Extra {
+    /// As the event writes it (numbers in decimal).
+    pub fn text(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Extra::Num(n) => n.to_string().into(),
+            Extra::Text(t) => (*t).into(),
+        }
+    }
+}
+
+/// Event 252 or 253: the NetworkConnect fields (its `event_id` says which,
+/// `utc_time` when it failed or ended), then the event's own fields in order.
+#[derive(Debug, Clone)]
+pub struct LifecycleEvent {
+    pub connect: NetworkConnect,
+    pub extras: Vec<(&'static str, Extra)>,
 }
 
 /// Sysmon's DnsQuery.

@@ -65,6 +65,15 @@ pub enum Counter {
     DnsNamesEvicted,
     QueueWritten,
     RingBufferPeak,
+    FailedWritten,
+    FailuresFolded,
+    FailFoldsEvicted,
+    ClosedWritten,
+    LifecycleFiltered,
+    TcpOpen,
+    TcpOpenEvicted,
+    TcpClosesUnmatched,
+    TcpOpenAtStopWithoutFigures,
 }
 
 /// A counter's names.
@@ -166,6 +175,21 @@ pub const COUNTERS: &[CounterName] = &[
     named(Counter::QueueWritten, "queue_written"),
     // Most unread bytes seen in the ring buffer since start.
     named(Counter::RingBufferPeak, "ringbuf_peak_bytes"),
+    // Lifecycle events (252, 253; src/track/lifecycle.rs): failures written,
+    // folded into one, and folds reported early because the table was full.
+    named(Counter::FailedWritten, "failed_written"),
+    named(Counter::FailuresFolded, "failures_folded"),
+    named(Counter::FailFoldsEvicted, "fail_folds_evicted"),
+    // Closes written; 252 and 253 events the config excluded.
+    named(Counter::ClosedWritten, "closed_written"),
+    named(Counter::LifecycleFiltered, "lifecycle_filtered"),
+    // Reported TCP connections held for their close, held now; forgotten when
+    // full (their close goes unreported); closes of no held connection; those
+    // open at stop whose figures could not be read.
+    named(Counter::TcpOpen, "tcp_open"),
+    named(Counter::TcpOpenEvicted, "tcp_open_evicted"),
+    named(Counter::TcpClosesUnmatched, "tcp_closes_unmatched"),
+    named(Counter::TcpOpenAtStopWithoutFigures, "tcp_open_at_stop_without_figures"),
 ];
 
 /// Every counter's value at one moment.

@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::decode::{decode, DnsPacket, Fact, TaskIds};
 use crate::dns::{Answered, DnsTracker};
 use crate::enrich::Enricher;
-use crate::event::{SensorError, SENSOR_ERROR, SENSOR_LOSS, SENSOR_STATS};
+use crate::event::{LifecycleEvent, SensorError, Shared, SENSOR_ERROR, SENSOR_LOSS, SENSOR_STATS};
 use crate::filter::{RuleSet, Verdict};
 use crate::format::sensor_events::ServiceState;
 use crate::format::Formatter;
@@ -18,6 +18,7 @@ use crate::health::{self, Counter, Counters, Health};
 use crate::probes::{KernelCounters, Probes};
 use crate::sink::queue::{LineKind, SinkQueue};
 use crate::track::container::container_id;
+use crate::track::lifecycle::{ClosedConnection, FailedConnect, Failure, LifecycleMode, LifecycleTracker};
 use crate::track::process::{ProcessInfo, ProcessTable};
 use crate::track::tcp::{Connection, Owner, Protocol, TcpTracker};
 use crate::track::udp::UdpTracker;
@@ -29,12 +30,19 @@ pub struct PipelineStats {
     pub events_written: u64,
     /// Events a config rule excluded.
     pub events_filtered: u64,
+    /// Lifecycle events written: failed (252), closed (253).
+    pub failed_written: u64,
+    pub closed_written: u64,
+    /// Lifecycle events a config rule excluded.
+    pub lifecycle_filtered: u64,
 }
 
 pub struct Pipeline {
     procs: ProcessTable,
     tcp: TcpTracker,
     udp: UdpTracker,
+    lifecycle: LifecycleTracker,
+    mode: LifecycleMode,
     /// DNS queries and responses (`--dns` other than off).
     dns: Option<DnsTracker>,
     /// Whether DnsQuery events are written (`--dns events|both`).
@@ -63,6 +71,8 @@ pub struct Trackers {
     pub procs: ProcessTable,
     pub tcp: TcpTracker,
     pub udp: UdpTracker,
+    pub lifecycle: LifecycleTracker,
+    pub mode: LifecycleMode,
     pub dns: Option<DnsTracker>,
     pub dns_events: bool,
 }
@@ -76,11 +86,13 @@ impl Pipeline {
         sink: SinkQueue,
         health: Health,
     ) -> Self {
-        let Trackers { procs, tcp, udp, dns, dns_events } = track;
+        let Trackers { procs, tcp, udp, lifecycle, mode, dns, dns_events } = track;
         Self {
             procs,
             tcp,
             udp,
+            lifecycle,
+            mode,
             dns,
             dns_events,
             enrich,
@@ -178,18 +190,44 @@ impl Pipeline {
             }
             Fact::TcpEstablished { ts_ns, sk, outbound, endpoints } => {
                 if let Some(conn) = self.tcp.on_established(ts_ns, sk, outbound, endpoints) {
-                    self.emit(&conn);
+                    self.emit_tcp(conn, ts_ns);
                 }
             }
-            Fact::TcpAborted { sk, .. } => {
-                if let Some(conn) = self.tcp.on_aborted(sk) {
+            Fact::TcpAborted { ts_ns, sk, err, syn_retrans, endpoints, .. } => {
+                let (accepted, failed) = self.tcp.on_aborted(sk);
+                if let Some(conn) = accepted {
                     self.emit(&conn);
+                }
+                if let (Some(owner), true) = (failed, self.mode.failed()) {
+                    let conn = Connection {
+                        sk,
+                        protocol: Protocol::Tcp,
+                        established_ns: ts_ns,
+                        endpoints,
+                        initiated: true,
+                        owner: Some(owner),
+                        attribution: crate::track::tcp::Attribution::Connect,
+                    };
+                    let failure = FailedConnect {
+                        conn,
+                        failure: Failure::from_err(err),
+                        attempts: 1 + u64::from(syn_retrans),
+                        count: 1,
+                    };
+                    for f in self.lifecycle.failed(failure, ts_ns) {
+                        self.emit_failed(&f);
+                    }
+                }
+            }
+            Fact::TcpClosed { ts_ns, sk, oldstate, counters } => {
+                if let Some(closed) = self.lifecycle.closed(sk, ts_ns, oldstate, &counters) {
+                    self.emit_closed(&closed);
                 }
             }
             Fact::TcpAccept { ts_ns, sk, task, endpoints, handshake_done } => {
                 let owner = self.owner(task);
                 if let Some(conn) = self.tcp.on_accept(sk, endpoints, handshake_done, owner, ts_ns) {
-                    self.emit(&conn);
+                    self.emit_tcp(conn, ts_ns);
                 }
             }
             Fact::ProcExec {
@@ -259,19 +297,31 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, conn: &Connection) {
+    /// A TCP connection's event 3; a reported one is kept until its close
+    /// (event 253) when those are on.
+    fn emit_tcp(&mut self, conn: Connection, now_ns: u64) {
+        if let Some(rule_name) = self.emit(&conn) {
+            if self.mode.closed() && conn.sk != 0 {
+                self.lifecycle.opened(conn.sk, conn, rule_name, now_ns);
+            }
+        }
+    }
+
+    /// Event 3; returns its RuleName when the rules report it.
+    fn emit(&mut self, conn: &Connection) -> Option<Shared> {
         if self.fatal.is_some() {
-            return;
+            return None;
         }
         let mut event = self.enrich.network_connect(conn, &self.procs);
         match self.rules.evaluate(&event) {
             Verdict::Drop => {
                 self.stats.events_filtered += 1;
-                return;
+                return None;
             }
             Verdict::Report { rule_name: Some(name) } => event.rule_name = name.into(),
             Verdict::Report { rule_name: None } => {}
         }
+        let rule_name = event.rule_name.clone();
         let now = self.now_unix_ns();
         let kind = match conn.protocol {
             Protocol::Tcp => LineKind::Tcp,
@@ -283,6 +333,72 @@ impl Pipeline {
             Ok(false) => {}
             Err(e) => self.fatal = Some(e),
         }
+        Some(rule_name)
+    }
+
+    fn emit_failed(&mut self, f: &FailedConnect) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let event = self.enrich.connection_failed(f, &self.procs);
+        if self.emit_lifecycle(event, LineKind::Tcp) {
+            self.stats.failed_written += 1;
+        }
+    }
+
+    fn emit_closed(&mut self, c: &ClosedConnection) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let event = self.enrich.connection_closed(c, &self.procs);
+        let kind = match c.conn.protocol {
+            Protocol::Tcp => LineKind::Tcp,
+            Protocol::Udp => LineKind::Udp,
+        };
+        if self.emit_lifecycle(event, kind) {
+            self.stats.closed_written += 1;
+        }
+    }
+
+    /// Filters and writes a lifecycle event; whether it was written.
+    /// (Counted apart from event 3's events_written and events_filtered.)
+    fn emit_lifecycle(&mut self, mut event: LifecycleEvent, kind: LineKind) -> bool {
+        match self.rules.evaluate_lifecycle(&event) {
+            Verdict::Drop => {
+                self.stats.lifecycle_filtered += 1;
+                return false;
+            }
+            Verdict::Report { rule_name: Some(name) } => event.connect.rule_name = name.into(),
+            Verdict::Report { rule_name: None } => {}
+        }
+        let now = self.now_unix_ns();
+        let formatter = &mut self.formatter;
+        match self.sink.send_with(kind, |batch| formatter.lifecycle(&event, now, batch)) {
+            Ok(true) => true,
+            Ok(false) => false,
+            Err(e) => {
+                self.fatal = Some(e);
+                false
+            }
+        }
+    }
+
+    /// At sensor stop, once the kernel's report of open connections is read:
+    /// folded failures not yet reported, and open connections the kernel did
+    /// not cover (without figures).
+    pub fn finish_lifecycle(&mut self, now_boot_ns: u64) {
+        for f in self.lifecycle.drain_folds() {
+            self.emit_failed(&f);
+        }
+        for c in self.lifecycle.open_at_stop(now_boot_ns) {
+            self.emit_closed(&c);
+        }
+    }
+
+    /// Whether close events are on (the reader then asks the kernel for
+    /// what is still open at stop).
+    pub fn closed_events(&self) -> bool {
+        self.mode.closed()
     }
 
     fn now_unix_ns(&self) -> i128 {
@@ -400,6 +516,15 @@ impl Pipeline {
             (Counter::DnsNamesEvicted, n.evicted),
             (Counter::QueueWritten, q.written),
             (Counter::RingBufferPeak, self.ring_peak),
+            (Counter::FailedWritten, self.stats.failed_written),
+            (Counter::FailuresFolded, self.lifecycle.stats.failures_folded),
+            (Counter::FailFoldsEvicted, self.lifecycle.stats.folds_evicted),
+            (Counter::ClosedWritten, self.stats.closed_written),
+            (Counter::LifecycleFiltered, self.stats.lifecycle_filtered),
+            (Counter::TcpOpen, self.lifecycle.open_connections() as u64),
+            (Counter::TcpOpenEvicted, self.lifecycle.stats.open_evicted),
+            (Counter::TcpClosesUnmatched, self.lifecycle.stats.closes_unmatched),
+            (Counter::TcpOpenAtStopWithoutFigures, self.lifecycle.stats.open_at_stop_without_figures),
         ] {
             c.set(counter, value);
         }
@@ -437,7 +562,10 @@ impl Pipeline {
     /// Periodic work: age off what waited too long, keep the clock in sync.
     pub fn tick(&mut self, now_boot_ns: u64) {
         for conn in self.tcp.expire(now_boot_ns) {
-            self.emit(&conn);
+            self.emit_tcp(conn, now_boot_ns);
+        }
+        for f in self.lifecycle.expire_folds(now_boot_ns) {
+            self.emit_failed(&f);
         }
         let timed_out = self.dns.as_mut().map(|d| d.expire(now_boot_ns)).unwrap_or_default();
         for done in &timed_out {

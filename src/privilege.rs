@@ -10,8 +10,9 @@
 //! - CAP_SYS_PTRACE: /proc/PID/exe and /proc/PID/ns/net of other users'
 //!   processes (process lookups, namespaces to watch);
 //! - CAP_SYS_ADMIN, CAP_NET_RAW: only for the packet-socket UDP mechanism
-//!   (setns and a raw socket in each new namespace) and the xfrm look into
-//!   other namespaces (setns);
+//!   (setns and a raw socket in each new namespace); CAP_SYS_ADMIN alone for
+//!   the xfrm look into other namespaces and the report of connections open
+//!   at stop (close events on: the TCP iterator runs in each namespace; setns);
 //! - CAP_SYS_NICE: only with `--cpu-policy yield` (leaving SCHED_IDLE).
 //!
 //! Everything else (CAP_DAC_OVERRIDE, CAP_SYS_MODULE, CAP_SETUID, ...) goes.

@@ -214,6 +214,12 @@ pub fn run(settings: &Settings, started: Started<'_>, signals: &Signals) -> Resu
     if let Some(w) = watchdog {
         w.stop();
     }
+    // Connections still open: the kernel writes their figures so far into
+    // the ring buffer (sensor-stop), ahead of the drain.
+    let closed_events = pipeline.borrow().closed_events();
+    if closed_events {
+        probes.report_open_tcp();
+    }
 
     // Drain what the kernel already queued, then flush before detaching: as
     // the writer takes it for a moment, then whatever the queue holds.
@@ -230,6 +236,7 @@ pub fn run(settings: &Settings, started: Started<'_>, signals: &Signals) -> Resu
     round.read_to_the_end();
     let _ = ringbuf.consume();
     let mut p = pipeline.borrow_mut();
+    p.finish_lifecycle(boot_now_ns());
     let kernel = probes.counters();
     p.report_health(boot_now_ns(), &kernel)?;
     p.service_state(ServiceState::Stopped)?;

@@ -8,6 +8,7 @@ use crate::dns::DnsSettings;
 use crate::format::{Format, JsonTypes};
 use crate::probes::{SendmsgHook, UdpMechanism};
 use crate::sink::syslog::{Framing, RemoteFormat, RemoteTarget};
+use crate::track::lifecycle::LifecycleMode;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -44,6 +45,8 @@ pub struct ProbeSettings {
     pub pretend_unresolved_accepts: bool,
     /// Benchmark aid: every program returns at once.
     pub hook_floor: bool,
+    /// Mark reported connections and write their close (event 253).
+    pub lifecycle_closed: bool,
     /// Copy DNS messages on port 53 in the kernel.
     pub dns_capture: bool,
 }
@@ -57,6 +60,10 @@ pub struct TrackSettings {
     pub process_capacity: usize,
     pub udp_window_ns: u64,
     pub udp_flow_capacity: usize,
+    pub lifecycle: LifecycleMode,
+    pub failed_window_ns: u64,
+    pub failed_fold_capacity: usize,
+    pub open_capacity: usize,
     pub dns: DnsSettings,
 }
 
@@ -120,6 +127,7 @@ impl From<&crate::cli::Cli> for Settings {
                 udp_flow_capacity: cli.udp_flow_capacity,
                 pretend_unresolved_accepts: cli.pretend_unresolved_accepts,
                 hook_floor: cli.hook_floor,
+                lifecycle_closed: cli.lifecycle.closed(),
                 dns_capture: cli.dns.capture(),
             },
             track: TrackSettings {
@@ -129,6 +137,10 @@ impl From<&crate::cli::Cli> for Settings {
                 process_capacity: as_usize(cli.process_capacity),
                 udp_window_ns: cli.udp_window * NS_PER_SEC,
                 udp_flow_capacity: cli.udp_flow_capacity as usize,
+                lifecycle: cli.lifecycle,
+                failed_window_ns: cli.failed_window * NS_PER_SEC,
+                failed_fold_capacity: as_usize(cli.failed_fold_capacity),
+                open_capacity: as_usize(cli.open_capacity),
                 dns: DnsSettings {
                     mode: cli.dns,
                     timeout_ns: cli.dns_timeout * NS_PER_SEC,

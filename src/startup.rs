@@ -22,6 +22,7 @@ use crate::settings::{HostSettings, OutputSettings, ProbeSettings, RuleSettings,
 use crate::sink::queue::SinkQueue;
 use crate::sink::syslog::{LocalSyslog, Proto, RemoteConfig, RemoteSyslog};
 use crate::sink::Sink;
+use crate::track::lifecycle::LifecycleTracker;
 use crate::track::process::{read_proc, ProcessTable};
 use crate::track::tcp::TcpTracker;
 use crate::track::udp::UdpTracker;
@@ -197,7 +198,9 @@ pub fn start<'obj>(storage: &'obj mut ObjectStorage, settings: &Settings, inputs
     // Everything is loaded and attached: from here on only what later work
     // needs (before the other threads start: they inherit it).
     let needs = privilege::Needs {
-        enter_namespaces: probes.udp_packet_mode() || await_ipsec,
+        // The TCP iterator run at stop walks the namespace of the thread
+        // that opens it: it enters each one (setns).
+        enter_namespaces: probes.udp_packet_mode() || await_ipsec || probes.has_tcp_stop(),
         raw_sockets: probes.udp_packet_mode(),
         set_priority: settings.pace.cpu_policy == CpuPolicy::Yield,
     };
@@ -219,8 +222,9 @@ pub fn start<'obj>(storage: &'obj mut ObjectStorage, settings: &Settings, inputs
     let enrich = Enricher::new(WallClock::new(CLOCK_RESYNC_NS)?, read_machine_prefix(), services).with_names(names);
     let queue = SinkQueue::start(sinks, settings.output.queue_capacity)?;
     let health = Health::new(settings.stats_interval_ns, boot_now_ns());
+    let lifecycle = LifecycleTracker::new(track.open_capacity, track.failed_fold_capacity, track.failed_window_ns);
     let pipeline = Pipeline::new(
-        Trackers { procs, tcp, udp, dns, dns_events: dns_settings.mode.events() },
+        Trackers { procs, tcp, udp, lifecycle, mode: track.lifecycle, dns, dns_events: dns_settings.mode.events() },
         enrich,
         rules,
         formatter,
@@ -247,6 +251,7 @@ fn load_probes<'obj>(
         udp_shed_above: crate::backpressure::udp_shed_at(settings.ring_bytes()),
         udp_sendmsg_hook: sendmsg_hook,
         hook_floor: settings.hook_floor,
+        lifecycle_closed: settings.lifecycle_closed,
         dns_capture: settings.dns_capture,
     };
     if settings.hook_floor {

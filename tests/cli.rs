@@ -162,7 +162,7 @@ fn stdout_is_the_default_sink() {
     let ours = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["DestinationPort"] == port)
+        .filter(|e| e["EventID"] == 3 && e["DestinationPort"] == port)
         .count();
     assert_eq!(ours, 2, "outbound + inbound on stdout: {text}");
 }

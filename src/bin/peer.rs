@@ -163,6 +163,16 @@ enum Cmd {
         /// Bind the connecting socket here first (a fixed source port).
         #[arg(long)]
         bind: Option<SocketAddr>,
+        /// TCP_SYNCNT: SYN retransmissions before the connect times out.
+        #[arg(long)]
+        syn_count: Option<i32>,
+        /// Exit 0 only if the connect fails; prints "failed ERRNO".
+        #[arg(long)]
+        expect_failure: bool,
+        /// Non-blocking connect, then close the socket before the handshake
+        /// can end (prints "aborted LOCAL").
+        #[arg(long)]
+        abort: bool,
     },
     /// Send UDP datagrams: COUNT to each destination, from each of SOCKETS sockets.
     UdpSend {
@@ -265,9 +275,24 @@ fn main() {
         Cmd::Listen { bind, accept, count, fastopen, uring_decoy } => {
             listen(bind, ListenOpts { with: accept, count, fastopen, uring_decoy }, deadline)
         }
-        Cmd::Connect { to, count, via, nonblocking, fastopen, expect_refused, bind } => {
-            let opts = ConnectOpts { nonblocking: nonblocking || count > 1, fastopen, expect_refused, bind };
-            connect(to, count, via, opts, deadline)
+        Cmd::Connect {
+            to,
+            count,
+            via,
+            nonblocking,
+            fastopen,
+            expect_refused,
+            bind,
+            syn_count,
+            expect_failure,
+            abort,
+        } => {
+            if expect_failure || abort {
+                failing_connect(to, syn_count, abort, deadline)
+            } else {
+                let opts = ConnectOpts { nonblocking: nonblocking || count > 1, fastopen, expect_refused, bind };
+                connect(to, count, via, opts, deadline)
+            }
         }
         Cmd::Pair => pair(deadline),
         Cmd::UdpSend { to, count, via, bind, sockets, v6_socket, repeat_after_ms, ipv6_dstopts } => {
@@ -639,6 +664,48 @@ fn connect_many(to: SocketAddr, count: usize, opts: ConnectOpts, deadline: Insta
         bail!("connection to {to} was not refused");
     }
     say_locals(&socks)
+}
+
+/// One connect that must fail (`abort`: closed by us before it can end).
+fn failing_connect(to: SocketAddr, syn_count: Option<i32>, abort: bool, deadline: Instant) -> Result<()> {
+    say(format!("pid {}", std::process::id()));
+    let s = open_socket(to, abort)?;
+    if let Some(n) = syn_count {
+        // SAFETY: valid fd and an int option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                (&n as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("TCP_SYNCNT");
+        }
+    }
+    let result = s.connect(&SockAddr::from(to));
+    if abort {
+        match result {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            other => bail!("non-blocking connect to {to} did not stay in progress: {other:?}"),
+        }
+        let local = s.local_addr()?.as_socket().map_or_else(String::new, |a| a.to_string());
+        drop(s);
+        say(format!("aborted {local}"));
+        return Ok(());
+    }
+    match result {
+        Ok(()) => bail!("connect to {to} succeeded"),
+        Err(e) => {
+            if Instant::now() > deadline {
+                bail!("connect to {to} outlasted the deadline");
+            }
+            say(format!("failed {}", e.raw_os_error().unwrap_or(0)));
+            Ok(())
+        }
+    }
 }
 
 fn wait_connected(s: &Socket, deadline: Instant) -> Result<()> {

@@ -18,6 +18,7 @@ enum fact_kind {
 	FACT_UDP_FLOW = 8,        /* a UDP flow not seen within the window */
 	FACT_PROC_CGROUP = 9,     /* a process moved to another cgroup (v2) */
 	FACT_DNS = 10,            /* a DNS message on port 53: a query leaving, a response arriving */
+	FACT_TCP_CLOSED = 11,     /* a reported connection reached CLOSE (or the sensor stops) */
 };
 
 struct fact_header {
@@ -63,10 +64,33 @@ struct tcp_established_fact {
 	struct tcp_endpoints ep;
 };
 
+/* SYN_SENT|SYN_RECV -> CLOSE: a handshake that never ended ESTABLISHED. */
 struct tcp_aborted_fact {
 	struct fact_header hdr;
 	__u64 sk;
 	__u32 oldstate;
+	__u32 err;         /* sk_err at the transition (ECONNREFUSED, ETIMEDOUT, ...); 0: closed by its process */
+	__u32 syn_retrans; /* SYN retransmissions (tcp_sock.total_retrans before ESTABLISHED) */
+	__u32 pad;
+	struct tcp_endpoints ep;
+};
+
+/* hdr.detail of a closed fact: the TCP state the socket left, or this for
+ * a connection still open when the sensor stops (its counters so far). */
+enum closed_detail {
+	CLOSED_SENSOR_STOP = 256,
+};
+
+/* A reported connection (marked at ESTABLISHED, see tcp_reported.bpf.h)
+ * reached CLOSE: the kernel's own counters at that moment. */
+struct tcp_closed_fact {
+	struct fact_header hdr;
+	__u64 sk;
+	__u64 bytes_acked;    /* bytes sent that the peer acknowledged */
+	__u64 bytes_received; /* bytes received in sequence */
+	__u32 total_retrans;  /* segments retransmitted */
+	__u32 srtt_us;        /* smoothed RTT in microseconds */
+	__u32 err;            /* sk_err (ECONNRESET, ETIMEDOUT, EPIPE, ...) */
 	__u32 pad;
 };
 

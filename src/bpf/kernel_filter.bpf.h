@@ -56,7 +56,7 @@ static __always_inline int exclusion_hit(__u8 protocol, __u8 side, __u16 port)
 
 /* Ports in Sysmon's direction: Destination is the remote end when we
  * initiated, the local end otherwise. */
-static __always_inline int excluded_by_config(__u8 protocol, __u16 dport, __u16 sport)
+static __always_inline int excluded_by_config_counted(__u8 protocol, __u16 dport, __u16 sport, int counted)
 {
 	__u32 zero = 0;
 	__u32 *count = bpf_map_lookup_elem(&config_exclusion_count, &zero);
@@ -64,10 +64,16 @@ static __always_inline int excluded_by_config(__u8 protocol, __u16 dport, __u16 
 		return 0;
 	if (exclusion_hit(protocol, 0, dport) || exclusion_hit(0, 0, dport) || exclusion_hit(protocol, 1, sport) ||
 	    exclusion_hit(0, 1, sport) || exclusion_hit(protocol, 2, 0)) {
-		count_one(&excluded_in_kernel);
+		if (counted)
+			count_one(&excluded_in_kernel);
 		return 1;
 	}
 	return 0;
+}
+
+static __always_inline int excluded_by_config(__u8 protocol, __u16 dport, __u16 sport)
+{
+	return excluded_by_config_counted(protocol, dport, sport, 1);
 }
 
 /* Whether any address exclusion is loaded (callers that must first gather
@@ -87,22 +93,29 @@ static __always_inline int addr_hit(__u8 protocol, __u8 side, const __u8 addr[16
 }
 
 /* Addresses in Sysmon's direction (as ports above), 16 bytes each. */
-static __always_inline int excluded_by_addr(__u8 protocol, const __u8 daddr[16], const __u8 saddr[16])
+static __always_inline int excluded_by_addr_counted(__u8 protocol, const __u8 daddr[16], const __u8 saddr[16],
+						    int count)
 {
 	if (!addr_exclusions_loaded())
 		return 0;
 	if (addr_hit(protocol, 0, daddr) || addr_hit(0, 0, daddr) || addr_hit(protocol, 1, saddr) ||
 	    addr_hit(0, 1, saddr)) {
-		count_one(&excluded_in_kernel);
+		if (count)
+			count_one(&excluded_in_kernel);
 		return 1;
 	}
 	return 0;
 }
 
+static __always_inline int excluded_by_addr(__u8 protocol, const __u8 daddr[16], const __u8 saddr[16])
+{
+	return excluded_by_addr_counted(protocol, daddr, saddr, 1);
+}
+
 /* A socket's addresses against the address exclusions; `outbound`: we
  * initiated (Destination is the remote end). `sk` is a BTF pointer
  * (read_endpoints); read only when some exclusion is loaded. */
-static __always_inline int sock_excluded_by_addr(__u8 protocol, const struct sock *sk, int outbound)
+static __always_inline int sock_excluded_by_addr(__u8 protocol, const struct sock *sk, int outbound, int count)
 {
 	if (!addr_exclusions_loaded())
 		return 0;
@@ -110,17 +123,22 @@ static __always_inline int sock_excluded_by_addr(__u8 protocol, const struct soc
 	read_endpoints(sk, &ep);
 	__u8 local[16], remote[16];
 	endpoint_addrs16(&ep, local, remote);
-	return excluded_by_addr(protocol, outbound ? remote : local, outbound ? local : remote);
+	return excluded_by_addr_counted(protocol, outbound ? remote : local, outbound ? local : remote, count);
 }
 
 /* A socket against every exclusion the kernel applies, ports then
  * addresses; `outbound`: we initiated (Destination is the remote end). */
-static __always_inline int sock_excluded(__u8 protocol, const struct sock *sk, int outbound)
+static __always_inline int sock_excluded_counted(__u8 protocol, const struct sock *sk, int outbound, int count)
 {
 	__u16 local = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u16 remote = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	return excluded_by_config(protocol, outbound ? remote : local, outbound ? local : remote) ||
-	       sock_excluded_by_addr(protocol, sk, outbound);
+	return excluded_by_config_counted(protocol, outbound ? remote : local, outbound ? local : remote, count) ||
+	       sock_excluded_by_addr(protocol, sk, outbound, count);
+}
+
+static __always_inline int sock_excluded(__u8 protocol, const struct sock *sk, int outbound)
+{
+	return sock_excluded_counted(protocol, sk, outbound, 1);
 }
 
 #endif

@@ -11,8 +11,12 @@ use crate::clock::WallClock;
 use crate::dns::names::NameCache;
 use crate::dns::parse::{Message, RData};
 use crate::dns::{query_results, Answered};
-use crate::event::{DnsQuery, NetworkConnect, Shared, DNS_QUERY, NETWORK_CONNECT};
+use crate::event::{
+    DnsQuery, Extra, LifecycleEvent, NetworkConnect, Shared, CONNECTION_CLOSED, CONNECTION_FAILED, DNS_QUERY,
+    NETWORK_CONNECT,
+};
 use crate::text::{canonical_ip, command_line, ip_text, or_dash};
+use crate::track::lifecycle::{CloseFigures, ClosedConnection, FailedConnect};
 use crate::track::process::{ProcessInfo, ProcessTable, ProcessText};
 use crate::track::tcp::{Connection, Protocol};
 use community_id::community_id_v1;
@@ -243,6 +247,49 @@ impl Enricher {
             community_id: community_id_v1(conn.protocol.ip_protocol(), src, dst),
             attribution: conn.attribution.as_str(),
         }
+    }
+}
+
+impl Enricher {
+    /// Event 252: the failed attempt's fields as event 3 would have them,
+    /// stamped when it failed, then Failure, Attempts, Count.
+    pub fn connection_failed(&mut self, f: &FailedConnect, procs: &ProcessTable) -> LifecycleEvent {
+        let mut connect = self.network_connect(&f.conn, procs);
+        connect.event_id = CONNECTION_FAILED;
+        LifecycleEvent {
+            connect,
+            extras: vec![
+                ("Failure", Extra::Text(f.failure.as_str())),
+                ("Attempts", Extra::Num(f.attempts)),
+                ("Count", Extra::Num(f.count)),
+            ],
+        }
+    }
+
+    /// Event 253: the connection's event-3 fields (and RuleName), stamped
+    /// when it ended, then what it carried and how it ended.
+    pub fn connection_closed(&mut self, c: &ClosedConnection, procs: &ProcessTable) -> LifecycleEvent {
+        let at_close = Connection { established_ns: c.closed_ns, ..c.conn.clone() };
+        let mut connect = self.network_connect(&at_close, procs);
+        connect.event_id = CONNECTION_CLOSED;
+        connect.rule_name = c.rule_name.clone();
+        let mut extras = vec![("Duration", Extra::Num(c.duration_ms()))];
+        match c.figures {
+            CloseFigures::Tcp { bytes_sent, bytes_received, retransmitted, srtt_us } => extras.extend([
+                ("BytesSent", Extra::Num(bytes_sent)),
+                ("BytesReceived", Extra::Num(bytes_received)),
+                ("SegmentsRetransmitted", Extra::Num(retransmitted)),
+                ("SmoothedRttUs", Extra::Num(srtt_us)),
+            ]),
+            CloseFigures::Udp { bytes_sent, bytes_received, datagrams_sent, datagrams_received } => extras.extend([
+                ("BytesSent", Extra::Num(bytes_sent)),
+                ("BytesReceived", Extra::Num(bytes_received)),
+                ("DatagramsSent", Extra::Num(datagrams_sent)),
+                ("DatagramsReceived", Extra::Num(datagrams_received)),
+            ]),
+        }
+        extras.push(("CloseReason", Extra::Text(c.reason.as_str())));
+        LifecycleEvent { connect, extras }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The NetworkConnect fields a rule can test, by their names in the event.
+//! The fields a rule can test, by their names in the event: NetworkConnect's,
+//! and the own fields of sockscope's lifecycle events (252, 253).
 //!
 //! Field names are case-sensitive, as in Sysmon: it finds a field with a plain
 //! `strcmp` (SysmonCommon `xml.cpp`, `GetFieldIndex`), so `<image>` is not `<Image>`.
@@ -80,6 +81,82 @@ fields! {
     QueryStatus: Number,
     QueryResults: Text,
     ServerIp: Text,
+    // ConnectionFailed's own (252; its others are NetworkConnect's)
+    Failure: Text,
+    Attempts: Number,
+    Count: Number,
+    // ConnectionClosed's own (253; its others are NetworkConnect's)
+    Duration: Number,
+    BytesSent: Number,
+    BytesReceived: Number,
+    SegmentsRetransmitted: Number,
+    SmoothedRttUs: Number,
+    DatagramsSent: Number,
+    DatagramsReceived: Number,
+    CloseReason: Text,
+}
+
+/// The event types a config filters, by their element names: each has its
+/// own fields, and a rule naming a field of another type is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    NetworkConnect,
+    /// Sysmon's event 22.
+    DnsQuery,
+    /// sockscope's event 252.
+    ConnectionFailed,
+    /// sockscope's event 253.
+    ConnectionClosed,
+}
+
+impl EventType {
+    pub const ALL: &'static [EventType] =
+        &[EventType::NetworkConnect, EventType::DnsQuery, EventType::ConnectionFailed, EventType::ConnectionClosed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::NetworkConnect => "NetworkConnect",
+            EventType::DnsQuery => "DnsQuery",
+            EventType::ConnectionFailed => "ConnectionFailed",
+            EventType::ConnectionClosed => "ConnectionClosed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.iter().copied().find(|t| t.name() == name)
+    }
+
+    /// This type's fields, in the order its events write them.
+    pub fn fields(self) -> &'static [Field] {
+        match self {
+            EventType::NetworkConnect => Field::NETWORK_CONNECT,
+            EventType::DnsQuery => Field::DNS_QUERY,
+            EventType::ConnectionFailed => Field::CONNECTION_FAILED,
+            EventType::ConnectionClosed => Field::CONNECTION_CLOSED,
+        }
+    }
+
+    /// Whether events of this type have `field`.
+    pub fn has(self, field: Field) -> bool {
+        self.fields().contains(&field)
+    }
+}
+
+/// `a` then `b`, as an array of `N` (checked when compiled).
+const fn concat<const N: usize>(a: &[Field], b: &[Field]) -> [Field; N] {
+    assert!(a.len() + b.len() == N);
+    let mut out = [Field::RuleName; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < b.len() {
+        out[i + j] = b[j];
+        j += 1;
+    }
+    out
 }
 
 impl Field {
@@ -133,6 +210,35 @@ impl Field {
         Field::ServerIp,
         Field::Protocol,
     ];
+
+    /// ConnectionFailed's fields (252): NetworkConnect's, then its own.
+    pub const CONNECTION_FAILED: &'static [Field] = &concat::<{ Field::NETWORK_CONNECT.len() + 3 }>(
+        Field::NETWORK_CONNECT,
+        &[Field::Failure, Field::Attempts, Field::Count],
+    );
+
+    /// ConnectionClosed's fields (253): NetworkConnect's, then its own (a TCP
+    /// close has the segment and RTT figures, a UDP flow's the datagrams).
+    pub const CONNECTION_CLOSED: &'static [Field] = &concat::<{ Field::NETWORK_CONNECT.len() + 8 }>(
+        Field::NETWORK_CONNECT,
+        &[
+            Field::Duration,
+            Field::BytesSent,
+            Field::BytesReceived,
+            Field::SegmentsRetransmitted,
+            Field::SmoothedRttUs,
+            Field::DatagramsSent,
+            Field::DatagramsReceived,
+            Field::CloseReason,
+        ],
+    );
+
+    /// The lifecycle event a field is the own field of; None for the others.
+    pub fn lifecycle_event(self) -> Option<EventType> {
+        [EventType::ConnectionFailed, EventType::ConnectionClosed]
+            .into_iter()
+            .find(|t| t.has(self) && !EventType::NetworkConnect.has(self))
+    }
 
     /// Number of fields; a `Field as usize` indexes arrays of this length.
     pub const COUNT: usize = Field::ALL.len();
@@ -207,8 +313,9 @@ pub fn field_value(event: &NetworkConnect, field: Field) -> Cow<'_, str> {
         Field::NetNs => number(event.net_ns),
         Field::CommunityId => text(&event.community_id),
         Field::Attribution => text(event.attribution),
-        // DnsQuery's own: a config cannot name them in <NetworkConnect>.
-        Field::QueryName | Field::QueryStatus | Field::QueryResults | Field::ServerIp => text("-"),
+        // Other event types' own fields: a config cannot name them in
+        // <NetworkConnect>; a lifecycle event's own come with it (rules.rs).
+        _ => text("-"),
     }
 }
 

@@ -1,5 +1,9 @@
 //! Sysmon config rules for NetworkConnect: which connections are reported, and
-//! the RuleName they carry.
+//! the RuleName they carry; for DnsQuery (`<DnsQuery>`, event 22); and for
+//! sockscope's lifecycle events, under their own element names
+//! `<ConnectionFailed>` (252) and `<ConnectionClosed>` (253). Each event type
+//! has its own fields (`field::EventType::fields`); a rule naming a field of
+//! another event type is refused.
 //!
 //! The semantics are Sysmon's (SysmonCommon `rules.c` and `xml.cpp`, as used by
 //! microsoft/SysmonForLinux); where sockscope differs on purpose, the code says so.
@@ -15,7 +19,7 @@ use std::path::Path;
 
 pub use sysmon_config::ConfigError;
 
-use crate::event::{DnsQuery, NetworkConnect};
+use crate::event::{DnsQuery, LifecycleEvent, NetworkConnect, CONNECTION_FAILED};
 use rules::{FieldValues, Filter, OnMatch};
 
 /// What to do with one event.
@@ -34,6 +38,11 @@ pub struct RuleSet {
     policy: Policy,
     /// `<DnsQuery>` filters: the same semantics, on DnsQuery's fields.
     dns_policy: Policy,
+    /// `<ConnectionFailed>` filters; None: failures follow the NetworkConnect rules.
+    failed: Option<Policy>,
+    /// `<ConnectionClosed>` filters; None: a close is reported whenever its
+    /// connection's event 3 was.
+    closed: Option<Policy>,
     source: Option<ConfigSource>,
 }
 
@@ -50,6 +59,87 @@ enum Policy {
     },
 }
 
+#[derive(Debug)]
+struct ConfigSource {
+    name: String,
+    bytes: Vec<u8>,
+    schema_version: String,
+}
+
+impl RuleSet {
+    /// No config: every connection is reported. (Sysmon itself logs no
+    /// NetworkConnect without a config that enables it; sockscope exists to
+    /// report connections, so without `-c` it reports them all.)
+    pub fn allow_all() -> RuleSet {
+        RuleSet { policy: Policy::ReportAll, dns_policy: Policy::ReportAll, failed: None, closed: None, source: None }
+    }
+
+    /// Reads a Sysmon config file. Also returns notices to log: parts of the
+    /// config that were ignored or look like mistakes.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        let path = path.as_ref();
+        let bytes = sysmon_config::read_bounded(path)?;
+        RuleSet::from_bytes(bytes, &path.display().to_string())
+    }
+
+    /// Reads a config held in memory; `name_for_errors` names it in errors and notices.
+    #[cfg(test)]
+    pub fn from_str(text: &str, name_for_errors: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        RuleSet::from_bytes(text.as_bytes().to_vec(), name_for_errors)
+    }
+
+    fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
+        let parsed = sysmon_config::parse_bytes(&bytes, name)?;
+        let own = |filters: Vec<Filter>| (!filters.is_empty()).then(|| Policy::from_filters(filters));
+        let failed = own(parsed.failed_filters);
+        let closed = own(parsed.closed_filters);
+        let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
+        Ok((
+            RuleSet {
+                policy: Policy::from_filters(parsed.filters),
+                dns_policy: Policy::from_filters(parsed.dns_filters),
+                failed,
+                closed,
+                source: Some(source),
+            },
+            parsed.notices,
+        ))
+    }
+
+    /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
+    pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
+        self.policy.decide(FieldValues::new(event))
+    }
+
+    /// Sysmon's decision for one DnsQuery, as [`RuleSet::evaluate`] for
+    /// NetworkConnect: with a config, no `<DnsQuery>` filter means none is
+    /// reported (Sysmon's default for an event type without rules).
+    pub fn evaluate_dns(&self, event: &DnsQuery) -> Verdict<'_> {
+        self.dns_policy.decide(FieldValues::dns(event))
+    }
+
+    /// The decision for a lifecycle event: by its own filters, else a failure
+    /// as NetworkConnect's rules would decide the connection, and a close
+    /// as its event 3 was (the caller reports closes of reported
+    /// connections only: Report, and the caller keeps event 3's RuleName).
+    pub fn evaluate_lifecycle(&self, event: &LifecycleEvent) -> Verdict<'_> {
+        let values = FieldValues::with_extras(&event.connect, &event.extras);
+        if event.connect.event_id == CONNECTION_FAILED {
+            self.failed.as_ref().unwrap_or(&self.policy).decide(values)
+        } else {
+            match &self.closed {
+                Some(policy) => policy.decide(values),
+                None => Verdict::Report { rule_name: None },
+            }
+        }
+    }
+
+    /// Whether the config has `<ConnectionClosed>` filters of its own.
+    pub fn has_closed_rules(&self) -> bool {
+        self.closed.is_some()
+    }
+}
+
 impl Policy {
     fn from_filters(filters: Vec<Filter>) -> Policy {
         let (excludes, mut includes_last_first): (Vec<Filter>, Vec<Filter>) =
@@ -59,7 +149,7 @@ impl Policy {
     }
 
     /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
-    fn decide(&self, values: FieldValues<'_>) -> Verdict<'_> {
+    fn decide(&self, mut values: FieldValues<'_>) -> Verdict<'_> {
         let (excludes, includes) = match self {
             Policy::ReportAll => return Verdict::Report { rule_name: None },
             Policy::Filters { excludes, includes_last_first } => (excludes, includes_last_first),
@@ -73,7 +163,6 @@ impl Policy {
         if excludes.is_empty() && includes.is_empty() {
             return Verdict::Drop;
         }
-        let mut values = values;
         // Exclude filters come first, so they win over include filters.
         if excludes.iter().any(|filter| filter.evaluate(&mut values).is_some()) {
             return Verdict::Drop;
@@ -95,62 +184,14 @@ impl Policy {
     }
 }
 
-#[derive(Debug)]
-struct ConfigSource {
-    name: String,
-    bytes: Vec<u8>,
-    schema_version: String,
-}
-
 impl RuleSet {
-    /// No config: every connection is reported. (Sysmon itself logs no
-    /// NetworkConnect without a config that enables it; sockscope exists to
-    /// report connections, so without `-c` it reports them all.)
-    pub fn allow_all() -> RuleSet {
-        RuleSet { policy: Policy::ReportAll, dns_policy: Policy::ReportAll, source: None }
-    }
-
-    /// Reads a Sysmon config file. Also returns notices to log: parts of the
-    /// config that were ignored or look like mistakes.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        let path = path.as_ref();
-        let bytes = sysmon_config::read_bounded(path)?;
-        RuleSet::from_bytes(bytes, &path.display().to_string())
-    }
-
-    /// Reads a config held in memory; `name_for_errors` names it in errors and notices.
-    #[cfg(test)]
-    pub fn from_str(text: &str, name_for_errors: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        RuleSet::from_bytes(text.as_bytes().to_vec(), name_for_errors)
-    }
-
-    fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<(RuleSet, Vec<String>), ConfigError> {
-        let parsed = sysmon_config::parse_bytes(&bytes, name)?;
-        let source = ConfigSource { name: name.to_string(), bytes, schema_version: parsed.schema_version };
-        Ok((
-            RuleSet {
-                policy: Policy::from_filters(parsed.filters),
-                dns_policy: Policy::from_filters(parsed.dns_filters),
-                source: Some(source),
-            },
-            parsed.notices,
-        ))
-    }
-
-    /// Sysmon's decision for one DnsQuery, as [`RuleSet::evaluate`] for
-    /// NetworkConnect: with a config, no `<DnsQuery>` filter means none is
-    /// reported (Sysmon's default for an event type without rules).
-    pub fn evaluate_dns(&self, event: &DnsQuery) -> Verdict<'_> {
-        self.dns_policy.decide(FieldValues::dns(event))
-    }
-
-    /// Sysmon's decision for one event (SysmonCommon `rules.c`, `FilterEventRules`).
-    pub fn evaluate(&self, event: &NetworkConnect) -> Verdict<'_> {
-        self.policy.decide(FieldValues::new(event))
-    }
-
     /// What the kernel can drop by itself with the same answer (see kernel.rs).
+    /// None when `<ConnectionFailed>` has filters of its own: a connect the
+    /// kernel drops could not be reported as a failure either.
     pub fn kernel_exclusions(&self) -> kernel::KernelExclusions {
+        if self.failed.is_some() {
+            return Default::default();
+        }
         match &self.policy {
             Policy::ReportAll => Default::default(),
             Policy::Filters { excludes, .. } => kernel::kernel_exclusions(excludes),

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use super::condition::Condition;
 use super::field::{dns_field_value, field_value, Field};
-use crate::event::{DnsQuery, NetworkConnect};
+use crate::event::{DnsQuery, Extra, NetworkConnect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMatch {
@@ -46,6 +46,8 @@ pub struct Rule {
 #[derive(Clone, Copy)]
 enum Source<'e> {
     Network(&'e NetworkConnect),
+    /// A lifecycle event: NetworkConnect's fields, then its own.
+    Lifecycle(&'e NetworkConnect, &'e [(&'static str, Extra)]),
     Dns(&'e DnsQuery),
 }
 
@@ -60,6 +62,11 @@ impl<'e> FieldValues<'e> {
         FieldValues { event: Source::Network(event), folded: std::array::from_fn(|_| None) }
     }
 
+    /// A lifecycle event (252, 253): its NetworkConnect fields and its own.
+    pub fn with_extras(event: &'e NetworkConnect, extras: &'e [(&'static str, Extra)]) -> Self {
+        FieldValues { event: Source::Lifecycle(event, extras), folded: std::array::from_fn(|_| None) }
+    }
+
     pub fn dns(event: &'e DnsQuery) -> Self {
         FieldValues { event: Source::Dns(event), folded: std::array::from_fn(|_| None) }
     }
@@ -69,6 +76,11 @@ impl<'e> FieldValues<'e> {
         self.folded[field as usize].get_or_insert_with(|| {
             fold(match event {
                 Source::Network(e) => field_value(e, field),
+                Source::Lifecycle(e, extras) => {
+                    let own =
+                        field.lifecycle_event().and_then(|_| extras.iter().find(|(name, _)| *name == field.name()));
+                    own.map_or_else(|| field_value(e, field), |(_, value)| value.text())
+                }
                 Source::Dns(e) => dns_field_value(e, field),
             })
         })

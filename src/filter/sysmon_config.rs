@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use super::condition::{Condition, Operator, MAX_RULE_NAME_CHARS};
 use super::dom::{self, Element};
-use super::field::Field;
+use super::field::{EventType, Field};
 use super::rules::{Filter, Item, OnMatch, Relation, Rule};
 
 /// Event types Sysmon filters on (the `rulename`s of SysmonCommon
@@ -47,8 +47,13 @@ const SYSMON_EVENT_TYPES: &[&str] = &[
     "eBPFEvent",
 ];
 
-const NETWORK_CONNECT: &str = "NetworkConnect";
-const DNS_QUERY: &str = "DnsQuery";
+/// sockscope's own event types a config may filter (events 252 and 253),
+/// with the same rules and NetworkConnect's fields plus their own.
+const SOCKSCOPE_EVENT_TYPES: &[&str] = &["ConnectionFailed", "ConnectionClosed"];
+
+fn known_event_type(name: &str) -> bool {
+    SYSMON_EVENT_TYPES.contains(&name) || SOCKSCOPE_EVENT_TYPES.contains(&name)
+}
 
 /// Schema versions up to 4.1 combine a filter's conditions with OR by default,
 /// later ones with AND (`xml.cpp`: `TO_DOUBLE( version ) > 4.1`; SysmonCommon
@@ -174,10 +179,14 @@ pub(super) fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, ConfigErro
 /// What a config says about NetworkConnect.
 #[derive(Debug)]
 pub(super) struct ParsedConfig {
-    /// In document order.
+    /// NetworkConnect's, in document order.
     pub filters: Vec<Filter>,
     /// `<DnsQuery>` filters, in document order.
     pub dns_filters: Vec<Filter>,
+    /// `<ConnectionFailed>`'s (event 252), in document order.
+    pub failed_filters: Vec<Filter>,
+    /// `<ConnectionClosed>`'s (event 253), in document order.
+    pub closed_filters: Vec<Filter>,
     pub schema_version: String,
     /// Things ignored or suspicious, for the caller to log.
     pub notices: Vec<String>,
@@ -220,6 +229,8 @@ fn parse_str(text: &str, file: &str) -> Result<ParsedConfig, ConfigError> {
         default_relation: Relation::And,
         filters: Vec::new(),
         dns_filters: Vec::new(),
+        failed_filters: Vec::new(),
+        closed_filters: Vec::new(),
         notices: Vec::new(),
         ignored: Vec::new(),
     };
@@ -228,6 +239,8 @@ fn parse_str(text: &str, file: &str) -> Result<ParsedConfig, ConfigError> {
     Ok(ParsedConfig {
         filters: reader.filters,
         dns_filters: reader.dns_filters,
+        failed_filters: reader.failed_filters,
+        closed_filters: reader.closed_filters,
         schema_version,
         notices: reader.notices,
     })
@@ -262,6 +275,8 @@ struct ConfigReader<'a> {
     default_relation: Relation,
     filters: Vec<Filter>,
     dns_filters: Vec<Filter>,
+    failed_filters: Vec<Filter>,
+    closed_filters: Vec<Filter>,
     notices: Vec<String>,
     ignored: Vec<Ignored>,
 }
@@ -339,7 +354,7 @@ impl<'a> ConfigReader<'a> {
             // Sysmon recognises the group by a case-insensitive name (`strcasecmp`).
             if child.name.eq_ignore_ascii_case("RuleGroup") {
                 self.read_rule_group(child)?;
-            } else if SYSMON_EVENT_TYPES.contains(&child.name.as_str()) {
+            } else if known_event_type(&child.name) {
                 self.read_event_type(child, GroupContext { relation: None, name: None })?;
             } else {
                 let suggestion = event_type_ignoring_case(&child.name).map(|name| format!("<{name}>"));
@@ -353,7 +368,7 @@ impl<'a> ConfigReader<'a> {
     fn read_rule_group(&mut self, group: &Element) -> Result<(), ConfigError> {
         let context = GroupContext { relation: self.relation_attribute(group)?, name: self.name_attribute(group)? };
         for child in group.elements() {
-            if SYSMON_EVENT_TYPES.contains(&child.name.as_str()) {
+            if known_event_type(&child.name) {
                 self.read_event_type(child, context)?;
             } else {
                 let suggestion = event_type_ignoring_case(&child.name).map(|name| format!("<{name}>"));
@@ -364,14 +379,14 @@ impl<'a> ConfigReader<'a> {
     }
 
     fn read_event_type(&mut self, element: &Element, group: GroupContext<'_>) -> Result<(), ConfigError> {
-        if element.name == NETWORK_CONNECT {
-            let filter = self.read_filter(element, group, NETWORK_CONNECT, Field::NETWORK_CONNECT)?;
-            self.filters.push(filter);
-            return Ok(());
-        }
-        if element.name == DNS_QUERY {
-            let filter = self.read_filter(element, group, DNS_QUERY, Field::DNS_QUERY)?;
-            self.dns_filters.push(filter);
+        if let Some(event) = EventType::from_name(&element.name) {
+            let filter = self.read_filter(element, group, event)?;
+            match event {
+                EventType::NetworkConnect => self.filters.push(filter),
+                EventType::DnsQuery => self.dns_filters.push(filter),
+                EventType::ConnectionFailed => self.failed_filters.push(filter),
+                EventType::ConnectionClosed => self.closed_filters.push(filter),
+            }
             return Ok(());
         }
         match self.ignored.iter_mut().find(|ignored| ignored.event_type == element.name) {
@@ -387,8 +402,7 @@ impl<'a> ConfigReader<'a> {
         &mut self,
         element: &Element,
         group: GroupContext<'_>,
-        event: &'static str,
-        fields: &'static [Field],
+        event: EventType,
     ) -> Result<Filter, ConfigError> {
         let on_match = self.on_match(element)?;
         let relation = group.relation.unwrap_or(self.default_relation);
@@ -396,11 +410,11 @@ impl<'a> ConfigReader<'a> {
         for child in element.elements() {
             // `strcasecmp( currentRule.name(), "rule" )` in Sysmon.
             if child.name.eq_ignore_ascii_case("Rule") {
-                if let Some(rule) = self.read_rule(child, group.name, event, fields)? {
+                if let Some(rule) = self.read_rule(child, group.name, event)? {
                     items.push(Item::Rule(rule));
                 }
             } else {
-                items.push(Item::Condition(self.read_condition(child, group.name, event, fields)?));
+                items.push(Item::Condition(self.read_condition(child, group.name, event)?));
             }
         }
         Ok(Filter { on_match, relation, items })
@@ -473,8 +487,7 @@ impl<'a> ConfigReader<'a> {
         &mut self,
         element: &Element,
         group_name: Option<&str>,
-        event: &'static str,
-        fields: &'static [Field],
+        event: EventType,
     ) -> Result<Option<Rule>, ConfigError> {
         // Sysmon's default for a <Rule> is RuleCombineDefault, which is OR.
         let relation = self.relation_attribute(element)?.unwrap_or(Relation::Or);
@@ -484,7 +497,7 @@ impl<'a> ConfigReader<'a> {
             if child.name.eq_ignore_ascii_case("Rule") {
                 return Err(self.unexpected(child, element, "conditions (a <Rule> cannot hold another)", None));
             }
-            conditions.push(self.read_condition(child, name, event, fields)?);
+            conditions.push(self.read_condition(child, name, event)?);
         }
         if conditions.is_empty() {
             // Sysmon stores nothing for an empty <Rule>; it takes no part in matching.
@@ -498,16 +511,15 @@ impl<'a> ConfigReader<'a> {
         &mut self,
         element: &Element,
         inherited_name: Option<&str>,
-        event: &'static str,
-        fields: &'static [Field],
+        event: EventType,
     ) -> Result<Condition, ConfigError> {
-        let field = Field::from_name_in(fields, &element.name).ok_or_else(|| {
+        let field = Field::from_name_in(event.fields(), &element.name).ok_or_else(|| {
             self.error(
                 element.offset,
                 Problem::UnknownField {
                     name: element.name.clone(),
-                    event,
-                    suggestion: Field::from_name_ignoring_case_in(fields, &element.name)
+                    event: event.name(),
+                    suggestion: Field::from_name_ignoring_case_in(event.fields(), &element.name)
                         .map(|field| field.name().to_string()),
                 },
             )
@@ -560,7 +572,11 @@ impl<'a> ConfigReader<'a> {
 }
 
 fn event_type_ignoring_case(name: &str) -> Option<&'static str> {
-    SYSMON_EVENT_TYPES.iter().copied().find(|event_type| event_type.eq_ignore_ascii_case(name))
+    SYSMON_EVENT_TYPES
+        .iter()
+        .chain(SOCKSCOPE_EVENT_TYPES)
+        .copied()
+        .find(|event_type| event_type.eq_ignore_ascii_case(name))
 }
 
 /// The schema version in hundredths (`4.9` and `4.90` are both 490), as Sysmon

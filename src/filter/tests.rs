@@ -511,6 +511,55 @@ fn suspicious_parts_give_notices() {
     assert_eq!(outcome(&rules, &image("/usr/bin /curl")), REPORTED_UNNAMED);
 }
 
+fn lifecycle(id: u32, port: u16, extras: Vec<(&'static str, crate::event::Extra)>) -> LifecycleEvent {
+    let mut connect = self::port(port);
+    connect.event_id = id;
+    LifecycleEvent { connect, extras }
+}
+
+#[test]
+fn lifecycle_events_have_rules_of_their_own_or_follow_network_connect() {
+    use crate::event::{Extra, CONNECTION_CLOSED, CONNECTION_FAILED};
+    let failed = |port, why| lifecycle(CONNECTION_FAILED, port, vec![("Failure", Extra::Text(why))]);
+    let closed = |port, bytes| lifecycle(CONNECTION_CLOSED, port, vec![("BytesSent", Extra::Num(bytes))]);
+    let decide = |rules: &RuleSet, e: &LifecycleEvent| match rules.evaluate_lifecycle(e) {
+        Verdict::Report { rule_name } => Some(rule_name.map(str::to_string)),
+        Verdict::Drop => None,
+    };
+    // NetworkConnect rules only: failures follow them, closes are reported.
+    let (rules, _) = inline(&filters(
+        "4.90",
+        r#"<NetworkConnect onmatch="include"><DestinationPort name="web">443</DestinationPort></NetworkConnect>"#,
+    ));
+    assert_eq!(decide(&rules, &failed(443, "refused")), Some(Some("web".into())));
+    assert_eq!(decide(&rules, &failed(22, "refused")), None);
+    assert_eq!(decide(&rules, &closed(22, 5)), Some(None));
+    // Rules of their own, on their own fields.
+    let (rules, notices) = inline(&filters(
+        "4.90",
+        r#"<NetworkConnect onmatch="exclude"><DestinationPort>22</DestinationPort></NetworkConnect>
+           <ConnectionFailed onmatch="exclude"><Failure>aborted</Failure></ConnectionFailed>
+           <ConnectionClosed onmatch="include"><BytesSent name="big" condition="more than">1000</BytesSent></ConnectionClosed>"#,
+    ));
+    assert!(notices.is_empty(), "{notices:?}");
+    assert_eq!(decide(&rules, &failed(22, "refused")), Some(None), "its own rules, not NetworkConnect's");
+    assert_eq!(decide(&rules, &failed(80, "aborted")), None);
+    assert_eq!(decide(&rules, &closed(80, 5000)), Some(Some("big".into())));
+    assert_eq!(decide(&rules, &closed(80, 10)), None);
+    assert!(rules.has_closed_rules());
+    assert!(rules.kernel_exclusions().is_empty(), "a connect dropped in the kernel could not be a failure event");
+    // A lifecycle field where it does not belong is an error.
+    for body in [
+        r#"<NetworkConnect onmatch="include"><Failure>refused</Failure></NetworkConnect>"#,
+        r#"<ConnectionFailed onmatch="include"><BytesSent>1</BytesSent></ConnectionFailed>"#,
+        r#"<ConnectionClosed onmatch="include"><QueryName>example.test</QueryName></ConnectionClosed>"#,
+        r#"<DnsQuery onmatch="include"><CloseReason>fin</CloseReason></DnsQuery>"#,
+    ] {
+        let error = RuleSet::from_str(&filters("4.90", body), "inline.xml").expect_err("unknown field");
+        assert!(matches!(error.problem(), Some(Problem::UnknownField { .. })), "{error}");
+    }
+}
+
 #[test]
 fn the_packaged_config_reports_every_connection_and_query() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/sockscope.xml");

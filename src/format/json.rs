@@ -8,7 +8,7 @@
 //! Sysmon writes its values (`"3"`, `"true"`, ports as strings): numbers and
 //! booleans quoted; strings escaped as in the typed form.
 
-use crate::event::NetworkConnect;
+use crate::event::{Extra, LifecycleEvent, NetworkConnect};
 
 /// Appends `text` as a JSON string: quoted, with `"`, `\` and control
 /// characters escaped exactly as serde_json does (short forms for \b \f \n
@@ -109,8 +109,41 @@ pub fn write_string_fields(event_id: u32, fields: &[(&str, String)], out: &mut V
     out.extend_from_slice(b"}\n");
 }
 
+/// A lifecycle event (252, 253): the NetworkConnect fields, then its own;
+/// every value a string when `Q` (`--json-types sysmon`).
+pub fn write_lifecycle<const Q: bool>(e: &LifecycleEvent, out: &mut Vec<u8>) {
+    write_network_connect_fields::<Q>(&e.connect, out);
+    for (name, value) in &e.extras {
+        out.push(b',');
+        push_str(out, name);
+        out.push(b':');
+        match value {
+            Extra::Num(n) => {
+                let mut buf = itoa::Buffer::new();
+                let digits = buf.format(*n).as_bytes();
+                if Q {
+                    out.push(b'"');
+                    out.extend_from_slice(digits);
+                    out.push(b'"');
+                } else {
+                    out.extend_from_slice(digits);
+                }
+            }
+            Extra::Text(t) => push_str(out, t),
+        }
+    }
+    out.extend_from_slice(b"}\n");
+}
+
 #[inline(always)]
 fn write_network_connect_as<const Q: bool>(e: &NetworkConnect, out: &mut Vec<u8>) {
+    write_network_connect_fields::<Q>(e, out);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Every field of `e`, without the closing brace.
+#[inline(always)]
+fn write_network_connect_fields<const Q: bool>(e: &NetworkConnect, out: &mut Vec<u8>) {
     // Room for a typical line at once, not a growth step in the middle.
     out.reserve(1024);
     int_field::<Q>(out, b"{\"EventID\":", e.event_id);
@@ -146,7 +179,6 @@ fn write_network_connect_as<const Q: bool>(e: &NetworkConnect, out: &mut Vec<u8>
     int_field::<Q>(out, b",\"NetNs\":", e.net_ns);
     str_field(out, b",\"CommunityId\":", &e.community_id);
     str_field(out, b",\"Attribution\":", e.attribution);
-    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]

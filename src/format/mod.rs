@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use crate::event::{DnsQuery, NetworkConnect, DNS_QUERY, DNS_QUERY_SYSMON_FIELDS};
+use crate::event::{DnsQuery, LifecycleEvent, NetworkConnect, DNS_QUERY, DNS_QUERY_SYSMON_FIELDS};
 use record_id::RecordIds;
 use sensor_events::{ConfigChange, ServiceState, ServiceStateChange};
 use xml::XmlContext;
@@ -99,6 +99,23 @@ impl Formatter {
             Format::Xml => {
                 let id = self.next_record_id()?;
                 xml::write_network_connect(&self.xml, id, now_unix_ns, event, out)
+            }
+        }
+    }
+
+    /// A lifecycle event (252 failed, 253 closed).
+    pub fn lifecycle(&mut self, event: &LifecycleEvent, now_unix_ns: i128, out: &mut Vec<u8>) -> Result<()> {
+        match self.format {
+            Format::Json => {
+                match self.json_types {
+                    JsonTypes::Typed => json::write_lifecycle::<false>(event, out),
+                    JsonTypes::Sysmon => json::write_lifecycle::<true>(event, out),
+                }
+                Ok(())
+            }
+            Format::Xml => {
+                let id = self.next_record_id()?;
+                xml::write_lifecycle(&self.xml, id, now_unix_ns, event, out)
             }
         }
     }
@@ -265,7 +282,85 @@ mod tests {
         f.own_event(SENSOR_LOSS, &loss, &loss.fields(), NOW, &mut out).expect("event 250");
         let stats = stats_event("2026-11-29 16:37:54.640".into(), 60.0004, 12.5, &c);
         f.own_event(SENSOR_STATS, &stats, &stats.fields(), NOW, &mut out).expect("event 251");
+        for e in lifecycle_samples() {
+            f.lifecycle(&e, NOW, &mut out).expect("lifecycle event");
+        }
         String::from_utf8(out).expect("utf8").lines().map(str::to_owned).collect()
+    }
+
+    /// One event 252 and one 253, with every own field.
+    fn lifecycle_samples() -> Vec<LifecycleEvent> {
+        use crate::event::{Extra, CONNECTION_CLOSED, CONNECTION_FAILED};
+        let mut failed = sample();
+        failed.event_id = CONNECTION_FAILED;
+        let mut closed = sample();
+        closed.event_id = CONNECTION_CLOSED;
+        vec![
+            LifecycleEvent {
+                connect: failed,
+                extras: vec![
+                    ("Failure", Extra::Text("refused")),
+                    ("Attempts", Extra::Num(2)),
+                    ("Count", Extra::Num(7)),
+                ],
+            },
+            LifecycleEvent {
+                connect: closed,
+                extras: vec![
+                    ("Duration", Extra::Num(1500)),
+                    ("BytesSent", Extra::Num(1000)),
+                    ("BytesReceived", Extra::Num(u64::MAX)),
+                    ("SegmentsRetransmitted", Extra::Num(0)),
+                    ("SmoothedRttUs", Extra::Num(42)),
+                    ("CloseReason", Extra::Text("fin")),
+                ],
+            },
+        ]
+    }
+
+    /// Lifecycle events: the NetworkConnect line with the event's id and its
+    /// own fields after; in XML, Sysmon's 18 fields then its own.
+    #[test]
+    fn lifecycle_events_extend_the_network_connect_line() {
+        const NOW: i128 = 1_764_434_274_638_341_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f = Formatter::new(Format::Json, dir.path()).expect("formatter");
+        let samples = lifecycle_samples();
+        let mut line = Vec::new();
+        f.lifecycle(&samples[1], NOW, &mut line).expect("253");
+        let mut base = Vec::new();
+        let mut as_connect = samples[1].connect.clone();
+        as_connect.event_id = 3;
+        json::write_network_connect(&as_connect, &mut base);
+        let line = String::from_utf8(line).expect("utf8");
+        let base = String::from_utf8(base).expect("utf8");
+        assert_eq!(
+            line,
+            format!(
+                "{}{}",
+                base.trim_end().trim_end_matches('}').replacen("\"EventID\":3", "\"EventID\":253", 1),
+                ",\"Duration\":1500,\"BytesSent\":1000,\"BytesReceived\":18446744073709551615,\
+                 \"SegmentsRetransmitted\":0,\"SmoothedRttUs\":42,\"CloseReason\":\"fin\"}\n"
+            )
+        );
+        let mut x = Formatter::new(Format::Xml, dir.path()).expect("formatter");
+        let mut xml_line = Vec::new();
+        x.lifecycle(&samples[0], NOW, &mut xml_line).expect("252");
+        let xml_line = String::from_utf8(xml_line).expect("utf8");
+        assert!(
+            xml_line.contains("<EventID>252</EventID><Version>1</Version><Level>4</Level><Task>252</Task>"),
+            "{xml_line}"
+        );
+        assert!(
+            xml_line.contains(
+                "<Data Name=\"DestinationPortName\">-</Data><Data Name=\"Failure\">refused</Data>\
+                 <Data Name=\"Attempts\">2</Data><Data Name=\"Count\">7</Data></EventData></Event>\n"
+            ),
+            "{xml_line}"
+        );
+        assert!(!xml_line.contains("CommandLine"), "only Sysmon's fields and the event's own: {xml_line}");
+        let parsed = xml_check::parse_event(xml_line.trim_end());
+        assert_eq!((parsed.data("Failure"), parsed.data("Count")), (Some("refused"), Some("7")));
     }
 
     /// `--json-types sysmon`: for every event type, the typed line's members
@@ -276,7 +371,7 @@ mod tests {
     fn sysmon_json_types_are_strings_for_every_event_type() {
         let typed = every_event_type(JsonTypes::Typed);
         let strings = every_event_type(JsonTypes::Sysmon);
-        assert_eq!(typed.len(), 9);
+        assert_eq!(typed.len(), 11);
         assert_eq!(strings.len(), typed.len());
         let mut ids = Vec::new();
         for (t, s) in typed.iter().zip(&strings) {
@@ -299,7 +394,7 @@ mod tests {
             }
             ids.push(s_members[0].1.as_str().unwrap_or_default().to_owned());
         }
-        assert_eq!(ids, ["3", "3", "22", "4", "4", "16", "16", "250", "251"]);
+        assert_eq!(ids, ["3", "3", "22", "4", "4", "16", "16", "250", "251", "252", "253"]);
         // What Sigma rules compare against, byte for byte.
         assert!(strings[0].contains("\"Initiated\":\"true\",\"SourceIsIpv6\":\"false\""), "{}", strings[0]);
         assert!(strings[0].contains("\"SourcePort\":\"60802\""), "{}", strings[0]);

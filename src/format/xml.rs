@@ -27,7 +27,7 @@ use std::net::Ipv6Addr;
 use anyhow::{Context, Result};
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
-use crate::event::NetworkConnect;
+use crate::event::{LifecycleEvent, NetworkConnect};
 
 pub const PROVIDER_NAME: &str = "Linux-Sysmon";
 pub const PROVIDER_GUID: &str = "{ff032593-a8d3-4f13-b0d6-01fc615a0f97}";
@@ -99,9 +99,31 @@ pub fn render_network_connect(
     time_created_unix_ns: i128,
     event: &NetworkConnect,
 ) -> Result<String> {
+    let fields = sysmon_fields(event);
+    render(ctx, NETWORK_CONNECT, record_id, time_created_unix_ns, &fields)
+}
+
+/// A lifecycle event (252, 253) in the same layout: Sysmon's NetworkConnect
+/// fields, then the event's own, under its own EventID (version 1).
+pub fn write_lifecycle(
+    ctx: &XmlContext,
+    record_id: u64,
+    time_created_unix_ns: i128,
+    event: &LifecycleEvent,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut fields: Vec<(&str, Cow<'_, str>)> = sysmon_fields(&event.connect).into();
+    fields.extend(event.extras.iter().map(|(name, value)| (*name, value.text())));
+    let desc = Descriptor { id: event.connect.event_id, version: 1 };
+    let line = render(ctx, desc, record_id, time_created_unix_ns, &fields)?;
+    write_line(&line, out)
+}
+
+/// Sysmon's 18 NetworkConnect fields of `event`, in its manifest's order.
+fn sysmon_fields(event: &NetworkConnect) -> [(&'static str, Cow<'_, str>); 18] {
     let source_ip = sysmon_ip(&event.source_ip, event.source_is_ipv6);
     let destination_ip = sysmon_ip(&event.destination_ip, event.destination_is_ipv6);
-    let fields: [(&str, Cow<'_, str>); 18] = [
+    [
         ("RuleName", (&*event.rule_name).into()),
         ("UtcTime", event.utc_time.as_str().into()),
         ("ProcessGuid", (&*event.process_guid).into()),
@@ -120,8 +142,7 @@ pub fn render_network_connect(
         ("DestinationHostname", (&*event.destination_hostname).into()),
         ("DestinationPort", event.destination_port.to_string().into()),
         ("DestinationPortName", (&*event.destination_port_name).into()),
-    ];
-    render(ctx, NETWORK_CONNECT, record_id, time_created_unix_ns, &fields)
+    ]
 }
 
 /// [`render_network_connect`] followed by a newline, written to `out`.

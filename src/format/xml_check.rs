@@ -76,6 +76,7 @@ pub fn parse_event(xml: &str) -> ParsedEvent {
     ParsedEvent { data, elements }
 }
 
+#[derive(Debug, Clone)]
 pub struct ParsedEvent {
     /// `<Data Name="..">value</Data>`, in order.
     pub data: Vec<(String, String)>,

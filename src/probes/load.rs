@@ -15,6 +15,7 @@ use super::skel::process::{ProcessSkel, ProcessSkelBuilder};
 use super::skel::tcp_accept::{TcpAcceptSkel, TcpAcceptSkelBuilder};
 use super::skel::tcp_accept_uring::{TcpAcceptUringSkel, TcpAcceptUringSkelBuilder};
 use super::skel::tcp_state::{TcpStateSkel, TcpStateSkelBuilder};
+use super::skel::tcp_stop::{TcpStopSkel, TcpStopSkelBuilder};
 use super::skel::udp_packet::{UdpPacketSkel, UdpPacketSkelBuilder};
 use super::skel::udp_recv::{UdpRecvSkel, UdpRecvSkelBuilder};
 use super::skel::udp_send::{UdpSendSkel, UdpSendSkelBuilder};
@@ -36,6 +37,8 @@ pub struct ProbeOptions {
     pub udp_sendmsg_hook: bool,
     /// Benchmark aid: every program returns at once (hook_floor.bpf.h).
     pub hook_floor: bool,
+    /// Mark reported TCP connections and write their close (event 253).
+    pub lifecycle_closed: bool,
     /// Copy DNS messages on port 53 (dns_capture.bpf.h, in the UDP
     /// objects' cgroup_skb programs).
     pub dns_capture: bool,
@@ -56,6 +59,9 @@ pub struct Probes<'obj> {
     _uring: Option<TcpAcceptUringSkel<'obj>>,
     pub(super) udp_recv: UdpRecvSkel<'obj>,
     pub(super) udp_send: UdpSend<'obj>,
+    /// The iterator of open connections run at stop (close events on, and
+    /// the kernel has iter/tcp), and its link.
+    pub(super) tcp_stop: Option<(TcpStopSkel<'obj>, Link)>,
     pub(super) links: Vec<Link>,
 }
 
@@ -75,6 +81,7 @@ macro_rules! set_hook_floor {
 /// Backing storage the skeletons borrow from; must outlive `Probes`.
 pub struct ObjectStorage {
     tcp_state: MaybeUninit<OpenObject>,
+    tcp_stop: MaybeUninit<OpenObject>,
     tcp_accept: MaybeUninit<OpenObject>,
     tcp_accept_uring: MaybeUninit<OpenObject>,
     process: MaybeUninit<OpenObject>,
@@ -93,6 +100,7 @@ impl ObjectStorage {
     pub fn new() -> Self {
         Self {
             tcp_state: MaybeUninit::uninit(),
+            tcp_stop: MaybeUninit::uninit(),
             tcp_accept: MaybeUninit::uninit(),
             tcp_accept_uring: MaybeUninit::uninit(),
             process: MaybeUninit::uninit(),
@@ -148,6 +156,9 @@ impl<'obj> Probes<'obj> {
             TcpStateSkelBuilder::default().open(&mut storage.tcp_state).context("opening eBPF object tcp_state")?;
         open.maps.events.set_max_entries(opts.ringbuf_bytes).context("sizing the ring buffer")?;
         set_hook_floor!(open, opts.hook_floor, "tcp_state");
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.lifecycle_closed = opts.lifecycle_closed;
+        }
         let tcp_state = open.load().context(
             "the kernel refused eBPF object tcp_state (tp_btf/inet_sock_set_state); see the libbpf log above",
         )?;
@@ -314,7 +325,22 @@ impl<'obj> Probes<'obj> {
             }
             TcpIn::Fexit { .. } => None, // inet_csk_accept sees them
         };
-        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, links })
+        let tcp_stop = if opts.lifecycle_closed {
+            let mut maps = common.to_vec();
+            maps.push(("tcp_reported", tcp_state.maps.tcp_reported.as_fd()));
+            match load_tcp_stop(&mut storage.tcp_stop, &maps, opts.hook_floor) {
+                Ok(loaded) => Some(loaded),
+                Err(e) => {
+                    tracing::warn!(
+                        "connections open at stop cannot be read ({e:#}): they are reported without figures"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self { tcp_state, tcp_accept, _process: process, _uring: uring, udp_recv, udp_send, tcp_stop, links })
     }
 
     /// Attaches the cgroup sendmsg hooks now (process mechanism; none for
@@ -349,6 +375,21 @@ fn share_maps(open: &mut OpenObject, shared: &[(&str, BorrowedFd<'_>)]) -> Resul
         }
     }
     Ok(())
+}
+
+/// The iterator over TCP sockets run at stop (tcp_stop.bpf.c): optional, as
+/// a kernel may refuse iterators.
+fn load_tcp_stop<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    shared: &[(&'static str, BorrowedFd<'_>)],
+    hook_floor: bool,
+) -> Result<(TcpStopSkel<'obj>, Link)> {
+    let mut open = TcpStopSkelBuilder::default().open(storage).context("opening eBPF object tcp_stop")?;
+    share_maps(open.open_object_mut(), shared)?;
+    set_hook_floor!(open, hook_floor, "tcp_stop");
+    let skel = open.load().context("the kernel refused eBPF object tcp_stop (iter/tcp)")?;
+    let link = skel.progs.tcp_open_at_stop.attach().context("attaching iter/tcp")?;
+    Ok((skel, link))
 }
 
 /// The io_uring accept probes: optional, as io_uring may be built out.
@@ -465,9 +506,10 @@ mod tests {
                 programs += 1;
             }
         }
-        // The 22 of today at least: 13 attached by default, sendmsg4/6 with
-        // IPsec, consume_skb in the packet mechanism; the fexit forms of the
-        // accept (2), send and receive probes (4) where the kernel allows them.
-        assert!(programs >= 22, "programs found in {}: {programs}", dir.display());
+        // The 23 of today at least: 13 attached by default, sendmsg4/6 with
+        // IPsec, consume_skb in the packet mechanism, the iter/tcp run at stop
+        // with close events on, and the fexit forms of the accept (2), send and
+        // receive probes (4) where the kernel allows them.
+        assert!(programs >= 23, "programs found in {}: {programs}", dir.display());
     }
 }

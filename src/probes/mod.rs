@@ -8,7 +8,8 @@
 //! - `maps`: reading and writing the maps while running (counters, the UDP
 //!   flow table, the config's kernel exclusions);
 //! - `netns` (the packet mechanism's per-namespace sockets), `xfrm` (IPsec
-//!   policies), `skel` (the generated skeletons).
+//!   policies), `skel` (the generated skeletons), `tcp_stop` (the report of
+//!   connections open when the sensor stops).
 //!
 //! A new program: its `src/bpf/NAME.bpf.c` (build.rs finds it and generates
 //! its skeleton module), and in `load.rs` its storage slot, its place in
@@ -21,6 +22,7 @@ mod load;
 mod maps;
 pub mod netns;
 pub mod skel;
+mod tcp_stop;
 pub mod xfrm;
 
 use load::UdpSend;
@@ -81,7 +83,29 @@ impl Probes<'_> {
         matches!(self.udp_send, UdpSend::Packet { .. })
     }
 
+    /// Whether the iterator of connections open at stop is loaded (close
+    /// events on, and the kernel has iter/tcp): it enters every network
+    /// namespace at stop.
+    pub fn has_tcp_stop(&self) -> bool {
+        self.tcp_stop.is_some()
+    }
+
     pub fn attached(&self) -> usize {
         self.links.len()
+    }
+
+    /// At stop: has the kernel write a closed fact (sensor-stop, with its
+    /// counters) for every reported connection still open, in every network
+    /// namespace. Returns false when it cannot (no iterator).
+    pub fn report_open_tcp(&self) -> bool {
+        let Some((_, link)) = &self.tcp_stop else {
+            return false;
+        };
+        let (ran, failed) = tcp_stop::report_open_connections(link);
+        for f in &failed {
+            tracing::debug!("open connections at stop: {f}");
+        }
+        tracing::info!("open connections at stop: looked in {ran} network namespaces ({} could not be)", failed.len());
+        true
     }
 }

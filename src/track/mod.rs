@@ -1,6 +1,8 @@
 //! Track: state that spans several kernel facts (pending TCP handshakes, the
-//! process table), kept and aged in userspace.
+//! process table, open connections and repeated failures), kept and aged in
+//! userspace.
 pub mod container;
+pub mod lifecycle;
 pub mod process;
 pub mod table;
 pub mod tcp;

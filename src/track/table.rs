@@ -65,6 +65,20 @@ impl<K: Eq + Hash + Clone, V> AgeingTable<K, V> {
         self.entries.get(key).map(|s| &s.value)
     }
 
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|s| &mut s.value)
+    }
+
+    /// Removes and returns every entry, oldest first.
+    pub fn drain(&mut self) -> Vec<(K, V)> {
+        let mut all = Vec::with_capacity(self.entries.len());
+        while let Some(entry) = self.pop_oldest() {
+            all.push(entry);
+        }
+        self.order.clear();
+        all
+    }
+
     /// Removes and returns every entry inserted before `now_ns - max_age_ns`.
     pub fn expire(&mut self, now_ns: u64, max_age_ns: u64) -> Vec<(K, V)> {
         let cutoff = now_ns.saturating_sub(max_age_ns);

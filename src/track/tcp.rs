@@ -76,6 +76,8 @@ impl Protocol {
 /// A connection (TCP) or new flow (UDP), ready to be reported.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// The kernel socket (TCP; 0 for UDP): how its close is matched.
+    pub sk: u64,
     pub protocol: Protocol,
     /// TCP: when it was established; UDP: the flow's first packet.
     pub established_ns: u64,
@@ -140,18 +142,20 @@ impl TcpTracker {
 
     /// The handshake ended without ESTABLISHED. A socket the process had
     /// already accepted (TCP Fast Open: data may have been exchanged) is still
-    /// a connection it took, and is reported.
-    pub fn on_aborted(&mut self, sk: u64) -> Option<Connection> {
-        if self.connecting.remove(&sk).is_some() {
+    /// a connection it took, and is reported (the first value). The second
+    /// is the process of a failed outbound attempt (event 252).
+    pub fn on_aborted(&mut self, sk: u64) -> (Option<Connection>, Option<Owner>) {
+        let failed = self.connecting.remove(&sk);
+        if failed.is_some() {
             self.stats.handshakes_failed += 1;
         }
-        let early = self.accepted_early.remove(&sk)?;
-        Some(self.report_early(early))
+        let early = self.accepted_early.remove(&sk).map(|early| self.report_early(sk, early));
+        (early, failed)
     }
 
-    fn report_early(&mut self, early: EarlyAccept) -> Connection {
+    fn report_early(&mut self, sk: u64, early: EarlyAccept) -> Connection {
         self.stats.inbound_reported += 1;
-        inbound(early.accepted_ns, early.endpoints, early.owner, Attribution::Accept)
+        inbound(sk, early.accepted_ns, early.endpoints, early.owner, Attribution::Accept)
     }
 
     pub fn on_established(&mut self, ts_ns: u64, sk: u64, outbound: bool, endpoints: Endpoints) -> Option<Connection> {
@@ -166,6 +170,7 @@ impl TcpTracker {
             }
             let attribution = if owner.is_some() { Attribution::Connect } else { Attribution::Unattributed };
             return Some(Connection {
+                sk,
                 protocol: Protocol::Tcp,
                 established_ns: ts_ns,
                 endpoints,
@@ -176,7 +181,7 @@ impl TcpTracker {
         }
         if let Some(early) = self.accepted_early.remove(&sk) {
             self.stats.inbound_reported += 1;
-            return Some(inbound(ts_ns, endpoints, early.owner, Attribution::Accept));
+            return Some(inbound(sk, ts_ns, endpoints, early.owner, Attribution::Accept));
         }
         let d = self.established_inbound.insert(sk, PendingInbound { established_ns: ts_ns, endpoints }, ts_ns);
         self.stats.inbound_never_accepted += u64::from(d.replaced.is_some()) + u64::from(d.evicted.is_some());
@@ -197,15 +202,15 @@ impl TcpTracker {
         // A Fast Open child that became ESTABLISHED while being accepted.
         if let Some(p) = self.established_inbound.remove(&sk) {
             self.stats.inbound_reported += 1;
-            return Some(inbound(p.established_ns, p.endpoints, owner, Attribution::Accept));
+            return Some(inbound(sk, p.established_ns, p.endpoints, owner, Attribution::Accept));
         }
         if handshake_done {
             self.stats.inbound_reported += 1;
-            return Some(inbound(now_ns, endpoints, owner, Attribution::Accept));
+            return Some(inbound(sk, now_ns, endpoints, owner, Attribution::Accept));
         }
         let early = EarlyAccept { owner, accepted_ns: now_ns, endpoints };
-        let (_, evicted) = self.accepted_early.insert(sk, early, now_ns).evicted?;
-        Some(self.report_early(evicted))
+        let (evicted_sk, evicted) = self.accepted_early.insert(sk, early, now_ns).evicted?;
+        Some(self.report_early(evicted_sk, evicted))
     }
 
     /// Ages off entries whose other half never came; accepted sockets that
@@ -214,12 +219,20 @@ impl TcpTracker {
         self.stats.pending_connects_expired += self.connecting.expire(now_ns, self.max_age_ns).len() as u64;
         self.stats.inbound_never_accepted += self.established_inbound.expire(now_ns, self.max_age_ns).len() as u64;
         let early = self.accepted_early.expire(now_ns, self.max_age_ns);
-        early.into_iter().map(|(_, e)| self.report_early(e)).collect()
+        early.into_iter().map(|(sk, e)| self.report_early(sk, e)).collect()
     }
 }
 
-fn inbound(established_ns: u64, endpoints: Endpoints, owner: Owner, attribution: Attribution) -> Connection {
-    Connection { protocol: Protocol::Tcp, established_ns, endpoints, initiated: false, owner: Some(owner), attribution }
+fn inbound(sk: u64, established_ns: u64, endpoints: Endpoints, owner: Owner, attribution: Attribution) -> Connection {
+    Connection {
+        sk,
+        protocol: Protocol::Tcp,
+        established_ns,
+        endpoints,
+        initiated: false,
+        owner: Some(owner),
+        attribution,
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +277,9 @@ mod tests {
     fn refused_connect_is_dropped_and_counted() {
         let mut t = TcpTracker::new(16, AGE);
         t.on_connect(0xa, owner(10), 1);
-        assert!(t.on_aborted(0xa).is_none());
+        let (report, failed) = t.on_aborted(0xa);
+        assert!(report.is_none());
+        assert_eq!(failed.map(|o| o.task.tgid), Some(10), "the failed attempt's process");
         assert_eq!(t.stats.handshakes_failed, 1);
         assert_eq!(t.pending(), (0, 0, 0));
     }
@@ -331,7 +346,7 @@ mod tests {
     fn accepted_before_established_is_reported_even_if_it_never_is() {
         let mut t = TcpTracker::new(16, AGE);
         assert!(t.on_accept(0xa, ep("10.0.0.1:999"), false, owner(20), 5).is_none());
-        let c = t.on_aborted(0xa).expect("an accepted TFO child that closed in SYN_RECV");
+        let c = t.on_aborted(0xa).0.expect("an accepted TFO child that closed in SYN_RECV");
         assert_eq!((c.established_ns, c.owner.map(|o| o.task.tgid)), (5, Some(20)));
         t.on_accept(0xb, ep("10.0.0.2:999"), false, owner(21), 6);
         let aged = t.expire(6 + AGE + 1);

@@ -90,6 +90,7 @@ impl UdpTracker {
             UdpSeenBy::Recv => Attribution::Receive,
         };
         Some(Connection {
+            sk: 0,
             protocol: Protocol::Udp,
             established_ns: ts_ns,
             endpoints: Endpoints { netns: key.netns, local: key.local, remote: key.remote },
