@@ -221,7 +221,16 @@ impl Watchdog {
                 }
             })
             .context("starting the CPU priority watchdog")?;
-        started_rx.recv().context("the CPU priority watchdog ended early")?.context("yielding the CPU")?;
+        let started = started_rx
+            .recv()
+            .context("the CPU priority watchdog ended early")
+            .and_then(|first| first.context("yielding the CPU"));
+        if let Err(e) = started {
+            // It is ending (at SCHED_IDLE when only the way back was
+            // refused): gone before the sensor says it is ready.
+            let _ = thread.join();
+            return Err(e);
+        }
         Ok(Self { stop, thread: Some(thread) })
     }
 
