@@ -133,7 +133,7 @@ fn a_hostile_config_at_sighup_keeps_the_sensor_and_its_rules() {
     let config = dir.path().join("config.xml");
     write(
         &config,
-        &sysmon("<NetworkConnect onmatch=\"exclude\"><DestinationPort condition=\"is\">47311</DestinationPort></NetworkConnect>"),
+        &sysmon("<NetworkConnect onmatch=\"exclude\"><DestinationPort condition=\"is\">27311</DestinationPort></NetworkConnect>"),
     );
     let sensor = Sensor::start(&["-c", config.to_str().expect("utf8")]);
     let pid = nix::unistd::Pid::from_raw(sensor.pid() as i32);
@@ -167,10 +167,10 @@ fn a_hostile_config_at_sighup_keeps_the_sensor_and_its_rules() {
     }
     // Still running, still applying the old rules.
     let _ = std::fs::remove_file(&config);
-    connect_once(47311);
-    connect_once(47312);
-    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47312).len(), 2);
-    assert!(sensor.wait_for(0, Duration::ZERO, |e| u(e, "DestinationPort") == 47311).is_empty());
+    connect_once(27311);
+    connect_once(27312);
+    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 27312).len(), 2);
+    assert!(sensor.wait_for(0, Duration::ZERO, |e| u(e, "DestinationPort") == 27311).is_empty());
     let (status, stderr) = sensor.stop();
     assert!(status.success(), "{stderr}");
 }

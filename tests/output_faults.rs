@@ -100,7 +100,7 @@ fn a_full_disk_is_survived_and_counted_with_whole_lines_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sensor = Sensor::start_at(None, out.clone(), &dir.path().join("state"), &["--stats-interval", "3600"]);
     // ~1 KiB a line: 40 connections (80 events) overfill the 24 KiB left.
-    connections(47_401, 40);
+    connections(27_401, 40);
     assert!(sensor.wait_log(&["No space left on device"], WAIT), "{}", sensor.stderr_text());
     assert!(still_running(&sensor), "the sensor keeps running");
     let before = whole_lines(&out);
@@ -109,9 +109,9 @@ fn a_full_disk_is_survived_and_counted_with_whole_lines_only() {
     // Room again: the next events are written, and the loss is announced.
     std::fs::remove_file(&filler).expect("rm filler");
     let written = wait_until(Duration::from_secs(30), || {
-        connections(47_402, 1);
+        connections(27_402, 1);
         let now = whole_lines(&out);
-        now.iter().any(|e| e["EventID"] == 3 && u(e, "DestinationPort") == 47_402) && output_dropped(&now) > 0
+        now.iter().any(|e| e["EventID"] == 3 && u(e, "DestinationPort") == 27_402) && output_dropped(&now) > 0
     });
     let after = whole_lines(&out);
     assert!(written, "events and OutputDropped once writable: {after:?}\n{}", sensor.stderr_text());
@@ -132,12 +132,12 @@ fn a_log_directory_removed_before_sighup_is_waited_for() {
     std::fs::remove_dir_all(&logs).expect("rm -r");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sensor.pid() as i32), Signal::SIGHUP).expect("hup");
     assert!(sensor.wait_log(&["reopening", "No such file or directory"], WAIT), "{}", sensor.stderr_text());
-    connections(47_403, 3);
+    connections(27_403, 3);
     assert!(still_running(&sensor), "the sensor keeps running: {}", sensor.stderr_text());
 
     std::fs::create_dir(&logs).expect("mkdir again");
     let back = wait_until(Duration::from_secs(30), || {
-        connections(47_404, 1);
+        connections(27_404, 1);
         let now = whole_lines(&out);
         now.iter().any(|e| e["EventID"] == 3) && output_dropped(&now) > 0
     });
@@ -191,7 +191,7 @@ fn stdout_on_dev_full_keeps_the_sensor_running() {
         false
     };
     assert!(wait_line("ready"), "started");
-    connections(47_405, 2);
+    connections(27_405, 2);
     assert!(wait_line("No space left on device"), "the fault is said");
     assert!(child.0.try_wait().expect("try_wait").is_none(), "still running");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("term");
@@ -211,8 +211,8 @@ fn a_fragment_left_by_kill_9_is_cut_before_appending() {
     let out = dir.path().join("events.jsonl");
     let state = dir.path().join("state");
     let sensor = Sensor::start_at(None, out.clone(), &state, &[]);
-    connections(47_406, 1);
-    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47_406).len(), 2);
+    connections(27_406, 1);
+    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 27_406).len(), 2);
     let (_, _) = sensor.stop_with(Signal::SIGKILL);
     // What a kill in the middle of a write leaves.
     let whole = std::fs::read(&out).expect("read");
@@ -222,8 +222,8 @@ fn a_fragment_left_by_kill_9_is_cut_before_appending() {
 
     let sensor = Sensor::start_at(None, out.clone(), &state, &[]);
     assert!(sensor.wait_log(&["cut off a partial last line"], WAIT), "{}", sensor.stderr_text());
-    connections(47_407, 1);
-    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47_407).len(), 2);
+    connections(27_407, 1);
+    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 27_407).len(), 2);
     let lines = whole_lines(&out);
     assert!(std::fs::read(&out).expect("read").starts_with(&whole), "what was whole is kept");
     assert!(lines.len() > 4);

@@ -120,11 +120,11 @@ fn xml_stays_well_formed_for_hostile_names() {
 fn json_has_community_id_and_optional_port_names() {
     let dir = tempfile::tempdir().expect("tempdir");
     let services = dir.path().join("services");
-    std::fs::write(&services, "# test\nssh 22/tcp\nsockscope-test 47123/tcp # ours\nbad line\n").expect("write");
+    std::fs::write(&services, "# test\nssh 22/tcp\nsockscope-test 27123/tcp # ours\nbad line\n").expect("write");
     let sensor = Sensor::start(&["--port-names", "--services-file", services.to_str().expect("utf8")]);
-    let (port, sport) = connect_once("127.0.0.1:47123");
-    assert_eq!(port, 47123);
-    let got = sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47123 && u(e, "SourcePort") == u64::from(sport));
+    let (port, sport) = connect_once("127.0.0.1:27123");
+    assert_eq!(port, 27123);
+    let got = sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 27123 && u(e, "SourcePort") == u64::from(sport));
     assert_eq!(got.len(), 2);
     for e in &got {
         assert_eq!(s(e, "DestinationPortName"), "sockscope-test");
@@ -154,41 +154,41 @@ fn config_filters_names_rules_and_reloads_on_sighup() {
     let config = dir.path().join("sysmon.xml");
     write_config(
         &config,
-        "<NetworkConnect onmatch=\"include\"><DestinationPort name=\"watched port\" condition=\"is\">47201</DestinationPort>\
-         <DestinationPort condition=\"is\">47202</DestinationPort></NetworkConnect>\
-         <NetworkConnect onmatch=\"exclude\"><DestinationPort condition=\"is\">47202</DestinationPort></NetworkConnect>\
+        "<NetworkConnect onmatch=\"include\"><DestinationPort name=\"watched port\" condition=\"is\">27201</DestinationPort>\
+         <DestinationPort condition=\"is\">27202</DestinationPort></NetworkConnect>\
+         <NetworkConnect onmatch=\"exclude\"><DestinationPort condition=\"is\">27202</DestinationPort></NetworkConnect>\
          <ProcessCreate onmatch=\"include\"/>",
     );
     let sensor = Sensor::start(&["-c", config.to_str().expect("utf8")]);
     assert!(sensor.wait_log(&["ProcessCreate"], WAIT), "a notice for the ignored event type: {}", sensor.stderr_text());
-    connect_once("127.0.0.1:47201");
-    connect_once("127.0.0.1:47202");
-    connect_once("127.0.0.1:47203");
-    let got = sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47201);
+    connect_once("127.0.0.1:27201");
+    connect_once("127.0.0.1:27202");
+    connect_once("127.0.0.1:27203");
+    let got = sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 27201);
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|e| s(e, "RuleName") == "watched port"));
     // One more watched connection, made after the others: once its events
     // are written, theirs would be too.
-    connect_once("127.0.0.1:47201");
-    assert_eq!(sensor.wait_for(4, WAIT, |e| u(e, "DestinationPort") == 47201).len(), 4);
-    let others = sensor.wait_for(0, Duration::ZERO, |e| matches!(u(e, "DestinationPort"), 47202 | 47203));
+    connect_once("127.0.0.1:27201");
+    assert_eq!(sensor.wait_for(4, WAIT, |e| u(e, "DestinationPort") == 27201).len(), 4);
+    let others = sensor.wait_for(0, Duration::ZERO, |e| matches!(u(e, "DestinationPort"), 27202 | 27203));
     assert!(others.is_empty(), "exclude wins over include; unmatched not reported: {others:?}");
 
     // A bad new config keeps the old rules.
     std::fs::write(&config, "<Sysmon schemaversion=\"4.90\"><EventFiltering>").expect("write");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sensor.pid() as i32), Signal::SIGHUP).expect("hup");
     assert!(sensor.wait_log(&["keeping the rules in force"], WAIT), "{}", sensor.stderr_text());
-    connect_once("127.0.0.1:47203");
-    connect_once("127.0.0.1:47201");
-    assert_eq!(sensor.wait_for(4, WAIT, |e| u(e, "DestinationPort") == 47201).len(), 4);
-    assert!(sensor.wait_for(0, Duration::ZERO, |e| u(e, "DestinationPort") == 47203).is_empty());
+    connect_once("127.0.0.1:27203");
+    connect_once("127.0.0.1:27201");
+    assert_eq!(sensor.wait_for(4, WAIT, |e| u(e, "DestinationPort") == 27201).len(), 4);
+    assert!(sensor.wait_for(0, Duration::ZERO, |e| u(e, "DestinationPort") == 27203).is_empty());
 
     // A good new config replaces them, and is announced (Event ID 16).
-    write_config(&config, "<NetworkConnect onmatch=\"include\"><DestinationPort condition=\"is\">47203</DestinationPort></NetworkConnect>");
+    write_config(&config, "<NetworkConnect onmatch=\"include\"><DestinationPort condition=\"is\">27203</DestinationPort></NetworkConnect>");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sensor.pid() as i32), Signal::SIGHUP).expect("hup");
     assert!(sensor.wait_log(&["config reloaded"], WAIT), "{}", sensor.stderr_text());
-    connect_once("127.0.0.1:47203");
-    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 47203).len(), 2);
+    connect_once("127.0.0.1:27203");
+    assert_eq!(sensor.wait_for(2, WAIT, |e| u(e, "DestinationPort") == 27203).len(), 2);
     let changes: Vec<Value> = sensor.all_events().into_iter().filter(|e| e["EventID"] == 16).collect();
     assert_eq!(changes.len(), 2, "start and one good reload: {changes:?}");
     assert!(s(&changes[1], "ConfigurationFileHash").starts_with("SHA256="));
@@ -244,14 +244,14 @@ fn kernel_and_userspace_filtering_agree() {
          <RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"include\">\
            <Protocol name=\"all\" condition=\"is any\">tcp;udp</Protocol></NetworkConnect></RuleGroup>\
          <RuleGroup groupRelation=\"or\"><NetworkConnect onmatch=\"exclude\">\
-           <DestinationPort condition=\"is any\">47301;47302</DestinationPort>\
+           <DestinationPort condition=\"is any\">27301;27302</DestinationPort>\
            <DestinationIp condition=\"is any\">127.0.0.2;::1</DestinationIp></NetworkConnect></RuleGroup>\
          <RuleGroup groupRelation=\"and\"><NetworkConnect onmatch=\"exclude\">\
-           <Protocol condition=\"is\">udp</Protocol><DestinationPort condition=\"is\">47303</DestinationPort>\
+           <Protocol condition=\"is\">udp</Protocol><DestinationPort condition=\"is\">27303</DestinationPort>\
          </NetworkConnect></RuleGroup></EventFiltering></Sysmon>\n",
     )
     .expect("write config");
-    let ours = |e: &Value| (47301..=47308).contains(&u(e, "DestinationPort"));
+    let ours = |e: &Value| (27301..=27308).contains(&u(e, "DestinationPort"));
     let mut answers = Vec::new();
     for kernel in [true, false] {
         let mut args = vec!["-c", config.to_str().expect("utf8")];
@@ -259,19 +259,19 @@ fn kernel_and_userspace_filtering_agree() {
             args.push("--no-kernel-filter");
         }
         let sensor = Sensor::start(&args);
-        for port in ["47301", "47303", "47304"] {
+        for port in ["27301", "27303", "27304"] {
             connect_once(&format!("127.0.0.1:{port}"));
         }
-        for port in [47302, 47303, 47304] {
+        for port in [27302, 27303, 27304] {
             let to = format!("127.0.0.1:{port}");
             Peer::spawn(None, &["udp-send", "--to", &to, "--count", "3"]).wait_ok();
         }
         // Excluded by address: both ends of the TCP connection (Destination
         // is the remote end outbound, the local end inbound) and the datagrams.
-        connect_once("127.0.0.2:47305");
-        Peer::spawn(None, &["udp-send", "--to", "127.0.0.2:47306", "--count", "3"]).wait_ok();
-        connect_once("[::1]:47307");
-        Peer::spawn(None, &["udp-send", "--to", "[::1]:47308", "--count", "3"]).wait_ok();
+        connect_once("127.0.0.2:27305");
+        Peer::spawn(None, &["udp-send", "--to", "127.0.0.2:27306", "--count", "3"]).wait_ok();
+        connect_once("[::1]:27307");
+        Peer::spawn(None, &["udp-send", "--to", "[::1]:27308", "--count", "3"]).wait_ok();
         sensor.wait_for(5, WAIT, ours);
         sensor.settle();
         let got = sensor.wait_for(0, Duration::ZERO, ours);
@@ -297,11 +297,11 @@ fn kernel_and_userspace_filtering_agree() {
         answers.push(seen);
     }
     let expected = vec![
-        ("tcp".to_string(), 47303, false),
-        ("tcp".to_string(), 47303, true),
-        ("tcp".to_string(), 47304, false),
-        ("tcp".to_string(), 47304, true),
-        ("udp".to_string(), 47304, true),
+        ("tcp".to_string(), 27303, false),
+        ("tcp".to_string(), 27303, true),
+        ("tcp".to_string(), 27304, false),
+        ("tcp".to_string(), 27304, true),
+        ("udp".to_string(), 27304, true),
     ];
     assert_eq!(answers[0], expected, "kernel + userspace");
     assert_eq!(answers[1], expected, "userspace only");
