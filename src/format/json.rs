@@ -60,6 +60,12 @@ fn str_field(out: &mut Vec<u8>, key: &[u8], text: &str) {
 #[inline(always)]
 fn int_field<const QUOTED: bool>(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
     out.extend_from_slice(key);
+    push_int::<QUOTED>(out, n);
+}
+
+/// A number, in quotes when `QUOTED` (`--json-types sysmon`).
+#[inline(always)]
+fn push_int<const QUOTED: bool>(out: &mut Vec<u8>, n: impl itoa::Integer) {
     let mut buf = itoa::Buffer::new();
     let digits = buf.format(n).as_bytes();
     if QUOTED {
@@ -118,17 +124,7 @@ pub fn write_lifecycle<const Q: bool>(e: &LifecycleEvent, out: &mut Vec<u8>) {
         push_str(out, name);
         out.push(b':');
         match value {
-            Extra::Num(n) => {
-                let mut buf = itoa::Buffer::new();
-                let digits = buf.format(*n).as_bytes();
-                if Q {
-                    out.push(b'"');
-                    out.extend_from_slice(digits);
-                    out.push(b'"');
-                } else {
-                    out.extend_from_slice(digits);
-                }
-            }
+            Extra::Num(n) => push_int::<Q>(out, *n),
             Extra::Text(t) => push_str(out, t),
         }
     }
